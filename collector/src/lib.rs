@@ -1,0 +1,10 @@
+//! `vigia-collector`: turns device events into support incidents and runs the workflow of
+//! the seed procedures. Pure logic (workflow, triage, SLA) lives in [`workflow`]; ingest,
+//! store, broker and API are the I/O edges around it.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod ingest;
+pub mod store;
+pub mod workflow;
