@@ -34,7 +34,7 @@ pub enum CodecError {
     /// The payload's `"v"` is not a major version we speak.
     UnsupportedVersion(u64),
     /// Not JSON, not an object, or the wrong shape; the text says where.
-    Malformed(String<160>),
+    Malformed(String<96>),
 }
 
 impl CodecError {

@@ -304,6 +304,10 @@ pub struct Event {
 }
 
 /// What an event says.
+///
+/// `Report` is much larger than the other variants; it stays inline on purpose so an event
+/// can be built without the heap, and its size is bounded by its fields' capacities.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
@@ -573,7 +577,8 @@ pub struct Cmd {
     pub body: CmdBody,
 }
 
-/// What a command says.
+/// What a command says. Kept inline (not boxed) for the same reason as [`EventBody`].
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CmdBody {
