@@ -1,0 +1,320 @@
+//! Shared helpers for the end-to-end tests: real processes (`vigia collector run`,
+//! `vigia agent run`, `mosquitto`) on ports picked at run time, output read line by line,
+//! and polling with a deadline instead of sleeping.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `DEADLINE`.
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    poll_for(what, DEADLINE, &mut f)
+}
+
+/// [`poll`] with an explicit deadline.
+pub fn poll_for<T>(what: &str, limit: Duration, f: &mut impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // Back off gently: this is polling a condition, not waiting for time to pass.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A free TCP port on 127.0.0.1, for programs that cannot bind port 0 and report it
+/// (Mosquitto). The port is free when returned; a clash is retried by the callers.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, with its stdout and stderr
+/// collected line by line.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("VIGIA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let tx = tx.clone();
+            let log = Arc::clone(&log);
+            let tag = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("VIGIA_TEST_ECHO").is_some() {
+                        eprintln!("[{tag}] {line}");
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line.clone());
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            name: name.into(),
+            child,
+            lines: rx,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for an output line containing `needle` and returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no line containing {needle:?} within {DEADLINE:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let name = self.name.clone();
+        let status = poll(&format!("{name} to exit after SIGTERM"), || {
+            self.child.try_wait().ok().flatten()
+        });
+        status
+    }
+
+    /// SIGKILL, like a power cut for the process.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `vigia` binary with a subcommand (`agent`, `collector`).
+pub fn vigia(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigia"));
+    cmd.args(args);
+    cmd
+}
+
+/// A running collector process and its addresses.
+pub struct Collector {
+    pub proc: Proc,
+    pub mqtt_url: String,
+    pub http: String,
+    pub config: PathBuf,
+}
+
+/// Writes a collector config under `dir` and starts `vigia collector run`. `broker` is an
+/// external broker URL, or `None` for the embedded one on a free port.
+pub fn start_collector(dir: &Path, broker: Option<&str>) -> Collector {
+    let config = dir.join("collector.toml");
+    let mqtt = match broker {
+        Some(url) => format!("url = \"{url}\"\n"),
+        None => "embedded_port = 0\n".to_string(),
+    };
+    let text = format!(
+        "data_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        dir.join("collector-data").display()
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+    start_collector_with(&config)
+}
+
+/// Starts `vigia collector run` on an existing config file.
+pub fn start_collector_with(config: &Path) -> Collector {
+    let proc = Proc::spawn(
+        "collector",
+        vigia(&[
+            "collector",
+            "--config",
+            &config.display().to_string(),
+            "run",
+        ]),
+    );
+    let mqtt_url = url_after(&proc.wait_line("mqtt listening on"), "mqtt listening on");
+    let http = url_after(&proc.wait_line("http listening on"), "http listening on");
+    Collector {
+        proc,
+        mqtt_url,
+        http,
+        config: config.to_path_buf(),
+    }
+}
+
+fn url_after(line: &str, marker: &str) -> String {
+    line.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string()
+}
+
+impl Collector {
+    pub fn get(&self, path: &str) -> Option<Value> {
+        http_get_json(&format!("{}{path}", self.http))
+    }
+
+    /// The incidents the collector lists (all states).
+    pub fn incidents(&self) -> Vec<Value> {
+        self.get("/api/incidents")
+            .and_then(|v| match v {
+                Value::Array(a) => Some(a),
+                Value::Object(mut o) => o.remove("incidents").and_then(|v| match v {
+                    Value::Array(a) => Some(a),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn device(&self, id: &str) -> Option<Value> {
+        self.get(&format!("/api/devices/{id}"))
+    }
+}
+
+/// GET a URL and parse JSON; `None` on any failure (the caller polls).
+pub fn http_get_json(url: &str) -> Option<Value> {
+    let mut resp = ureq::get(url).call().ok()?;
+    resp.body_mut().read_json::<Value>().ok()
+}
+
+/// A Mosquitto broker on a free port, killed when dropped.
+pub struct Mosquitto {
+    pub port: u16,
+    pub proc: Option<Proc>,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Starts Mosquitto on `port` (used to bring a broker back on the same address).
+    pub fn start_on(dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_packet_size 32768\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write mosquitto config: {e}"));
+        let mut m = Mosquitto {
+            port,
+            proc: None,
+            conf,
+        };
+        m.up();
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Starts (again) on the same port.
+    pub fn up(&mut self) {
+        let mut cmd = Command::new("mosquitto");
+        cmd.arg("-c").arg(&self.conf);
+        let mut proc = Proc::spawn("mosquitto", cmd);
+        let addr = self.addr();
+        poll("mosquitto to accept connections", || {
+            if let Some(status) = proc.try_status() {
+                panic!("mosquitto exited with {status}: {}", proc.output());
+            }
+            TcpStream::connect(addr).ok()
+        });
+        self.proc = Some(proc);
+    }
+
+    /// Kills the broker (SIGKILL).
+    pub fn down(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vigia-e2e-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
