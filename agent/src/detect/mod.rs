@@ -1,1 +1,20 @@
-//! (in progress)
+//! The pure detection engine: readings and the current time in, fault transitions out.
+//!
+//! `no_std` and allocation-free by design (DESIGN.md): every buffer is a `heapless`
+//! container with a documented capacity, so the agent's memory does not grow with the
+//! machine it runs on and the engine can be tested to the sample without a clock or a
+//! filesystem. The price is fixed limits ([`engine::capacity`]); a subject past them is
+//! counted as overflow, not watched, and never a panic.
+//!
+//! - [`threshold`]: the two state machines (levels with hysteresis and debounce; counter
+//!   rise against a baseline).
+//! - [`engine`]: one state machine per (fault kind, subject), turning steps into
+//!   [`vigia_protocol::FaultEvent`]s with their evidence.
+//! - [`config`]: [`DetectConfig`], the `[detect]` section, with DESIGN.md's defaults.
+pub mod config;
+pub mod engine;
+pub mod threshold;
+
+pub use config::{DetectConfig, InvalidConfig};
+pub use engine::{CounterOutcome, CounterRule, Engine, Obs, Severities};
+pub use threshold::{Counter, CounterStep, Debounce, Hysteresis, Level, Levels, Step};
