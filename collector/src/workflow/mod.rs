@@ -1,1 +1,58 @@
-//! (in progress)
+//! The support workflow of the seed procedures, as a pure engine: no I/O, no clock reads.
+//!
+//! Every transition is `(incident, input, now, policy) -> Result<Decision, WorkflowError>`:
+//! the store loads an incident, calls [`apply`] (a person's command or a device's event),
+//! [`tick`] (timers: verification window, SLA breaches and escalation, network notice,
+//! auto-close) or [`open`] (a new incident, after [`correlate`] said so), writes the new
+//! incident with its audit records in one transaction, and only then sends the
+//! [`Outgoing`] messages. [`next_deadline`] says when to call [`tick`] next, so the
+//! collector sleeps on one timer instead of polling. The trade-off of keeping the engine
+//! pure is that the caller supplies everything it needs (device tags, warranty, the latest
+//! incident for a fault key) and persists everything it returns; in exchange every rule
+//! here is tested to the millisecond without a clock, a broker or a disk.
+//!
+//! States and transitions (DESIGN.md, "The workflow"):
+//! ```text
+//! registered ─► validating ─┬─► needs_info ──(info arrives)──► validating
+//!                           └─► verifying ─┬─► closed (not reproduced / transient)
+//!                                          └─► diagnosed ─► level 1 | 2 | 3
+//! level 1 ─► level 2 ─► level 3        any level ─► waiting_provider ─► back to its level
+//! any level ─► resolved ─┬─► closed (service desk, or auto-close after the quiet period)
+//!                        └─► reopened ─► level 1
+//! ```
+//! A fault that returns to a resolved incident, or within the reopen window after it
+//! closed, reopens it too.
+
+mod correlate;
+mod engine;
+mod export;
+mod incident;
+mod policy;
+mod provider;
+mod sla;
+mod time;
+mod triage;
+
+pub use correlate::{correlate, Correlation};
+pub use engine::{
+    apply, open, open_fault, register, Audience, ClassifyChange, Command, Decision, DeviceEvent,
+    FaultInput, Input, Notification, NotificationKind, Outgoing, WorkflowError,
+};
+pub use export::{csv_cell, row, rows, to_csv, to_json, ExportRow, Period, CSV_HEADER};
+pub use incident::{
+    Actor, AuditRecord, Classification, Closure, ClosureReason, DeviceContext, FaultKey, FaultSeq,
+    FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person, Priority,
+    Role, SlaClock, SpecialisedPath, State, UnknownName, Warranty,
+};
+pub use policy::{
+    parse_rules, FlappingFile, Policy, PolicyError, PolicyFile, ReportField, SlaFile, SlaTargets,
+    ValidationFile,
+};
+pub use provider::{
+    suggested_provider, Delivery, ProviderError, ProviderRequest, ProviderRequestSpec, ServiceKind,
+};
+pub use sla::{next_deadline, sla_status, tick, SlaStatus, Target};
+pub use time::{rfc3339, Dur, DurError, Millis, DAY, HOUR, MINUTE, SECOND, WEEK};
+pub use triage::{
+    print_rules, urgency_of, Match, Matrix, Outcome, Rule, RulesError, RulesFile, TriageRules,
+};

@@ -1,0 +1,164 @@
+//! Provider service requests (000 step 5, 003, 004 step 4.4).
+//!
+//! A request is scheduled or unplanned (a sudden failure), has a priority and an agreed
+//! date and time, and ends with a verification that the service was delivered as agreed.
+//! Work that affects the network needs one week's notice to all staff (003 item 4): the
+//! notice becomes due one week before the agreed time and the engine's `tick` emits it, so
+//! the rule is enforced by the same timer as the SLA. A scheduled request that leaves less
+//! than a week is refused (reschedule it, or mark it unplanned); an unplanned one notifies
+//! at once, since the network is already affected.
+use serde::{Deserialize, Serialize};
+
+use super::incident::{Incident, Level, Priority};
+use super::time::{Millis, WEEK};
+
+/// Scheduled work or a sudden failure (003 item 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// "Servicio programado".
+    Scheduled,
+    /// "Servicio requerido por falla intempestiva".
+    Unplanned,
+}
+
+/// What a person asks of a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRequestSpec {
+    /// The provider; `None` uses the asset's warranty provider when under warranty.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Scheduled or unplanned.
+    pub kind: ServiceKind,
+    /// Priority asked of the provider; defaults to the incident's.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Agreed date and time of the service.
+    pub agreed_at: Millis,
+    /// Whether the work affects the network (one week's notice to all staff).
+    #[serde(default)]
+    pub affects_network: bool,
+    /// Agreed conditions (003 item 3).
+    #[serde(default)]
+    pub conditions: String,
+}
+
+/// The verification that closes a provider request (003 item 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// When it was verified.
+    pub verified_at: Millis,
+    /// Who verified it.
+    pub verified_by: String,
+    /// Whether the service was delivered as agreed.
+    pub as_agreed: bool,
+    /// What was found.
+    pub note: String,
+}
+
+/// A provider request on an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRequest {
+    /// The provider.
+    pub provider: String,
+    /// Whether the provider was suggested by the asset's warranty.
+    pub under_warranty: bool,
+    /// Scheduled or unplanned.
+    pub kind: ServiceKind,
+    /// Priority asked of the provider.
+    pub priority: Priority,
+    /// Agreed date and time.
+    pub agreed_at: Millis,
+    /// Whether the work affects the network.
+    pub affects_network: bool,
+    /// Agreed conditions.
+    pub conditions: String,
+    /// When it was requested.
+    pub requested_at: Millis,
+    /// Who requested it.
+    pub requested_by: String,
+    /// The level the incident returns to when the provider is done.
+    pub return_level: Level,
+    /// When the all-staff network notice is due (network work only).
+    pub notice_due_at: Option<Millis>,
+    /// When the notice was sent.
+    pub notice_sent_at: Option<Millis>,
+    /// The verification, once done.
+    pub delivery: Option<Delivery>,
+}
+
+/// Why a provider request cannot be made as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// No provider named and no warranty to suggest one.
+    #[error("no provider named and the asset has no warranty in force to suggest one")]
+    NoProvider,
+    /// Scheduled network work agreed less than a week ahead.
+    #[error(
+        "scheduled work that affects the network needs one week's notice to all staff: \
+         agree a time at or after {earliest} ms, or mark the request unplanned"
+    )]
+    NoticeTooShort {
+        /// The earliest acceptable agreed time.
+        earliest: Millis,
+    },
+}
+
+/// The warranty provider to suggest for `incident` at `now`, if its asset is under warranty.
+pub fn suggested_provider(incident: &Incident, now: Millis) -> Option<&str> {
+    incident
+        .context
+        .warranty
+        .as_ref()
+        .filter(|w| w.until >= now)
+        .map(|w| w.provider.as_str())
+}
+
+/// Builds the request record, or says why it cannot be made.
+pub(crate) fn build_request(
+    incident: &Incident,
+    spec: &ProviderRequestSpec,
+    requested_by: &str,
+    return_level: Level,
+    now: Millis,
+) -> Result<ProviderRequest, ProviderError> {
+    let suggested = suggested_provider(incident, now);
+    let (provider, under_warranty) = match (&spec.provider, suggested) {
+        (Some(p), s) => (p.clone(), s == Some(p.as_str())),
+        (None, Some(s)) => (s.to_owned(), true),
+        (None, None) => return Err(ProviderError::NoProvider),
+    };
+    let notice_due_at = if spec.affects_network {
+        match spec.kind {
+            ServiceKind::Unplanned => Some(now),
+            ServiceKind::Scheduled => {
+                let earliest = now.saturating_add(WEEK);
+                if spec.agreed_at < earliest {
+                    return Err(ProviderError::NoticeTooShort { earliest });
+                }
+                Some(spec.agreed_at - WEEK)
+            }
+        }
+    } else {
+        None
+    };
+    Ok(ProviderRequest {
+        provider,
+        under_warranty,
+        kind: spec.kind,
+        priority: spec
+            .priority
+            .or_else(|| incident.priority())
+            .unwrap_or(Priority::P3),
+        agreed_at: spec.agreed_at,
+        affects_network: spec.affects_network,
+        conditions: spec.conditions.clone(),
+        requested_at: now,
+        requested_by: requested_by.to_owned(),
+        return_level,
+        notice_due_at,
+        notice_sent_at: None,
+        delivery: None,
+    })
+}
