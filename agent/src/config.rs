@@ -1,1 +1,880 @@
-//! (in progress)
+//! The agent's configuration: a TOML file ([`ConfigFile`], what the operator writes) and
+//! the validated runtime form ([`Config`], what the agent runs with).
+//!
+//! Every section has its defaults in code, so an empty file (or no file) is a working
+//! configuration for a device next to a local broker, and `vigia-agent print-config`
+//! prints them. Unknown keys are errors, not silently ignored typos. Validation happens
+//! once, at start-up, and every error names the file and the dotted field
+//! (`/etc/vigia/agent.toml: mqtt.url: ...`). The trade-off: two structs to keep in step,
+//! in exchange for runtime code that never re-checks a value.
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vigia_protocol::{DeviceId, Topics, DEFAULT_PREFIX};
+
+use crate::detect::DetectConfig;
+use crate::spool::MIN_MAX_BYTES;
+
+/// Where the agent looks for its config when neither `--config` nor
+/// `VIGIA_AGENT_CONFIG` names one (used only when it exists).
+pub const SYSTEM_CONFIG: &str = "/etc/vigia/agent.toml";
+/// The data directory of an agent running as root.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/vigia-agent";
+/// The IPC socket's file name inside the data directory.
+pub const SOCKET_NAME: &str = "agent.sock";
+/// Tags kept per device (the protocol's bound).
+pub const MAX_TAGS: usize = 8;
+
+/// The config file as written. Every field is optional; see [`ConfigFile::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// How often the detectors sample: a number with a unit, `ms`, `s`, `m` or `h`
+    /// ("30s", "50ms"). Default 30 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// The same in milliseconds, for generated configs; set one of the two, not both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// The filesystem root the probes read (`/` in production, a fixture tree in tests).
+    pub root: PathBuf,
+    /// Where the spool, counters and IPC socket live. Default: `/var/lib/vigia-agent` when
+    /// running as root, else `$XDG_STATE_HOME/vigia-agent` or `~/.local/state/vigia-agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// This device.
+    pub device: DeviceSection,
+    /// The MQTT broker.
+    pub mqtt: MqttSection,
+    /// The durable event spool.
+    pub spool: SpoolSection,
+    /// The local socket `vigia-agent report` and `status` talk to.
+    pub ipc: IpcSection,
+    /// Detector thresholds, hysteresis and debounce.
+    pub detect: DetectConfig,
+}
+
+/// `[device]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSection {
+    /// The device id (also the MQTT client id and username): ASCII letters, digits, `-`,
+    /// `_`, `.`, at most 64 bytes. Default: the host name, lowercased and sanitized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Free tags for triage rules ("site-bogota", "role-server"): at most 8 of 32 bytes.
+    pub tags: Vec<String>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Broker URL: `mqtt://host:port` (default port 1883) or `mqtts://host:port` (TLS,
+    /// default port 8883).
+    pub url: String,
+    /// Topic prefix shared with the collector.
+    pub prefix: String,
+    /// Username, when the broker requires one (normally the device id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM file with the CA certificate(s) that signed the broker's certificate, for
+    /// `mqtts://`. Default: the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT keep-alive ("30s"); whole seconds, at least 1 s.
+    pub keep_alive: String,
+}
+
+/// `[spool]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Most bytes of unacknowledged events kept; when full, the least severe, oldest
+    /// events are dropped first (and a notice says so).
+    pub max_bytes: u64,
+}
+
+/// `[ipc]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpcSection {
+    /// Path of the Unix socket. Default: `agent.sock` in the data directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Let every local user send reports (socket mode 0666). When false the socket is
+    /// 0660: only root and the agent's group.
+    pub allow_all_users: bool,
+}
+
+/// The default broker URL.
+pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
+/// The default sampling interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// The default spool bound: 8 MiB.
+pub const DEFAULT_SPOOL_BYTES: u64 = 8 * 1024 * 1024;
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            interval_ms: None,
+            root: PathBuf::from("/"),
+            data_dir: None,
+            device: DeviceSection::default(),
+            mqtt: MqttSection::default(),
+            spool: SpoolSection::default(),
+            ipc: IpcSection::default(),
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_URL.into(),
+            prefix: DEFAULT_PREFIX.into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            keep_alive: "30s".into(),
+        }
+    }
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_SPOOL_BYTES,
+        }
+    }
+}
+
+impl Default for IpcSection {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            allow_all_users: true,
+        }
+    }
+}
+
+/// A config error. Its text names the file (or `<defaults>`) and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{origin}: {field}{message}")]
+    Parse {
+        /// The file.
+        origin: String,
+        /// The dotted key at fault followed by ": ", when it could be located.
+        field: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// The dotted key.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to speak TLS (`mqtts://`).
+    pub tls: bool,
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Validated MQTT settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mqtt {
+    /// The broker.
+    pub broker: Broker,
+    /// Topic names under the configured prefix.
+    pub topics: Topics,
+    /// Username and password, when set.
+    pub credentials: Option<(String, String)>,
+    /// CA bundle for TLS, when set.
+    pub ca_file: Option<PathBuf>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it came from (a path or `<defaults>`), for messages.
+    pub origin: String,
+    /// This device.
+    pub device: DeviceId,
+    /// Its tags.
+    pub tags: heapless::Vec<heapless::String<32>, MAX_TAGS>,
+    /// The broker and topics.
+    pub mqtt: Mqtt,
+    /// The spool bound.
+    pub spool_max_bytes: u64,
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Probe root.
+    pub root: PathBuf,
+    /// Data directory (spool database, socket).
+    pub data_dir: PathBuf,
+    /// IPC socket path.
+    pub socket: PathBuf,
+    /// Whether the socket is open to every local user.
+    pub socket_world: bool,
+    /// Detector settings (validated).
+    pub detect: DetectConfig,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let mut file = ConfigFile::parse(&text, &origin)?;
+        if let Some(dir) = path.parent() {
+            file.resolve_relative(dir, &origin)?;
+        }
+        file.validate(&origin)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let file = ConfigFile::parse(text, origin)?;
+        file.validate(origin)
+    }
+
+    /// The defaults for this host, as if from an empty file.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        ConfigFile::default().validate("<defaults>")
+    }
+
+    /// The path of the spool database inside the data directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+}
+
+impl ConfigFile {
+    /// Parses TOML text, naming the key at fault when the parser reports where it was.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|span| key_at(text, span.start))
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            ConfigError::Parse {
+                origin: origin.to_string(),
+                field,
+                message: e.message().to_string(),
+            }
+        })
+    }
+
+    /// The default config as TOML, with a header documenting the optional keys. Parses
+    /// back to [`ConfigFile::default`].
+    pub fn default_toml() -> Result<String, toml::ser::Error> {
+        let d = ConfigFile {
+            interval: Some(format_duration(DEFAULT_INTERVAL)),
+            ..ConfigFile::default()
+        };
+        let body = toml::to_string_pretty(&d)?;
+        Ok(format!("{DEFAULT_HEADER}\n{body}"))
+    }
+
+    /// Makes relative paths (`root`, `data_dir`, `mqtt.ca_file`, `ipc.socket`,
+    /// `detect.replay`) relative to `dir`, the config file's directory, so a file means
+    /// the same thing whatever the working directory.
+    pub fn resolve_relative(&mut self, dir: &Path, origin: &str) -> Result<(), ConfigError> {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.root);
+        if let Some(p) = self.data_dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.mqtt.ca_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.ipc.socket.as_mut() {
+            fix(p);
+        }
+        if let Some(r) = self.detect.replay.as_mut() {
+            let mut p = PathBuf::from(r.as_str());
+            fix(&mut p);
+            let text = p.to_str().unwrap_or_default();
+            *r = heapless::String::try_from(text).map_err(|_| ConfigError::Invalid {
+                origin: origin.to_string(),
+                field: "detect.replay".into(),
+                message: format!("{} is longer than 256 bytes", p.display()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value and builds the runtime [`Config`].
+    pub fn validate(self, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
+
+        let interval = match (&self.interval, self.interval_ms) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "interval_ms",
+                    "set either `interval` or `interval_ms`, not both".into(),
+                ))
+            }
+            (Some(s), None) => parse_duration(s).map_err(|m| invalid("interval", m))?,
+            (None, Some(ms)) => Duration::from_millis(ms),
+            (None, None) => DEFAULT_INTERVAL,
+        };
+        if interval < Duration::from_millis(10) {
+            let field = if self.interval_ms.is_some() {
+                "interval_ms"
+            } else {
+                "interval"
+            };
+            return Err(invalid(field, "must be at least 10 ms".into()));
+        }
+
+        let device = match &self.device.id {
+            Some(id) => DeviceId::new(id).map_err(|e| invalid("device.id", e.to_string()))?,
+            None => {
+                let host = crate::inventory::host_name().ok_or_else(|| {
+                    invalid(
+                        "device.id",
+                        "not set and the host name could not be read; set it".into(),
+                    )
+                })?;
+                DeviceId::sanitize(&host).ok_or_else(|| {
+                    invalid(
+                        "device.id",
+                        format!("not set and the host name {host:?} cannot be made an id"),
+                    )
+                })?
+            }
+        };
+
+        let mut tags = heapless::Vec::new();
+        if self.device.tags.len() > MAX_TAGS {
+            return Err(invalid(
+                "device.tags",
+                format!("at most {MAX_TAGS} tags, got {}", self.device.tags.len()),
+            ));
+        }
+        for tag in &self.device.tags {
+            let t = heapless::String::try_from(tag.as_str())
+                .map_err(|_| invalid("device.tags", format!("tag {tag:?} is over 32 bytes")))?;
+            if tag.is_empty() {
+                return Err(invalid("device.tags", "a tag is empty".into()));
+            }
+            // Bounded by the length check above.
+            let _ = tags.push(t);
+        }
+
+        let broker = parse_url(&self.mqtt.url).map_err(|m| invalid("mqtt.url", m))?;
+        let topics =
+            Topics::new(&self.mqtt.prefix).map_err(|e| invalid("mqtt.prefix", e.to_string()))?;
+        let credentials = match (&self.mqtt.username, &self.mqtt.password) {
+            (Some(u), p) if !u.is_empty() => Some((u.clone(), p.clone().unwrap_or_default())),
+            (Some(_), _) => return Err(invalid("mqtt.username", "is empty".into())),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "mqtt.password",
+                    "is set but mqtt.username is not".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        if let Some(ca) = &self.mqtt.ca_file {
+            if !broker.tls {
+                return Err(invalid(
+                    "mqtt.ca_file",
+                    "is set but mqtt.url is not mqtts://".into(),
+                ));
+            }
+            if let Err(e) = std::fs::metadata(ca) {
+                return Err(invalid("mqtt.ca_file", format!("{}: {e}", ca.display())));
+            }
+        }
+        let keep_alive =
+            parse_duration(&self.mqtt.keep_alive).map_err(|m| invalid("mqtt.keep_alive", m))?;
+        if keep_alive < Duration::from_secs(1) || keep_alive.subsec_nanos() != 0 {
+            return Err(invalid(
+                "mqtt.keep_alive",
+                "must be whole seconds, at least 1 s".into(),
+            ));
+        }
+
+        let floor = (2 * vigia_protocol::MAX_PAYLOAD as u64).max(MIN_MAX_BYTES);
+        if self.spool.max_bytes < floor {
+            return Err(invalid(
+                "spool.max_bytes",
+                format!("must be at least {floor} (two maximum-size events)"),
+            ));
+        }
+
+        if self.root.as_os_str().is_empty() {
+            return Err(invalid("root", "is empty".into()));
+        }
+
+        let data_dir = match self.data_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(invalid("data_dir", "is empty".into()))
+            }
+            Some(d) => d,
+            None => default_data_dir().ok_or_else(|| {
+                invalid(
+                    "data_dir",
+                    "not set and neither XDG_STATE_HOME nor HOME is set; set it".into(),
+                )
+            })?,
+        };
+        let socket = self
+            .ipc
+            .socket
+            .clone()
+            .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
+
+        self.detect.validate().map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: format!("detect.{}", e.field),
+            message: e.reason.to_string(),
+        })?;
+
+        Ok(Config {
+            origin: origin.to_string(),
+            device,
+            tags,
+            mqtt: Mqtt {
+                broker,
+                topics,
+                credentials,
+                ca_file: self.mqtt.ca_file,
+                keep_alive,
+            },
+            spool_max_bytes: self.spool.max_bytes,
+            interval,
+            root: self.root,
+            data_dir,
+            socket,
+            socket_world: self.ipc.allow_all_users,
+            detect: self.detect,
+        })
+    }
+}
+
+const DEFAULT_HEADER: &str = "\
+# vigia-agent configuration (the defaults; every key is optional).
+#
+# Optional keys not shown below:
+#   interval_ms = 50            # instead of `interval`, in milliseconds
+#   data_dir = \"/var/lib/vigia-agent\"   # default: that when root, else ~/.local/state/vigia-agent
+#   [device] id = \"ws-042\"      # default: the host name, sanitized
+#   [mqtt] username, password   # when the broker requires them
+#   [mqtt] ca_file = \"/etc/vigia/ca.pem\"   # for mqtts:// (default: the system bundle)
+#   [ipc] socket = \"/run/vigia-agent.sock\" # default: agent.sock in data_dir
+#   [detect] replay = \"samples.jsonl\"     # read samples from a file instead of this machine
+";
+
+/// Whether this process runs as root (`/proc/self` is owned by the effective uid).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// The default data directory for this process (see [`ConfigFile::data_dir`]).
+pub fn default_data_dir() -> Option<PathBuf> {
+    if running_as_root() {
+        return Some(PathBuf::from(SYSTEM_DATA_DIR));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|s| !s.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(state.join("vigia-agent"))
+}
+
+/// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (`tcp://` and `ssl://` too).
+pub fn parse_url(url: &str) -> Result<Broker, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL; expected mqtt://host:port"))?;
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use mqtt:// or mqtts://"
+            ))
+        }
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "{url:?}: only scheme://host:port is accepted (credentials go in mqtt.username/password)"
+        ));
+    }
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("{url:?}: unexpected text after ']'")),
+        };
+        (host, port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("{url:?}: port {p:?} is not 1-65535")),
+            Ok(p) => p,
+        },
+    };
+    Ok(Broker {
+        host: host.to_string(),
+        port,
+        tls,
+    })
+}
+
+/// Parses "50ms", "30s", "5m", "1h" (also with a space, and "1.5s").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{s:?} has no unit; write e.g. \"30s\" or \"50ms\""))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?}; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs > 86_400.0 * 365.0 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The dotted key (`mqtt.url`) defined on the line holding byte `offset`, from the last
+/// `[table]` header above it. A best effort for error messages only.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = text.get(line_start..line_end)?.trim();
+    let mut table = None;
+    for l in before[..line_start].lines().rev() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            table = Some(l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            break;
+        }
+    }
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::from_toml(text, "/etc/vigia/agent.toml") {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn ok(text: &str) -> Config {
+        Config::from_toml(text, "t.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn printed_default_parses_back_to_the_default() {
+        let text = ConfigFile::default_toml().unwrap();
+        let parsed = ConfigFile::parse(&text, "printed").unwrap();
+        let expected = ConfigFile {
+            interval: Some("30s".into()),
+            ..ConfigFile::default()
+        };
+        assert_eq!(parsed, expected);
+        // And it validates to the same runtime config as no file at all.
+        let data = "data_dir = \"/tmp/x\"\n";
+        let a = Config::from_toml(&format!("{data}{text}"), "a").unwrap();
+        let b = Config::from_toml(data, "a").unwrap();
+        assert_eq!(a, b);
+        assert!(text.contains("[mqtt]") && text.contains("[detect"));
+    }
+
+    #[test]
+    fn a_full_file_is_read_into_runtime_types() {
+        let c = ok(r#"
+            interval = "50ms"
+            root = "/srv/fixture"
+            data_dir = "/tmp/vigia-test"
+            [device]
+            id = "ws-042"
+            tags = ["site-bogota", "role-desk"]
+            [mqtt]
+            url = "mqtts://broker.example:9883"
+            prefix = "acme/vigia/v1"
+            username = "ws-042"
+            password = "s3cret"
+            keep_alive = "20s"
+            [spool]
+            max_bytes = 65536
+            [ipc]
+            allow_all_users = false
+            [detect.disk_space]
+            warn = 80.0
+        "#);
+        assert_eq!(c.interval, Duration::from_millis(50));
+        assert_eq!(c.root, PathBuf::from("/srv/fixture"));
+        assert_eq!(c.device.as_str(), "ws-042");
+        assert_eq!(c.tags.len(), 2);
+        assert_eq!(
+            c.mqtt.broker,
+            Broker {
+                host: "broker.example".into(),
+                port: 9883,
+                tls: true
+            }
+        );
+        assert_eq!(c.mqtt.topics.prefix(), "acme/vigia/v1");
+        assert_eq!(c.mqtt.credentials, Some(("ws-042".into(), "s3cret".into())));
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(20));
+        assert_eq!(c.spool_max_bytes, 65536);
+        assert_eq!(c.socket, PathBuf::from("/tmp/vigia-test/agent.sock"));
+        assert!(!c.socket_world);
+        assert_eq!(c.detect.disk_space.warn, 80.0);
+    }
+
+    #[test]
+    fn interval_ms_is_accepted_but_not_with_interval() {
+        assert_eq!(
+            ok("interval_ms = 75\ndata_dir = \"/x\"").interval,
+            Duration::from_millis(75)
+        );
+        assert_eq!(
+            err("interval_ms = 75\ninterval = \"1s\""),
+            "/etc/vigia/agent.toml: interval_ms: set either `interval` or `interval_ms`, not both"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        assert_eq!(
+            err("[mqtt]\nurl = \"http://x\""),
+            "/etc/vigia/agent.toml: mqtt.url: scheme \"http\" is not supported; use mqtt:// or mqtts://"
+        );
+        let e = err("[mqtt]\nurl = 5");
+        assert!(e.starts_with("/etc/vigia/agent.toml: mqtt.url: "), "{e}");
+        let e = err("[mqtt]\nurl = \"mqtt://h\"\nurll = \"x\"");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: mqtt.urll: ") && e.contains("unknown field"),
+            "{e}"
+        );
+        let e = err("[device]\nid = \"a/b\"");
+        assert!(e.starts_with("/etc/vigia/agent.toml: device.id: "), "{e}");
+        let e = err("interval = \"5 parsecs\"");
+        assert!(e.starts_with("/etc/vigia/agent.toml: interval: "), "{e}");
+        let e = err("[spool]\nmax_bytes = 100");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: spool.max_bytes: "),
+            "{e}"
+        );
+        let e = err("[mqtt]\nkeep_alive = \"500ms\"");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: mqtt.keep_alive: "),
+            "{e}"
+        );
+        let e = err("[mqtt]\npassword = \"x\"");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: mqtt.password: "),
+            "{e}"
+        );
+        let e = err("[detect.disk_space]\nwarn = 150.0");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: detect.disk_space.warn: "),
+            "{e}"
+        );
+        let e = err("[mqtt\nurl = 1");
+        assert!(e.starts_with("/etc/vigia/agent.toml: "), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("agent.toml");
+        std::fs::write(
+            &f,
+            "root = \"fixture\"\ndata_dir = \"/abs/data\"\n[detect]\nreplay = \"r.jsonl\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&f).unwrap();
+        assert_eq!(c.root, dir.path().join("fixture"));
+        assert_eq!(c.data_dir, PathBuf::from("/abs/data"));
+        assert_eq!(
+            c.detect.replay.as_deref(),
+            dir.path().join("r.jsonl").to_str()
+        );
+        assert_eq!(c.origin, f.display().to_string());
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let e = Config::load(Path::new("/nonexistent/vigia.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("/nonexistent/vigia.toml: cannot read: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn urls() {
+        let b = |u: &str| parse_url(u).unwrap();
+        assert_eq!(b("mqtt://127.0.0.1:1884").port, 1884);
+        assert_eq!(b("mqtt://host").port, 1883);
+        assert_eq!(b("mqtts://host").port, 8883);
+        assert_eq!(b("mqtt://[::1]:1999").host, "::1");
+        assert_eq!(b("mqtt://[::1]").port, 1883);
+        assert_eq!(b("tcp://h:1/").host, "h");
+        assert_eq!(b("mqtt://[::1]:1999").to_string(), "mqtt://[::1]:1999");
+        for bad in [
+            "127.0.0.1:1883",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:99999",
+            "mqtt://u:p@h",
+            "mqtt://h/x",
+            "ws://h",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5 s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3d").is_err());
+        for d in [50, 1000, 30_000, 120_000, 3_600_000, 1500] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+
+    #[test]
+    fn device_id_defaults_to_the_sanitized_host_name() {
+        let c = ok("data_dir = \"/x\"");
+        let host = crate::inventory::host_name().unwrap();
+        assert_eq!(Some(c.device), DeviceId::sanitize(&host));
+    }
+}

@@ -17,3 +17,13 @@ pub mod link;
 pub mod probe;
 #[cfg(feature = "std")]
 pub mod spool;
+#[cfg(feature = "std")]
+pub mod cli;
+#[cfg(feature = "std")]
+pub mod i18n;
+#[cfg(feature = "std")]
+pub mod ipc;
+#[cfg(feature = "std")]
+pub mod run;
+#[cfg(feature = "std")]
+pub use run::{run, AgentError};

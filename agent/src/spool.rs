@@ -1,1 +1,902 @@
-//! (in progress)
+//! The durable spool: every event the agent produces is written here (and flushed) before
+//! it is published, and leaves only when the collector's [`Ack`] names its `seq`.
+//!
+//! One sled tree holds the events, keyed `b'e'` + big-endian `seq` so iteration is in `seq`
+//! order, and the counters (`next_seq`, `boot`, drop bookkeeping) under `b'm'` keys; every
+//! change is one atomic batch followed by a flush, so a `kill -9` loses nothing that
+//! [`Spool::push`] returned for. The same sled database is shared with the detectors
+//! (`db().open_tree("baselines")`).
+//!
+//! The spool is bounded by `max_bytes` (key + value bytes, not sled's on-disk size, which
+//! is larger and reclaimed lazily). When an event does not fit, the least severe, oldest
+//! events go first (the new one included, if it is the least severe). Dropped events are
+//! counted and announced with one [`EventBody::Dropped`] notice; while that notice waits
+//! for its ack, further drops accumulate and a new notice follows its ack, so a flood
+//! while offline leaves one notice in the spool, not thousands. The trade-off: the drop
+//! policy keeps an index of `(rank, seq, size)` in memory, a few dozen bytes per event.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use vigia_protocol::{encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, Severity};
+
+/// Why the spool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// sled could not open, read, write or flush the database.
+    #[error("spool database: {0}")]
+    Db(#[from] sled::Error),
+    /// An event could not be encoded (it is larger than the protocol allows).
+    #[error("cannot encode event: {0}")]
+    Encode(CodecError),
+    /// Another process (or a handle not yet released in this one) holds the database.
+    #[error("{0} is in use by another vigia-agent (sled allows one process per database)")]
+    Locked(std::path::PathBuf),
+    /// `max_bytes` is too small to hold even one event.
+    #[error("spool max_bytes {0} is below the minimum of {MIN_MAX_BYTES}")]
+    TooSmall(u64),
+}
+
+/// sled's page cache for the agent's database. sled's default is 1 GiB; the agent's
+/// working set (the spool's tail, a few baselines) is tiny, and RSS is a budget here.
+pub const CACHE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Opens the agent's sled database at `path`, waiting up to `wait` for a previous owner
+/// to release its lock: a process still exiting (a quick restart), or a dropped handle in
+/// this process whose background flusher has not let go yet.
+pub fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, SpoolError> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
+                if start.elapsed() >= wait {
+                    return Err(SpoolError::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(SpoolError::Db(e)),
+        }
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("acquire lock")
+}
+
+/// The smallest `max_bytes` accepted: room for a few small events and a drop notice.
+pub const MIN_MAX_BYTES: u64 = 1024;
+
+const EVENT_PREFIX: u8 = b'e';
+const META_NEXT_SEQ: &[u8] = b"m:next_seq";
+const META_BOOT: &[u8] = b"m:boot";
+const META_DROPS_PENDING: &[u8] = b"m:drops_pending";
+const META_DROPS_WORST: &[u8] = b"m:drops_worst";
+const META_NOTICE_SEQ: &[u8] = b"m:notice_seq";
+const META_DROPPED_TOTAL: &[u8] = b"m:dropped_total";
+
+/// Eviction rank: lower goes first. Faults rank by severity; user reports and replies
+/// rank between major and critical (a person asked for help); the drop notice last.
+const RANK_INFO: u8 = 0;
+const RANK_REPORT: u8 = 4;
+const RANK_CRITICAL: u8 = 5;
+const RANK_NOTICE: u8 = 6;
+
+/// The eviction rank of an event body (lower is dropped first).
+pub fn rank(body: &EventBody) -> u8 {
+    match body {
+        EventBody::Fault(f) => severity_rank(f.severity),
+        EventBody::Report(_) | EventBody::Reply(_) => RANK_REPORT,
+        EventBody::Dropped(_) => RANK_NOTICE,
+    }
+}
+
+fn severity_rank(s: Severity) -> u8 {
+    match s {
+        Severity::Info => RANK_INFO,
+        Severity::Warning => 1,
+        Severity::Minor => 2,
+        Severity::Major => 3,
+        Severity::Critical => RANK_CRITICAL,
+    }
+}
+
+/// The severity a dropped event of this rank is reported as.
+fn rank_severity(rank: u8) -> Severity {
+    match rank {
+        0 => Severity::Info,
+        1 => Severity::Warning,
+        2 => Severity::Minor,
+        3 | RANK_REPORT => Severity::Major,
+        _ => Severity::Critical,
+    }
+}
+
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut k = [EVENT_PREFIX; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn key_seq(key: &[u8]) -> Option<u64> {
+    let rest: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    (key.len() == 9 && key[0] == EVENT_PREFIX).then(|| u64::from_be_bytes(rest))
+}
+
+fn u64_value(v: Option<sled::IVec>) -> Option<u64> {
+    let bytes: [u8; 8] = v?.as_ref().try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// What one stored event costs against `max_bytes`: key, rank byte and payload.
+fn entry_size(payload_len: usize) -> u64 {
+    9 + 1 + payload_len as u64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    rank: u8,
+    size: u64,
+}
+
+/// The result of [`Spool::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The seq given to the event.
+    pub seq: u64,
+    /// Whether the event itself was stored (false when it was the least severe and the
+    /// spool was full).
+    pub stored: bool,
+    /// How many events this push evicted (the new one included when not stored).
+    pub dropped: u64,
+    /// The seq of a drop notice enqueued by this push, if any.
+    pub notice: Option<u64>,
+}
+
+/// The durable, bounded event spool. See the module doc.
+pub struct Spool {
+    db: sled::Db,
+    tree: sled::Tree,
+    device: DeviceId,
+    max_bytes: u64,
+    index: BTreeMap<u64, Slot>,
+    by_rank: BTreeSet<(u8, u64)>,
+    bytes: u64,
+    next_seq: u64,
+    boot: u64,
+    drops_pending: u64,
+    drops_worst: Option<Severity>,
+    notice_seq: Option<u64>,
+    dropped_total: u64,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("device", &self.device)
+            .field("events", &self.index.len())
+            .field("bytes", &self.bytes)
+            .field("max_bytes", &self.max_bytes)
+            .field("next_seq", &self.next_seq)
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool database in directory `path`.
+    pub fn open(path: &Path, device: DeviceId, max_bytes: u64) -> Result<Self, SpoolError> {
+        let db = open_db(path, std::time::Duration::from_secs(2))?;
+        Self::with_db(db, device, max_bytes)
+    }
+
+    /// Uses an already open sled database (the spool lives in its `spool` tree).
+    pub fn with_db(db: sled::Db, device: DeviceId, max_bytes: u64) -> Result<Self, SpoolError> {
+        if max_bytes < MIN_MAX_BYTES {
+            return Err(SpoolError::TooSmall(max_bytes));
+        }
+        let tree = db.open_tree("spool")?;
+        let mut spool = Self {
+            db,
+            tree,
+            device,
+            max_bytes,
+            index: BTreeMap::new(),
+            by_rank: BTreeSet::new(),
+            bytes: 0,
+            next_seq: 1,
+            boot: 0,
+            drops_pending: 0,
+            drops_worst: None,
+            notice_seq: None,
+            dropped_total: 0,
+        };
+        spool.reload()?;
+        Ok(spool)
+    }
+
+    /// Rebuilds the in-memory state from the database (at open, and after a failed write
+    /// so memory never disagrees with disk).
+    fn reload(&mut self) -> Result<(), SpoolError> {
+        self.index.clear();
+        self.by_rank.clear();
+        self.bytes = 0;
+        for item in self.tree.scan_prefix([EVENT_PREFIX]) {
+            let (k, v) = item?;
+            let (Some(seq), Some(&rank)) = (key_seq(&k), v.first()) else {
+                tracing::warn!(key = ?k, "spool: skipping an entry with a malformed key");
+                continue;
+            };
+            let size = entry_size(v.len() - 1);
+            self.index.insert(seq, Slot { rank, size });
+            self.by_rank.insert((rank, seq));
+            self.bytes += size;
+        }
+        let last = self.index.keys().next_back().copied().unwrap_or(0);
+        self.next_seq = u64_value(self.tree.get(META_NEXT_SEQ)?)
+            .unwrap_or(1)
+            .max(last + 1);
+        self.boot = u64_value(self.tree.get(META_BOOT)?).unwrap_or(0);
+        self.drops_pending = u64_value(self.tree.get(META_DROPS_PENDING)?).unwrap_or(0);
+        self.drops_worst = u64_value(self.tree.get(META_DROPS_WORST)?)
+            .and_then(|r| u8::try_from(r).ok())
+            .map(rank_severity);
+        self.notice_seq =
+            u64_value(self.tree.get(META_NOTICE_SEQ)?).filter(|s| self.index.contains_key(s));
+        self.dropped_total = u64_value(self.tree.get(META_DROPPED_TOTAL)?).unwrap_or(0);
+        Ok(())
+    }
+
+    /// The sled database, for other trees (the detectors' baselines).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The device whose events these are.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// The current session counter (0 before the first session).
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// Raises the session counter, persists it and returns the new value.
+    pub fn raise_boot(&mut self) -> Result<u64, SpoolError> {
+        let boot = self.boot + 1;
+        self.tree.insert(META_BOOT, &boot.to_be_bytes())?;
+        self.db.flush()?;
+        self.boot = boot;
+        Ok(boot)
+    }
+
+    /// The seq the next pushed event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Events waiting for an ack.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether nothing waits for an ack.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Bytes held, as counted against `max_bytes`.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Events dropped since the spool was created.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Drops not yet announced by a notice.
+    pub fn drops_pending(&self) -> u64 {
+        self.drops_pending
+    }
+
+    /// The seqs waiting for an ack, in order.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.index.keys().copied()
+    }
+
+    /// The first event waiting for an ack with `seq >= from`: its seq and encoded bytes.
+    pub fn next_from(&self, from: u64) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+        let Some((&seq, _)) = self.index.range(from..).next() else {
+            return Ok(None);
+        };
+        match self.tree.get(event_key(seq))? {
+            Some(v) => Ok(Some((seq, v.get(1..).unwrap_or_default().to_vec()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives `body` the next seq, stores it (making room by the drop policy), flushes,
+    /// and returns what happened. Only after this returns may the event be published.
+    pub fn push(&mut self, ts: u64, body: EventBody) -> Result<Pushed, SpoolError> {
+        let result = self.push_inner(ts, body);
+        if result.is_err() {
+            // Memory may be ahead of disk; disk is the truth.
+            if let Err(e) = self.reload() {
+                tracing::error!(error = %e, "spool: reload after a failed write failed");
+            }
+        }
+        result
+    }
+
+    fn push_inner(&mut self, ts: u64, body: EventBody) -> Result<Pushed, SpoolError> {
+        let mut batch = sled::Batch::default();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let rank = rank(&body);
+        let payload = self.encode(seq, ts, body)?;
+        let size = entry_size(payload.len());
+        let mut dropped = 0;
+        let mut stored = false;
+        loop {
+            if self.bytes + size <= self.max_bytes {
+                self.insert(&mut batch, seq, rank, &payload);
+                stored = true;
+                break;
+            }
+            // The new event is the newest, so among equal ranks the old ones go first.
+            match self.by_rank.first().copied() {
+                Some((r, victim)) if r <= rank && r < RANK_NOTICE => {
+                    self.evict(&mut batch, victim);
+                    dropped += 1;
+                }
+                _ => {
+                    self.count_drop(rank);
+                    dropped += 1;
+                    break;
+                }
+            }
+        }
+        let notice = self.maybe_notice(&mut batch, ts)?;
+        dropped += notice.1;
+        self.commit(batch)?;
+        if dropped > 0 {
+            tracing::warn!(
+                seq,
+                dropped,
+                spool_bytes = self.bytes,
+                "spool full: dropped the least severe, oldest events"
+            );
+        }
+        Ok(Pushed {
+            seq,
+            stored,
+            dropped,
+            notice: notice.0,
+        })
+    }
+
+    /// Removes every event the ack covers (stored or rejected). Returns how many left.
+    /// If the drop notice was among them and more drops happened since, a new notice is
+    /// enqueued (with timestamp `ts`).
+    pub fn ack(&mut self, ack: &Ack, ts: u64) -> Result<usize, SpoolError> {
+        let result = self.ack_inner(ack, ts);
+        if result.is_err() {
+            if let Err(e) = self.reload() {
+                tracing::error!(error = %e, "spool: reload after a failed write failed");
+            }
+        }
+        result
+    }
+
+    fn ack_inner(&mut self, ack: &Ack, ts: u64) -> Result<usize, SpoolError> {
+        let mut covered: Vec<u64> = Vec::new();
+        for r in &ack.stored {
+            if r.from <= r.to {
+                covered.extend(self.index.range(r.from..=r.to).map(|(s, _)| *s));
+            }
+        }
+        covered.extend(
+            ack.rejected
+                .iter()
+                .map(|r| r.seq)
+                .filter(|s| self.index.contains_key(s)),
+        );
+        covered.sort_unstable();
+        covered.dedup();
+        if covered.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for &seq in &covered {
+            self.remove(&mut batch, seq);
+        }
+        self.maybe_notice(&mut batch, ts)?;
+        self.commit(batch)?;
+        Ok(covered.len())
+    }
+
+    fn encode(&self, seq: u64, ts: u64, body: EventBody) -> Result<Vec<u8>, SpoolError> {
+        let event = Event {
+            v: vigia_protocol::VERSION,
+            device: self.device.clone(),
+            seq,
+            boot: self.boot,
+            ts,
+            body,
+        };
+        encode(&event).map_err(SpoolError::Encode)
+    }
+
+    fn insert(&mut self, batch: &mut sled::Batch, seq: u64, rank: u8, payload: &[u8]) {
+        let mut value = Vec::with_capacity(payload.len() + 1);
+        value.push(rank);
+        value.extend_from_slice(payload);
+        batch.insert(&event_key(seq), value);
+        let size = entry_size(payload.len());
+        self.index.insert(seq, Slot { rank, size });
+        self.by_rank.insert((rank, seq));
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, batch: &mut sled::Batch, seq: u64) {
+        if let Some(slot) = self.index.remove(&seq) {
+            self.by_rank.remove(&(slot.rank, seq));
+            self.bytes -= slot.size;
+            batch.remove(&event_key(seq));
+            if self.notice_seq == Some(seq) {
+                self.notice_seq = None;
+            }
+        }
+    }
+
+    fn evict(&mut self, batch: &mut sled::Batch, seq: u64) {
+        if let Some(slot) = self.index.get(&seq).copied() {
+            self.remove(batch, seq);
+            self.count_drop(slot.rank);
+        }
+    }
+
+    fn count_drop(&mut self, rank: u8) {
+        self.drops_pending += 1;
+        self.dropped_total += 1;
+        let sev = rank_severity(rank);
+        self.drops_worst = Some(self.drops_worst.map_or(sev, |w| w.max(sev)));
+    }
+
+    /// Enqueues a drop notice when drops are pending and none waits for its ack.
+    /// Returns the notice's seq and how many more events were evicted to fit it.
+    fn maybe_notice(
+        &mut self,
+        batch: &mut sled::Batch,
+        ts: u64,
+    ) -> Result<(Option<u64>, u64), SpoolError> {
+        if self.drops_pending == 0 || self.notice_seq.is_some() {
+            return Ok((None, 0));
+        }
+        let mut evicted = 0;
+        loop {
+            let body = EventBody::Dropped(Dropped {
+                count: self.drops_pending,
+                worst: self.drops_worst.unwrap_or(Severity::Info),
+            });
+            let seq = self.next_seq;
+            let payload = self.encode(seq, ts, body)?;
+            let size = entry_size(payload.len());
+            if self.bytes + size <= self.max_bytes {
+                self.next_seq += 1;
+                self.insert(batch, seq, RANK_NOTICE, &payload);
+                self.notice_seq = Some(seq);
+                self.drops_pending = 0;
+                self.drops_worst = None;
+                return Ok((Some(seq), evicted));
+            }
+            match self.by_rank.first().copied() {
+                Some((r, victim)) if r < RANK_NOTICE => {
+                    self.evict(batch, victim);
+                    evicted += 1;
+                }
+                // Nothing left to evict: the count stays pending for a later notice.
+                _ => return Ok((None, evicted)),
+            }
+        }
+    }
+
+    fn commit(&mut self, mut batch: sled::Batch) -> Result<(), SpoolError> {
+        batch.insert(META_NEXT_SEQ, &self.next_seq.to_be_bytes());
+        batch.insert(META_DROPS_PENDING, &self.drops_pending.to_be_bytes());
+        let worst = self
+            .drops_worst
+            .map_or(u64::MAX, |s| u64::from(severity_rank(s)));
+        batch.insert(META_DROPS_WORST, &worst.to_be_bytes());
+        batch.insert(META_NOTICE_SEQ, &self.notice_seq.unwrap_or(0).to_be_bytes());
+        batch.insert(META_DROPPED_TOTAL, &self.dropped_total.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vigia_protocol::{
+        bounded, decode, Evidence, FaultAction, FaultEvent, FaultKind, RejectReason, Rejection,
+        SeqRange,
+    };
+
+    fn dev() -> DeviceId {
+        DeviceId::new("ws-1").unwrap()
+    }
+
+    fn fault(sev: Severity, pad: usize) -> EventBody {
+        EventBody::Fault(FaultEvent {
+            action: FaultAction::Raised,
+            kind: FaultKind::DiskSpace,
+            subject: bounded("/var"),
+            severity: sev,
+            evidence: Evidence {
+                value: 91.0,
+                threshold: 90.0,
+                unit: bounded("%"),
+                source: bounded("statvfs(/var)"),
+            },
+            message: bounded(&"x".repeat(pad)),
+        })
+    }
+
+    fn ack(stored: &[(u64, u64)], rejected: &[u64]) -> Ack {
+        let mut a = Ack {
+            v: 1,
+            device: dev(),
+            stored: heapless::Vec::new(),
+            rejected: heapless::Vec::new(),
+        };
+        for &(from, to) in stored {
+            a.stored.push(SeqRange { from, to }).unwrap();
+        }
+        for &seq in rejected {
+            a.rejected
+                .push(Rejection {
+                    seq,
+                    reason: RejectReason::Malformed,
+                })
+                .unwrap();
+        }
+        a
+    }
+
+    fn all(spool: &Spool) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some((seq, bytes)) = spool.next_from(from).unwrap() {
+            out.push(decode::<Event>(&bytes).unwrap());
+            from = seq + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn push_assigns_increasing_seqs_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+            assert_eq!(s.raise_boot().unwrap(), 1);
+            assert_eq!(s.push(10, fault(Severity::Warning, 0)).unwrap().seq, 1);
+            assert_eq!(s.push(11, fault(Severity::Critical, 0)).unwrap().seq, 2);
+        }
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        assert_eq!(s.boot(), 1);
+        let events = all(&s);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(events[0].boot, 1);
+        assert_eq!(events[1].ts, 11);
+        assert_eq!(s.push(12, fault(Severity::Info, 0)).unwrap().seq, 3);
+    }
+
+    #[test]
+    fn seqs_are_never_reused_after_everything_is_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+            s.push(1, fault(Severity::Minor, 0)).unwrap();
+            s.push(1, fault(Severity::Minor, 0)).unwrap();
+            assert_eq!(s.ack(&ack(&[(1, 2)], &[]), 2).unwrap(), 2);
+            assert!(s.is_empty());
+        }
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        assert_eq!(s.push(3, fault(Severity::Minor, 0)).unwrap().seq, 3);
+    }
+
+    #[test]
+    fn ack_removes_exactly_the_covered_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        for _ in 0..6 {
+            s.push(1, fault(Severity::Warning, 0)).unwrap();
+        }
+        // 2..=3 stored, 5 rejected, 9 unknown: 1, 4 and 6 stay.
+        assert_eq!(s.ack(&ack(&[(2, 3), (9, 9)], &[5]), 2).unwrap(), 3);
+        assert_eq!(s.seqs().collect::<Vec<_>>(), [1, 4, 6]);
+        // An ack for nothing we hold changes nothing.
+        assert_eq!(s.ack(&ack(&[(2, 3)], &[]), 3).unwrap(), 0);
+        // An inverted range is ignored rather than trusted.
+        assert_eq!(s.ack(&ack(&[(6, 1)], &[]), 3).unwrap(), 0);
+        assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn overflow_drops_least_severe_oldest_first_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        // Measure one event to size the spool for exactly four of them plus a notice.
+        let one = entry_size(
+            encode(&Event {
+                v: 1,
+                device: dev(),
+                seq: 1,
+                boot: 0,
+                ts: 1,
+                body: fault(Severity::Info, 300),
+            })
+            .unwrap()
+            .len(),
+        );
+        let max = one * 4 + 200;
+        let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+        let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq; // 1
+        let warn_old = s.push(2, fault(Severity::Warning, 300)).unwrap().seq; // 2
+        let minor = s.push(3, fault(Severity::Minor, 300)).unwrap().seq; // 3
+        let warn_new = s.push(4, fault(Severity::Warning, 300)).unwrap().seq; // 4
+        assert_eq!(s.len(), 4);
+        // A fifth event does not fit: the oldest warning goes, and a notice says so.
+        let p = s.push(5, fault(Severity::Major, 300)).unwrap();
+        assert!(p.stored);
+        assert!(p.dropped >= 1);
+        let seqs: Vec<u64> = s.seqs().collect();
+        assert!(!seqs.contains(&warn_old), "{seqs:?}");
+        assert!(seqs.contains(&critical) && seqs.contains(&p.seq));
+        let notice = p.notice.unwrap();
+        let events = all(&s);
+        let dropped: Vec<&Dropped> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Dropped(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].count, p.dropped);
+        assert_eq!(dropped[0].worst, Severity::Warning);
+        assert!(s.bytes() <= max);
+        // Fitting the notice cost one more: the other warning went before the minor.
+        if p.dropped == 2 {
+            assert!(!seqs.contains(&warn_new));
+            assert!(seqs.contains(&minor));
+        }
+        assert_eq!(s.dropped_total(), p.dropped);
+
+        // An info event is now the least severe of all: it is the one dropped, and the
+        // count waits for the notice's ack instead of piling up notices.
+        let before: Vec<u64> = s.seqs().collect();
+        let p2 = s.push(6, fault(Severity::Info, 300)).unwrap();
+        assert!(!p2.stored);
+        assert_eq!(p2.notice, None);
+        assert_eq!(s.seqs().collect::<Vec<_>>(), before);
+        assert_eq!(s.drops_pending(), 1);
+
+        // Acking the notice brings a new notice with the pending count.
+        s.ack(&ack(&[(notice, notice)], &[]), 7).unwrap();
+        let events = all(&s);
+        let last = events.last().unwrap();
+        assert_eq!(
+            last.body,
+            EventBody::Dropped(Dropped {
+                count: 1,
+                worst: Severity::Info
+            })
+        );
+        assert_eq!(s.drops_pending(), 0);
+    }
+
+    #[test]
+    fn drop_bookkeeping_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 2048;
+        let notice;
+        {
+            let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+            let mut last = None;
+            for i in 0..10 {
+                let p = s.push(i, fault(Severity::Warning, 300)).unwrap();
+                last = p.notice.or(last);
+            }
+            notice = last.unwrap();
+            assert!(s.drops_pending() > 0);
+        }
+        let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+        let pending = s.drops_pending();
+        assert!(pending > 0);
+        let total = s.dropped_total();
+        s.ack(&ack(&[(notice, notice)], &[]), 99).unwrap();
+        let events = all(&s);
+        assert!(matches!(
+            events.last().map(|e| &e.body),
+            Some(EventBody::Dropped(Dropped { count, .. })) if *count == pending
+        ));
+        assert_eq!(s.dropped_total(), total);
+    }
+
+    #[test]
+    fn rejects_a_uselessly_small_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Spool::open(dir.path(), dev(), 10),
+            Err(SpoolError::TooSmall(10))
+        ));
+    }
+
+    /// The model: what the spool should hold, by the policy in the module doc, written
+    /// the slow obvious way (scan everything, no index).
+    #[derive(Debug, Default)]
+    struct Model {
+        events: BTreeMap<u64, (u8, u64)>,
+        next_seq: u64,
+        pending: u64,
+        worst: Option<Severity>,
+        notice: Option<u64>,
+        max: u64,
+    }
+
+    fn size_of(seq: u64, body: EventBody) -> u64 {
+        let e = Event {
+            v: 1,
+            device: dev(),
+            seq,
+            boot: 0,
+            ts: 7,
+            body,
+        };
+        entry_size(encode(&e).unwrap().len())
+    }
+
+    impl Model {
+        fn bytes(&self) -> u64 {
+            self.events.values().map(|(_, size)| size).sum()
+        }
+        fn victim(&self, at_most: u8) -> Option<u64> {
+            self.events
+                .iter()
+                .filter(|(_, (r, _))| *r <= at_most && *r < RANK_NOTICE)
+                .min_by_key(|(seq, (r, _))| (*r, **seq))
+                .map(|(seq, _)| *seq)
+        }
+        fn drop_one(&mut self, rank: u8) {
+            self.pending += 1;
+            let sev = rank_severity(rank);
+            self.worst = Some(self.worst.map_or(sev, |w| w.max(sev)));
+        }
+        fn evict(&mut self, seq: u64) {
+            if let Some((rank, _)) = self.events.remove(&seq) {
+                self.drop_one(rank);
+            }
+        }
+        fn notice(&mut self) {
+            if self.pending == 0 || self.notice.is_some() {
+                return;
+            }
+            loop {
+                let body = EventBody::Dropped(Dropped {
+                    count: self.pending,
+                    worst: self.worst.unwrap_or(Severity::Info),
+                });
+                let size = size_of(self.next_seq, body);
+                if self.bytes() + size <= self.max {
+                    self.events.insert(self.next_seq, (RANK_NOTICE, size));
+                    self.notice = Some(self.next_seq);
+                    self.next_seq += 1;
+                    self.pending = 0;
+                    self.worst = None;
+                    return;
+                }
+                match self.victim(RANK_NOTICE) {
+                    Some(v) => self.evict(v),
+                    None => return,
+                }
+            }
+        }
+        fn push(&mut self, body: EventBody) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let rank = rank(&body);
+            let size = size_of(seq, body);
+            loop {
+                if self.bytes() + size <= self.max {
+                    self.events.insert(seq, (rank, size));
+                    break;
+                }
+                match self.victim(rank) {
+                    Some(v) => self.evict(v),
+                    None => {
+                        self.drop_one(rank);
+                        break;
+                    }
+                }
+            }
+            self.notice();
+        }
+        fn ack(&mut self, seqs: &[u64]) {
+            for s in seqs {
+                if self.events.remove(s).is_some() && self.notice == Some(*s) {
+                    self.notice = None;
+                }
+            }
+            self.notice();
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Severity, usize),
+        Ack(Vec<u64>),
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (prop::sample::select(Severity::ALL.to_vec()), 0usize..400)
+                .prop_map(|(s, p)| Op::Push(s, p)),
+            2 => prop::collection::vec(1u64..60, 0..6).prop_map(Op::Ack),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn spool_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let max = 3000;
+            let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+            let mut m = Model { next_seq: 1, max, ..Model::default() };
+            for op in ops {
+                match op {
+                    Op::Push(sev, pad) => {
+                        let p = s.push(7, fault(sev, pad)).unwrap();
+                        prop_assert_eq!(p.seq, m.next_seq);
+                        m.push(fault(sev, pad));
+                    }
+                    Op::Ack(seqs) => {
+                        let mut a = ack(&[], &[]);
+                        for &q in &seqs {
+                            a.stored.push(SeqRange { from: q, to: q }).unwrap();
+                        }
+                        s.ack(&a, 7).unwrap();
+                        m.ack(&seqs);
+                    }
+                    Op::Restart => {
+                        drop(s);
+                        s = Spool::open(dir.path(), dev(), max).unwrap();
+                    }
+                }
+                prop_assert_eq!(s.seqs().collect::<Vec<_>>(), m.events.keys().copied().collect::<Vec<_>>());
+                prop_assert_eq!(s.bytes(), m.bytes());
+                prop_assert!(s.bytes() <= max);
+                prop_assert_eq!(s.drops_pending(), m.pending);
+                // Everything stored decodes, in seq order, with the seq it is keyed by.
+                let events = all(&s);
+                prop_assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+            }
+        }
+    }
+}
