@@ -194,26 +194,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn signalled() {
+/// Resolves on SIGTERM or SIGINT. The handlers are registered here, when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while the agent is
+/// still starting must stop it cleanly, not kill it with the default action.
+fn signalled() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the agent");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
-    rt.block_on(crate::run(cfg, signalled()))?;
+    let stop = {
+        let _context = rt.enter();
+        signalled()?
+    };
+    rt.block_on(crate::run(cfg, stop))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,12 @@
 //! reconnect sends duplicates on purpose: the collector deduplicates on `(device, seq)`,
 //! and rumqttc's in-memory queue is lost on restart anyway, so only the spool is trusted.
 //!
+//! A reconnect of this agent is not the only time events can be lost on the way: a broker
+//! that restarts without persistence forgets the collector's session, so what the agent
+//! replays before the collector has resubscribed goes nowhere. So the agent also follows
+//! the collector's retained status and replays when a new `online` arrives, and replays
+//! events that stay unacked for a whole [`RESEND_AFTER`] (a broker that overflowed).
+//!
 //! `boot` is raised and persisted before a connect that follows a session that reached
 //! ConnAck, so the Last Will registered with the broker always carries the same `boot` as
 //! the `online` status of that session (an older `boot` never overrides a newer one).
@@ -24,8 +30,8 @@ use rumqttc::{
 };
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use vigia_protocol::{
-    decode, encode, Ack, Cmd, CmdBody, CodecError, DeviceId, DownKind, Status, Topic, Topics,
-    UpKind, VERSION,
+    decode, encode, Ack, Cmd, CmdBody, CodecError, CollectorStatus, DeviceId, DownKind, Status,
+    Topic, Topics, UpKind, VERSION,
 };
 
 use crate::config::Config;
@@ -42,6 +48,8 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a clean shutdown waits for the offline status to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Events published but still unacked after this long are published again.
+pub const RESEND_AFTER: Duration = Duration::from_secs(60);
 /// The system CA bundle used for `mqtts://` without `ca_file`.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Commands kept for `vigia-agent status`.
@@ -167,6 +175,11 @@ pub struct Shared {
     pub inbox: Mutex<Inbox>,
     /// Every command as it arrives (the IPC server waits here for incident numbers).
     pub cmds: broadcast::Sender<Cmd>,
+    /// Set when the whole spool must be published again (the collector came online).
+    pub replay: AtomicBool,
+    /// The `ts` of the last collector `online` status seen, to ignore re-deliveries of
+    /// the same retained message.
+    pub collector_online_ts: Mutex<Option<u64>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data are
@@ -191,6 +204,8 @@ impl Shared {
             }),
             inbox: Mutex::new(Inbox::default()),
             cmds,
+            replay: AtomicBool::new(false),
+            collector_online_ts: Mutex::new(None),
         }
     }
 }
@@ -454,6 +469,18 @@ fn handle_down(shared: &Shared, cfg: &LinkConfig, topic: &str, payload: &[u8]) {
             Ok(cmd) => tracing::warn!(device = %cmd.device, "command for another device ignored"),
             Err(e) => tracing::warn!(error = %e, "malformed command ignored"),
         },
+        Ok(Topic::CollectorStatus) => match decode::<CollectorStatus>(payload) {
+            Ok(status) if status.online => {
+                let new = lock(&shared.collector_online_ts).replace(status.ts) != Some(status.ts);
+                if new {
+                    tracing::info!(ts = status.ts, "collector online: replaying unacked events");
+                    shared.replay.store(true, Ordering::SeqCst);
+                    shared.wake.notify_one();
+                }
+            }
+            Ok(_) => tracing::info!("collector offline; events wait in the spool"),
+            Err(e) => tracing::warn!(error = %e, "malformed collector status ignored"),
+        },
         _ => tracing::warn!(topic, "message on an unexpected topic ignored"),
     }
 }
@@ -469,11 +496,30 @@ async fn session(
     let event_topic = cfg.topics.up(&cfg.device, UpKind::Event).to_string();
     let mut boot = 0;
     let mut cursor: Option<u64> = None; // Some(next seq to publish) while connected
+    let mut resend = tokio::time::interval(RESEND_AFTER);
+    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first unacked seq at the previous resend tick: still first (and already
+    // published) a whole interval later means its ack is not coming.
+    let mut oldest_seen: Option<u64> = None;
     loop {
         let msg = tokio::select! {
             m = rx.recv() => Some(m),
             _ = shared.wake.notified() => None,
+            _ = resend.tick() => {
+                let first = lock(&shared.spool).next_from(0).ok().flatten().map(|(seq, _)| seq);
+                if let (Some(f), Some(c)) = (first, cursor) {
+                    if oldest_seen == Some(f) && f < c {
+                        tracing::info!(seq = f, "events unacked for too long: replaying");
+                        cursor = Some(0);
+                    }
+                }
+                oldest_seen = first;
+                None
+            }
         };
+        if shared.replay.swap(false, Ordering::SeqCst) && cursor.is_some() {
+            cursor = Some(0);
+        }
         match msg {
             Some(Some(SessionMsg::Up { boot: b })) => {
                 boot = b;
@@ -548,6 +594,10 @@ async fn session_start(
             cfg.topics.down_filter(&cfg.device).as_str(),
             QoS::AtLeastOnce,
         )
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .subscribe(cfg.topics.collector_status().as_str(), QoS::AtLeastOnce)
         .await
         .map_err(|e| e.to_string())?;
     let now = now_ms();
