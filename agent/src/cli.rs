@@ -155,15 +155,25 @@ fn error_text(e: &anyhow::Error) -> String {
     msg
 }
 
+/// Logs to stderr, filtered by `VIGIA_LOG` or `RUST_LOG` (`info`, `warn,vigia_agent=debug`:
+/// levels per target, without `EnvFilter`'s span and regex syntax, whose regex engine
+/// would add half a megabyte to the agent binary).
 fn init_tracing(run: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if run { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("VIGIA_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let from_env = ["VIGIA_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok())
+        .and_then(|spec| spec.parse::<Targets>().ok());
+    let filter = from_env.unwrap_or_else(|| default.parse().unwrap_or_default());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init();
 }
 
@@ -184,10 +194,12 @@ fn print_config() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One thread runs every task: the agent waits on timers and sockets almost all the
+/// time, and each extra thread costs resident memory (its stack and a malloc arena) on
+/// every device. Detector passes and sled I/O go to the (small) blocking pool.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(2)
         .thread_name("vigia-agent")
         .enable_all()
         .build()
