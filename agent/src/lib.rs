@@ -8,22 +8,22 @@
 pub mod detect;
 
 #[cfg(feature = "std")]
+pub mod cli;
+#[cfg(feature = "std")]
 pub mod config;
 #[cfg(feature = "std")]
+pub mod i18n;
+#[cfg(feature = "std")]
 pub mod inventory;
+#[cfg(feature = "std")]
+pub mod ipc;
 #[cfg(feature = "std")]
 pub mod link;
 #[cfg(feature = "std")]
 pub mod probe;
 #[cfg(feature = "std")]
-pub mod spool;
-#[cfg(feature = "std")]
-pub mod cli;
-#[cfg(feature = "std")]
-pub mod i18n;
-#[cfg(feature = "std")]
-pub mod ipc;
-#[cfg(feature = "std")]
 pub mod run;
+#[cfg(feature = "std")]
+pub mod spool;
 #[cfg(feature = "std")]
 pub use run::{run, AgentError};
