@@ -1,1 +1,561 @@
-//! (in progress)
+//! The collector's configuration file (TOML) and its validation into runtime settings.
+//!
+//! Every field has a default in code, so an empty file (or no file) runs a complete
+//! collector with an embedded broker on 127.0.0.1. Unknown fields are refused rather than
+//! ignored: a typo in a production config must stop start-up, not silently fall back to a
+//! default. Validation happens once, here, and errors name the file and the field.
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vigia_protocol::Topics;
+
+use crate::workflow::{
+    Dur, FlappingFile, Policy, PolicyFile, RulesFile, SlaFile, TriageRules, ValidationFile,
+};
+
+/// The default HTTP listen address of the API and feed page.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8790";
+/// The default port of the embedded broker.
+pub const DEFAULT_EMBEDDED_PORT: u16 = 1883;
+/// The default (stable) MQTT client id: a persistent session needs the same id every time.
+pub const DEFAULT_CLIENT_ID: &str = "vigia-collector";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store (sled) lives. One collector process per directory.
+    pub data_dir: PathBuf,
+    /// The MQTT side: which broker, which topics, which identity.
+    pub mqtt: MqttConfig,
+    /// The HTTP side: API, metrics and the live feed page.
+    pub http: HttpConfig,
+    /// The support workflow: triage rules file, SLA targets, windows.
+    pub workflow: WorkflowConfig,
+}
+
+/// `[workflow]`: the policy of the support workflow (defaults from the engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowConfig {
+    /// Triage rules file (TOML). Absent: the built-in rules (`print-rules` shows them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
+    /// An agent fault that clears within this time after it is registered closes as
+    /// transient (000 step 3); one still active after it is verified automatically.
+    pub verification_window: Dur,
+    /// A fault that returns within this time after its incident closed reopens it.
+    pub reopen_window: Dur,
+    /// A resolved incident with no activity for this long is closed automatically.
+    pub auto_close_after: Dur,
+    /// Flapping thresholds (`cycles` returns within `window`).
+    pub flapping: FlappingFile,
+    /// SLA targets per priority (`[workflow.sla.P1]` response, resolution,
+    /// escalate_after).
+    pub sla: SlaFile,
+    /// Fields a user report must carry (`required`, `by_category`).
+    pub validation: ValidationFile,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        let p = PolicyFile::default();
+        Self {
+            rules: None,
+            verification_window: p.verification_window,
+            reopen_window: p.reopen_window,
+            auto_close_after: p.auto_close_after,
+            flapping: p.flapping,
+            sla: p.sla,
+            validation: p.validation,
+        }
+    }
+}
+
+impl WorkflowConfig {
+    /// The engine's policy section.
+    pub fn policy_file(&self) -> PolicyFile {
+        PolicyFile {
+            verification_window: self.verification_window,
+            reopen_window: self.reopen_window,
+            auto_close_after: self.auto_close_after,
+            flapping: self.flapping,
+            sla: self.sla,
+            validation: self.validation.clone(),
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker URL (`mqtt://host:1883`, `mqtts://host:8883`). Absent: start the embedded
+    /// broker on 127.0.0.1 (a try-it default without ACLs or persistence, never production).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Port of the embedded broker; 0 picks a free one (the `run` command prints it).
+    pub embedded_port: u16,
+    /// Topic prefix shared with the agents.
+    pub prefix: String,
+    /// MQTT client id. Keep it stable: the persistent session that holds events while the
+    /// collector is down is keyed by it.
+    pub client_id: String,
+    /// Username for the broker, if it requires one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for the broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM file with the CA that signed the broker's certificate; required for `mqtts://`
+    /// (point it at `/etc/ssl/certs/ca-certificates.crt` to trust the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &self.url)
+            .field("embedded_port", &self.embedded_port)
+            .field("prefix", &self.prefix)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the API listens on (`127.0.0.1:8790`; port 0 picks a free one). It has no
+    /// authentication: keep it on loopback or behind a proxy that adds it.
+    pub listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            workflow: WorkflowConfig::default(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            embedded_port: DEFAULT_EMBEDDED_PORT,
+            prefix: vigia_protocol::DEFAULT_PREFIX.to_string(),
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            username: None,
+            password: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HTTP_LISTEN.to_string(),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is the process's effective uid (Linux); elsewhere fall back
+    // to the environment.
+    std::fs::metadata("/proc/self").map_or_else(
+        |_| std::env::var_os("USER").is_some_and(|u| u == "root"),
+        |m| m.uid() == 0,
+    )
+}
+
+#[cfg(not(unix))]
+fn is_root() -> bool {
+    false
+}
+
+/// `/var/lib/vigia-collector` for root, else `$XDG_STATE_HOME/vigia-collector` or
+/// `~/.local/state/vigia-collector`, else `./vigia-collector-data`.
+fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/vigia-collector");
+    }
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("vigia-collector");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(home).join(".local/state/vigia-collector");
+    }
+    PathBuf::from("vigia-collector-data")
+}
+
+/// A configuration error: which file (if any), which field, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped fields.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (names the field and the line).
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("{}field `{field}`: {reason}", file_prefix(.path))]
+    Invalid {
+        /// The file, when the config came from one.
+        path: Option<PathBuf>,
+        /// The dotted field name (`mqtt.prefix`).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn file_prefix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!("config file {}: ", p.display()),
+        None => "config ".to_string(),
+    }
+}
+
+/// Where the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerTarget {
+    /// Start the embedded broker on 127.0.0.1 at this port (0: pick one).
+    Embedded {
+        /// The port.
+        port: u16,
+    },
+    /// Connect to an external broker.
+    External {
+        /// `true` for `mqtts://`.
+        tls: bool,
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// Validated settings: what [`crate::start`] runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Store directory.
+    pub data_dir: PathBuf,
+    /// Broker to use.
+    pub broker: BrokerTarget,
+    /// Topics under the configured prefix.
+    pub topics: Topics,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// CA certificate (PEM bytes), read at validation time.
+    pub ca_pem: Option<Vec<u8>>,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// The validated workflow policy and triage rules.
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                field,
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no validation beyond the shape).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The default configuration as commented TOML that parses back to the default.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Self::default())
+            .unwrap_or_else(|e| format!("# cannot render the default config: {e}\n"));
+        format!(
+            "# vigia-collector configuration. Every field is optional; these are the defaults.\n\
+             # Optional [mqtt] fields not shown: url = \"mqtt://broker:1883\" (absent: embedded\n\
+             # broker), username, password, ca_file (PEM, required for mqtts://).\n\
+             # Optional [workflow] field not shown: rules = \"/etc/vigia/rules.toml\" (triage\n\
+             # rules; absent: the built-in ones, which `vigia-collector print-rules` prints).\n\n{body}"
+        )
+    }
+
+    /// Checks every field and builds the runtime settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let invalid = |field: &'static str, reason: String| ConfigError::Invalid {
+            path: None,
+            field,
+            reason,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        let topics = Topics::new(&self.mqtt.prefix)
+            .map_err(|e| invalid("mqtt.prefix", format!("{:?}: {e}", self.mqtt.prefix)))?;
+        let id = &self.mqtt.client_id;
+        if id.is_empty() || id.len() > 64 || id.contains(['+', '#', '/', '\0']) {
+            return Err(invalid(
+                "mqtt.client_id",
+                format!("{id:?}: must be 1-64 bytes without '+', '#', '/'"),
+            ));
+        }
+        let broker = match &self.mqtt.url {
+            None => BrokerTarget::Embedded {
+                port: self.mqtt.embedded_port,
+            },
+            Some(url) => parse_broker_url(url).map_err(|r| invalid("mqtt.url", r))?,
+        };
+        let credentials = match (&self.mqtt.username, &self.mqtt.password) {
+            (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "mqtt.password",
+                    "is set but mqtt.username is not".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        let ca_pem = match &self.mqtt.ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| {
+                invalid("mqtt.ca_file", format!("cannot read {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        if matches!(broker, BrokerTarget::External { tls: true, .. }) && ca_pem.is_none() {
+            return Err(invalid(
+                "mqtt.ca_file",
+                "is required for an mqtts:// url (use /etc/ssl/certs/ca-certificates.crt \
+                 for the system roots)"
+                    .into(),
+            ));
+        }
+        let http_listen: SocketAddr = self.http.listen.parse().map_err(|e| {
+            invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8790: {e}",
+                    self.http.listen
+                ),
+            )
+        })?;
+        let rules = match &self.workflow.rules {
+            None => TriageRules::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    invalid(
+                        "workflow.rules",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                RulesFile::parse(&text, &p.display().to_string())
+                    .map_err(|e| invalid("workflow.rules", e.to_string()))?
+            }
+        };
+        let policy = Policy::new(self.workflow.policy_file(), rules, "config")
+            .map_err(|e| invalid("workflow", e.to_string()))?;
+        Ok(Settings {
+            policy,
+            data_dir: self.data_dir.clone(),
+            broker,
+            topics,
+            client_id: id.clone(),
+            credentials,
+            ca_pem,
+            http_listen,
+        })
+    }
+}
+
+/// Parses `mqtt://host[:port]` / `tcp://` / `mqtts://` / `ssl://`.
+fn parse_broker_url(url: &str) -> Result<BrokerTarget, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} has no scheme; expected mqtt://host:port"))?;
+    let (tls, default_port) = match scheme {
+        "mqtt" | "tcp" => (false, 1883),
+        "mqtts" | "ssl" => (true, 8883),
+        other => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use mqtt:// or mqtts://"
+            ))
+        }
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '@']) {
+        return Err(format!(
+            "{url:?} must be scheme://host[:port] (credentials go in mqtt.username/password)"
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, tail) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+            None if tail.is_empty() => default_port,
+            None => return Err(format!("{url:?}: unexpected {tail:?} after the address")),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+            ),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if port == 0 {
+        return Err(format!("{url:?}: port 0 is not a broker port"));
+    }
+    Ok(BrokerTarget::External { tls, host, port })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_prints_and_parses_back() {
+        let text = Config::default_toml();
+        let back = Config::parse(&text).unwrap();
+        assert_eq!(back, Config::default());
+        assert!(back.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused_and_named() {
+        let err = Config::parse("[mqtt]\nprefx = \"a\"\n").unwrap_err();
+        assert!(err.contains("prefx"), "{err}");
+    }
+
+    #[test]
+    fn load_errors_name_the_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, "[http]\nlisten = \"nope\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("collector.toml"), "{err}");
+        assert!(err.contains("http.listen"), "{err}");
+
+        std::fs::write(&path, "[mqtt]\nembedded_port = \"x\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("collector.toml") && err.contains("embedded_port"),
+            "{err}"
+        );
+
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://broker.example:1884"),
+            Ok(BrokerTarget::External {
+                tls: false,
+                host: "broker.example".into(),
+                port: 1884
+            })
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://b"),
+            Ok(BrokerTarget::External {
+                tls: true,
+                host: "b".into(),
+                port: 8883
+            })
+        );
+        assert_eq!(
+            parse_broker_url("tcp://[::1]:1883"),
+            Ok(BrokerTarget::External {
+                tls: false,
+                host: "::1".into(),
+                port: 1883
+            })
+        );
+        assert!(parse_broker_url("http://x").is_err());
+        assert!(parse_broker_url("mqtt://u:p@x").is_err());
+        assert!(parse_broker_url("x:1883").is_err());
+        assert!(parse_broker_url("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let mut c = Config::default();
+        c.mqtt.prefix = "a/#".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mqtt.prefix"));
+        let mut c = Config::default();
+        c.mqtt.url = Some("mqtts://b".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mqtt.ca_file"));
+        let mut c = Config::default();
+        c.mqtt.password = Some("x".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mqtt.password"));
+        let mut c = Config::default();
+        c.http.listen = "127.0.0.1:0".into();
+        assert_eq!(c.validate().unwrap().http_listen.port(), 0);
+    }
+}

@@ -4,7 +4,14 @@
 
 pub mod api;
 pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod feed;
 pub mod ingest;
+pub mod metrics;
+pub mod run;
 pub mod store;
+pub mod timers;
 pub mod workflow;
+
+pub use run::{start, CollectorError, Running};

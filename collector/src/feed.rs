@@ -1,0 +1,146 @@
+//! What the live feed announces: incidents opened or changed, devices going online or
+//! offline, and the workflow's notifications (escalations, SLA breaches, provider
+//! notices). Ingest, the API and the timers send these on a `tokio::sync::broadcast`
+//! channel; the API turns them into Server-Sent Events. A slow browser misses events (the
+//! channel is bounded and lagging receivers skip) rather than slowing ingest down; the
+//! page reloads the lists when told it lagged.
+//!
+//! [`IncidentSummary`] is also what the store keeps beside each incident for lists, so a
+//! page of 50 never decodes 50 full audit trails.
+use serde::{Deserialize, Serialize};
+use vigia_protocol::{DeviceId, Millis, Severity};
+
+use crate::workflow::{Incident, Level, Notification, Origin, Priority, State};
+
+/// How many feed events are buffered for slow subscribers.
+pub const FEED_CAPACITY: usize = 256;
+
+/// A feed event.
+// Short-lived values on a bounded channel; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// An incident was opened (`opened`) or changed.
+    Incident {
+        /// Opened by this event, rather than updated.
+        opened: bool,
+        /// The incident after the change.
+        incident: IncidentSummary,
+    },
+    /// A device went online or offline.
+    Device {
+        /// The device.
+        device: DeviceId,
+        /// Its new state.
+        online: bool,
+        /// Its session counter.
+        boot: u64,
+    },
+    /// A workflow notification for people (escalation, SLA breach, provider notice...).
+    Notification(Notification),
+}
+
+impl FeedEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Incident { .. } => "incident",
+            Self::Device { .. } => "device",
+            Self::Notification(_) => "notification",
+        }
+    }
+}
+
+/// An incident without its audit trail: what lists show and what the store indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    /// Its number (kept under the issue-2 name `id` as well).
+    pub id: u64,
+    /// The same number, under the name people use ("incident 12").
+    pub number: u64,
+    /// The device.
+    pub device: DeviceId,
+    /// `fault` or `report`.
+    pub origin: String,
+    /// Fault kind or report category.
+    pub kind: String,
+    /// Fault subject or reporter.
+    pub subject: String,
+    /// Workflow state.
+    pub state: State,
+    /// Level working it (or that last worked it).
+    pub level: Level,
+    /// Priority, once diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Category, once diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Person assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Group assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// For a fault: the agent last said it is present. For a report: true.
+    pub fault_active: bool,
+    /// Flagged flapping.
+    #[serde(default)]
+    pub flapping: bool,
+    /// Worst severity seen, for faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// One line.
+    pub title: String,
+    /// Fault events seen.
+    pub occurrences: u32,
+    /// Opened at (collector clock).
+    pub opened_at: Millis,
+    /// Last change (the newest audit record).
+    pub updated_at: Millis,
+    /// Closed at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Millis>,
+    /// When the next timer (SLA, verification window, auto-close...) falls due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_deadline: Option<Millis>,
+}
+
+impl IncidentSummary {
+    /// The summary of `i`, whose next timer falls due at `next_deadline`.
+    pub fn new(i: &Incident, next_deadline: Option<Millis>) -> Self {
+        let (origin, kind, subject) = match &i.origin {
+            Origin::Fault { kind, subject, .. } => {
+                ("fault", kind.as_str().to_string(), subject.clone())
+            }
+            Origin::Report {
+                category, reporter, ..
+            } => ("report", category.clone(), reporter.clone()),
+        };
+        let c = i.classification.as_ref();
+        Self {
+            id: i.number,
+            number: i.number,
+            device: i.device.clone(),
+            origin: origin.to_string(),
+            kind,
+            subject,
+            state: i.state,
+            level: i.level,
+            priority: c.map(|c| c.priority),
+            category: c.map(|c| c.category.clone()),
+            assignee: i.assignee.clone(),
+            group: i.group.clone().or_else(|| c.map(|c| c.group.clone())),
+            fault_active: i.fault_active,
+            flapping: i.flapping,
+            severity: i.worst_severity,
+            title: i.origin.description(),
+            occurrences: i.occurrences,
+            opened_at: i.opened_at,
+            updated_at: i.audit.last().map_or(i.opened_at, |r| r.at),
+            closed_at: i.closure.as_ref().map(|c| c.at),
+            next_deadline,
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Starting and stopping a whole collector: store, embedded broker (when no URL is
+//! configured), ingest and the HTTP API, wired together in one process.
+//!
+//! [`start`] returns once the broker accepts connections, the subscription is in place
+//! (or a bounded wait for an external broker has passed) and the API listens, so a caller
+//! (a test, the `run` command, the all-in-one binary) can use the returned addresses at
+//! once. The embedded broker cannot be stopped (rumqttd has no shutdown handle): it lives
+//! until the process exits, which is why `shutdown` leaves it running.
+//!
+//! The workflow timer task runs beside ingest and the API; all three share the store,
+//! the policy, the clock and the device [`Downlink`](crate::ingest::Downlink).
+//! [`start_with_clock`] injects the clock so tests drive SLA time by hand.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::broker::{self, BrokerError};
+use crate::config::{BrokerTarget, Config, ConfigError};
+use crate::feed::FEED_CAPACITY;
+use crate::ingest::{Ingest, IngestConfig, IngestDeps};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::timers::{Clock, SystemClock, Timers};
+
+/// How long [`start`] waits for the subscription before going on without it.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the collector could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store in {dir} (is another collector using it?): {source}")]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    /// The final flush failed.
+    #[error("final store flush failed: {0}")]
+    Flush(#[source] StoreError),
+    /// A background task panicked.
+    #[error("a collector task failed: {0}")]
+    Task(String),
+}
+
+/// A running collector.
+pub struct Running {
+    /// The broker's URL (`mqtt://127.0.0.1:PORT` for the embedded one).
+    pub mqtt_url: String,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Whether the broker is the embedded one.
+    pub embedded_broker: bool,
+    store: Store,
+    stop: watch::Sender<bool>,
+    ingest: Ingest,
+    api: JoinHandle<std::io::Result<()>>,
+    timers: Timers,
+    timer_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("mqtt_url", &self.mqtt_url)
+            .field("http_addr", &self.http_addr)
+            .field("embedded_broker", &self.embedded_broker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a collector: validates `cfg`, opens the store, starts the embedded broker when
+/// no URL is configured, then ingest and the API.
+pub async fn start(cfg: Config) -> Result<Running, CollectorError> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the clock the workflow reads (tests pass a
+/// [`ManualClock`](crate::timers::ManualClock)).
+pub async fn start_with_clock(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, CollectorError> {
+    let settings = cfg.validate()?;
+    let policy = Arc::new(settings.policy.clone());
+    let dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| CollectorError::DataDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    let open_dir = dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&open_dir))
+        .await
+        .map_err(|e| CollectorError::Task(e.to_string()))?
+        .map_err(|source| CollectorError::Store {
+            dir: dir.clone(),
+            source,
+        })?;
+    info!(data_dir = %dir.display(), events = store.event_count(), "store opened");
+
+    let (host, port, mqtt_url, embedded) = match &settings.broker {
+        BrokerTarget::Embedded { port } => {
+            let b = broker::start(*port).await?;
+            (b.addr.ip().to_string(), b.addr.port(), b.url(), true)
+        }
+        BrokerTarget::External { host, port, .. } => (
+            host.clone(),
+            *port,
+            cfg.mqtt.url.clone().unwrap_or_default(),
+            false,
+        ),
+    };
+
+    let listener = TcpListener::bind(settings.http_listen)
+        .await
+        .map_err(|source| CollectorError::HttpBind {
+            addr: settings.http_listen,
+            source,
+        })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| CollectorError::HttpBind {
+            addr: settings.http_listen,
+            source,
+        })?;
+
+    let metrics = Arc::new(Metrics::default());
+    let (feed, _) = broadcast::channel(FEED_CAPACITY);
+    let wake = Arc::new(Notify::new());
+    let mut ingest = Ingest::spawn(
+        IngestConfig {
+            host,
+            port,
+            tls_ca: settings.ca_pem.clone(),
+            client_id: settings.client_id.clone(),
+            credentials: settings.credentials.clone(),
+            topics: settings.topics.clone(),
+        },
+        IngestDeps {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            feed: feed.clone(),
+            policy: policy.clone(),
+            clock: clock.clone(),
+            wake: wake.clone(),
+        },
+    );
+    if !ingest.wait_ready(READY_TIMEOUT).await {
+        warn!(broker = %mqtt_url, "not subscribed yet; ingest keeps retrying in the background");
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let timers = Timers {
+        store: store.clone(),
+        policy: policy.clone(),
+        clock: clock.clone(),
+        downlink: ingest.downlink(),
+        feed: feed.clone(),
+        wake: wake.clone(),
+    };
+    let timer_task = timers.clone().spawn(stop_rx.clone());
+    let state = ApiState {
+        store: store.clone(),
+        metrics,
+        feed,
+        stopping: stop_rx.clone(),
+        policy,
+        clock,
+        downlink: ingest.downlink(),
+        wake,
+    };
+    let mut api_stop = stop_rx;
+    let api = tokio::spawn(api::serve(listener, state, async move {
+        let _ = api_stop.wait_for(|s| *s).await;
+    }));
+    info!(mqtt = %mqtt_url, http = %http_addr, "collector started");
+    Ok(Running {
+        mqtt_url,
+        http_addr,
+        embedded_broker: embedded,
+        store,
+        stop,
+        ingest,
+        api,
+        timers,
+        timer_task,
+    })
+}
+
+impl Running {
+    /// The store, for in-process callers (tests, the all-in-one binary).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs the workflow timers due at the clock's now, as the timer task does (tests
+    /// call this after moving a manual clock, instead of sleeping). Returns how many
+    /// incidents changed.
+    pub async fn run_timers(&self) -> Result<usize, crate::timers::TimerError> {
+        self.timers.run_due().await
+    }
+
+    /// Stops ingest (publishing "collector offline" and disconnecting), then the API, then
+    /// flushes the store. The embedded broker keeps running until the process exits.
+    pub async fn shutdown(self) -> Result<(), CollectorError> {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.timer_task.await {
+            warn!(error = %e, "timer task ended abnormally");
+        }
+        self.ingest.shutdown().await;
+        let api = self
+            .api
+            .await
+            .map_err(|e| CollectorError::Task(e.to_string()))?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| CollectorError::Task(e.to_string()))?
+            .map_err(CollectorError::Flush)?;
+        api.map_err(CollectorError::Http)?;
+        info!("collector stopped");
+        Ok(())
+    }
+}
