@@ -1,1 +1,187 @@
-fn main() {}
+//! `vigia`: the whole system on one machine — the embedded broker, the collector with its
+//! API and live feed, and an agent watching this machine — in one process, for trying
+//! Vigía and for development. `vigia agent ...` and `vigia collector ...` run the same
+//! command lines as the separate `vigia-agent` and `vigia-collector` binaries (the
+//! end-to-end tests use them so they need only this package's binary).
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Vigía on this machine: broker, collector, live feed and an agent, in one command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigia",
+    version,
+    after_help = "Also: `vigia agent <command>` and `vigia collector <command>` run the agent's \
+                  and the collector's own command lines (try `vigia collector incidents`)."
+)]
+struct Cli {
+    /// Where the collector and the agent keep their data.
+    #[arg(long, default_value = ".vigia", env = "VIGIA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API and live feed; a free port is used if this one is taken.
+    #[arg(long, default_value = "127.0.0.1:8790")]
+    http: SocketAddr,
+    /// Port of the embedded MQTT broker on 127.0.0.1; a free one is used if it is taken.
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// How often the agent checks this machine.
+    #[arg(long, default_value = "10s")]
+    interval: String,
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    match sub.as_deref() {
+        Some(part @ ("agent" | "collector")) => {
+            args.remove(1);
+            args[0] = format!("vigia {part}").into();
+            if part == "agent" {
+                vigia_agent::cli::main(args)
+            } else {
+                vigia_collector::cli::main(args)
+            }
+        }
+        _ => {
+            let cli = Cli::parse_from(args);
+            init_tracing();
+            match all_in_one(cli) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigia: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `addr` if it can be bound now, else the same host with port 0 (a free port).
+fn available(addr: SocketAddr) -> (SocketAddr, bool) {
+    match TcpListener::bind(addr) {
+        Ok(_) => (addr, true),
+        Err(_) => (SocketAddr::new(addr.ip(), 0), false),
+    }
+}
+
+fn all_in_one(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        std::fs::create_dir_all(&cli.data_dir)
+            .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+
+        let (http, http_free) = available(cli.http);
+        let (mqtt, mqtt_free) = available(SocketAddr::from(([127, 0, 0, 1], cli.mqtt_port)));
+        let mut ccfg = vigia_collector::config::Config {
+            data_dir: cli.data_dir.join("collector"),
+            ..Default::default()
+        };
+        ccfg.mqtt.url = None;
+        ccfg.mqtt.embedded_port = mqtt.port();
+        ccfg.http.listen = http.to_string();
+        let collector = vigia_collector::start(ccfg)
+            .await
+            .context("starting the collector")?;
+
+        let mut afile = vigia_agent::config::ConfigFile {
+            data_dir: Some(cli.data_dir.join("agent")),
+            interval: Some(cli.interval.clone()),
+            ..Default::default()
+        };
+        afile.mqtt.url = collector.mqtt_url.clone();
+        let acfg = afile
+            .validate("vigia (all-in-one)")
+            .context("configuring the agent")?;
+        let device = acfg.device.clone();
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_agent = stop_rx.clone();
+        let agent = tokio::spawn(vigia_agent::run(acfg, async move {
+            let _ = stop_agent.wait_for(|s| *s).await;
+        }));
+
+        let feed = format!("http://{}", collector.http_addr);
+        println!("Vigía is running on this machine.");
+        println!("  live incident feed  {feed}/");
+        println!("  MQTT broker         {} (embedded)", collector.mqtt_url);
+        println!(
+            "  this machine        device \"{device}\", checked every {}",
+            cli.interval
+        );
+        println!("  incidents (CLI)     cargo run --release -- collector incidents --api {feed}");
+        println!("  devices (CLI)       cargo run --release -- collector devices --api {feed}");
+        if !http_free {
+            println!(
+                "  (port {} was taken; the feed uses the port above)",
+                cli.http.port()
+            );
+        }
+        if !mqtt_free {
+            println!(
+                "  (port {} was taken; the broker uses the port above)",
+                cli.mqtt_port
+            );
+        }
+        println!("Ctrl-C stops everything. Data: {}", cli.data_dir.display());
+
+        let mut agent = agent;
+        let agent_result = tokio::select! {
+            r = &mut agent => Some(r),
+            _ = shutdown_signal() => None,
+        };
+        let _ = stop_tx.send(true);
+        let agent_result = match agent_result {
+            Some(r) => r,
+            None => agent.await,
+        };
+        collector
+            .shutdown()
+            .await
+            .context("stopping the collector")?;
+        agent_result
+            .context("the agent task failed")?
+            .context("the agent stopped")?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -19,30 +19,6 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// True when the test must be skipped (tools missing, not in CI).
-pub fn skip_without(tools: &[&str]) -> bool {
-    let missing: Vec<_> = tools.iter().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "CI must install {missing:?} (see .ci/run)"
-    );
-    eprintln!(
-        "skipped: {missing:?} not installed (apt-get install mosquitto mosquitto-clients openssl)"
-    );
-    true
-}
-
 fn sh(dir: &Path, script: &str) {
     let out = Command::new("bash")
         .arg("-ec")

@@ -223,9 +223,10 @@ impl Collector {
         http_get_json(&format!("{}{path}", self.http))
     }
 
-    /// The incidents the collector lists (all states).
+    /// The incidents the collector lists (all states; the API pages by 50 by default,
+    /// so ask for its largest page).
     pub fn incidents(&self) -> Vec<Value> {
-        self.get("/api/incidents")
+        self.get("/api/incidents?limit=1000")
             .and_then(|v| match v {
                 Value::Array(a) => Some(a),
                 Value::Object(mut o) => o.remove("incidents").and_then(|v| match v {
@@ -317,4 +318,100 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("vigia-e2e-")
         .tempdir()
         .unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// True when a test must be skipped because `tools` are missing. Never in CI
+/// (`CI` set): there the tools must be installed (`.ci/run` does) and this fails instead.
+pub fn skip_without(tools: &[&str]) -> bool {
+    let missing: Vec<_> = tools.iter().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must install {missing:?} (see .ci/run)"
+    );
+    eprintln!(
+        "skipped: {missing:?} not installed (apt-get install mosquitto mosquitto-clients openssl)"
+    );
+    true
+}
+
+/// A running agent process.
+pub struct Agent {
+    pub proc: Proc,
+    pub config: PathBuf,
+}
+
+/// Writes an agent config under `dir` whose readings come from the replay file `replay`,
+/// and starts `vigia agent run`. `extra` is appended to the config (TOML).
+pub fn start_agent(dir: &Path, id: &str, broker: &str, replay: &Path, extra: &str) -> Agent {
+    let config = write_agent_config(dir, id, broker, replay, extra);
+    start_agent_with(&config)
+}
+
+pub fn write_agent_config(
+    dir: &Path,
+    id: &str,
+    broker: &str,
+    replay: &Path,
+    extra: &str,
+) -> PathBuf {
+    let config = dir.join(format!("agent-{id}.toml"));
+    let text = format!(
+        "interval = \"50ms\"\ndata_dir = \"{data}\"\n{extra}\n\n[device]\nid = \"{id}\"\n\n\
+         [mqtt]\nurl = \"{broker}\"\n\n[detect]\nreplay = \"{replay}\"\n",
+        data = dir.join(format!("agent-{id}-data")).display(),
+        replay = replay.display(),
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("write agent config: {e}"));
+    config
+}
+
+pub fn start_agent_with(config: &Path) -> Agent {
+    let proc = Proc::spawn(
+        "agent",
+        vigia(&["agent", "--config", &config.display().to_string(), "run"]),
+    );
+    Agent {
+        proc,
+        config: config.to_path_buf(),
+    }
+}
+
+/// One replay line: `mount` at `used_pct` % of its bytes used.
+pub fn disk_line(mount: &str, used_pct: u64) -> String {
+    format!(
+        "{{\"disk\":[{{\"mount\":\"{mount}\",\"total_bytes\":1000000,\"avail_bytes\":{},\"files\":1000,\"files_free\":900}}]}}\n",
+        (100 - used_pct) * 10_000
+    )
+}
+
+/// Appends `n` copies of `line` to the replay file.
+pub fn append_lines(path: &Path, line: &str, n: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // One write call per batch keeps lines whole for the reader.
+    f.write_all(line.repeat(n).as_bytes())
+        .unwrap_or_else(|e| panic!("append: {e}"));
+}
+
+/// The incidents of one device.
+pub fn device_incidents(c: &Collector, device: &str) -> Vec<Value> {
+    c.incidents()
+        .into_iter()
+        .filter(|i| i["device"] == device)
+        .collect()
 }

@@ -1,0 +1,169 @@
+//! The agent end to end (issue 3): the tray report through the running agent to an
+//! incident and back, and a kill -9 with a thousand spooled events. Real `vigia agent`
+//! and `vigia collector` processes, the collector's embedded broker.
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// `vigia agent --config F <args>`, run to completion; returns (exit code, stdout).
+fn agent_cmd(config: &Path, args: &[&str]) -> (i32, String) {
+    let mut full = vec!["agent", "--config"];
+    let cfg = config.display().to_string();
+    full.push(&cfg);
+    full.extend_from_slice(args);
+    let out = vigia(&full)
+        .env("LANG", "en_US.UTF-8")
+        .output()
+        .unwrap_or_else(|e| panic!("vigia agent: {e}"));
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (code, format!("{stdout}{stderr}"))
+}
+
+fn agent_status(config: &Path) -> Option<Value> {
+    let (code, out) = agent_cmd(config, &["status", "--json"]);
+    if code != 0 {
+        return None;
+    }
+    serde_json::from_str(out.trim()).ok()
+}
+
+#[test]
+fn tray_report_becomes_an_incident_with_its_snapshot_and_number() {
+    let dir = tempdir();
+    let collector = start_collector(dir.path(), None);
+    let replay = dir.path().join("readings.jsonl");
+    append_lines(&replay, &disk_line("/home", 42), 1);
+    let agent = start_agent(dir.path(), "e2e-tray", &collector.mqtt_url, &replay, "");
+    poll("device online", || {
+        collector.device("e2e-tray").filter(|d| d["online"] == true)
+    });
+    // The snapshot is taken from the agent's current readings: wait for a first pass.
+    poll("a first detector pass", || {
+        agent_status(&agent.config).filter(|s| s["connected"] == true)
+    });
+
+    let (code, out) = agent_cmd(
+        &agent.config,
+        &[
+            "report",
+            "--category",
+            "hardware",
+            "--summary",
+            "La pantalla parpadea",
+            "--text",
+            "Desde esta mañana la pantalla parpadea cada pocos segundos.\nYa reinicié.",
+            "--urgency",
+            "high",
+            "--contact",
+            "ext 1234",
+        ],
+    );
+    assert_eq!(code, 0, "report failed:\n{out}");
+    let number: u64 = out
+        .split("incident number")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or_else(|| panic!("no incident number in:\n{out}"));
+
+    let incident = collector
+        .get(&format!("/api/incidents/{number}"))
+        .unwrap_or_else(|| panic!("incident {number} not found"));
+    let text = incident.to_string();
+    assert_eq!(incident["device"], "e2e-tray", "{incident}");
+    assert!(text.contains("La pantalla parpadea"), "{incident}");
+    assert!(text.contains("ext 1234"), "{incident}");
+    // The snapshot carries the agent's readings: the replayed /home at 42 % used.
+    assert!(text.contains("/home"), "no snapshot reading in {incident}");
+    assert!(text.contains("42"), "no snapshot value in {incident}");
+
+    // The user's status shows the report with its incident number.
+    let status = poll("the report in the agent's status", || {
+        agent_status(&agent.config).filter(|s| {
+            s["reports"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["incident"] == number))
+        })
+    });
+    assert_eq!(status["spooled"], 0, "{status}");
+    collector.proc.terminate();
+}
+
+#[test]
+fn agent_not_running_is_said_plainly() {
+    let dir = tempdir();
+    let replay = dir.path().join("readings.jsonl");
+    append_lines(&replay, &disk_line("/", 10), 1);
+    let config = write_agent_config(dir.path(), "e2e-off", "mqtt://127.0.0.1:1", &replay, "");
+    let (code, out) = agent_cmd(&config, &["report", "--summary", "x", "--urgency", "low"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not running"), "{out}");
+}
+
+#[test]
+fn kill9_with_a_thousand_spooled_events_loses_none_and_duplicates_none() {
+    const MOUNTS: usize = 25;
+    const LINES: usize = 40; // alternating over/under: 25 events per line, 1000 in all
+    let dir = tempdir();
+    let d = dir.path();
+    let line = |used: u64| {
+        let disks: Vec<String> = (0..MOUNTS)
+            .map(|m| {
+                format!(
+                    "{{\"mount\":\"/m{m}\",\"total_bytes\":1000000,\"avail_bytes\":{},\"files\":1000,\"files_free\":900}}",
+                    (100 - used) * 10_000
+                )
+            })
+            .collect();
+        format!("{{\"disk\":[{}]}}\n", disks.join(","))
+    };
+    let replay = d.join("flapping.jsonl");
+    for i in 0..LINES {
+        append_lines(&replay, &line(if i % 2 == 0 { 95 } else { 50 }), 1);
+    }
+    // No broker at all: everything stays in the spool.
+    let config = d.join("agent.toml");
+    let write = |broker: &str, replay: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "interval = \"10ms\"\ndata_dir = \"{}\"\n\n[device]\nid = \"e2e-kill\"\n\n\
+                 [mqtt]\nurl = \"{broker}\"\n\n[detect]\nreplay = \"{}\"\n\n\
+                 [detect.disk_space]\nraise_after = 1\nclear_after = 1\n",
+                d.join("agent-data").display(),
+                replay.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    write(&format!("mqtt://127.0.0.1:{}", free_port()), &replay);
+    let agent = start_agent_with(&config);
+    poll("1000 events in the spool", || {
+        agent_status(&config).filter(|s| s["spooled"] == 1000)
+    });
+    agent.proc.kill9();
+
+    // A collector now, and the agent back on readings that raise nothing new.
+    let collector = start_collector(d, None);
+    let calm = d.join("calm.jsonl");
+    append_lines(&calm, &line(50), 1);
+    write(&collector.mqtt_url, &calm);
+    let _agent = start_agent_with(&config);
+    poll("the spool to drain", || {
+        agent_status(&config).filter(|s| s["spooled"] == 0 && s["connected"] == true)
+    });
+    let events = poll("the collector's event summary", || {
+        collector
+            .get("/api/devices/e2e-kill/events")
+            .filter(|e| e["count"] == 1000)
+    });
+    assert_eq!(events["first_seq"], 1, "{events}");
+    assert_eq!(events["last_seq"], 1000, "{events}");
+    assert_eq!(events["missing"], serde_json::json!([]), "{events}");
+    collector.proc.terminate();
+}
