@@ -303,7 +303,9 @@ fn tick_once(tx: &mut Tx<'_>) -> bool {
                 return false;
             };
             let budget = targets.escalate_after;
-            let why = format!("unresolved after {budget} at level {level} ({priority})");
+            let why = format!(
+                "SLA: unresolved after {budget} at level {level} ({priority} escalate_after)"
+            );
             let boundary = inc.sla.level_started_active.saturating_add(budget.ms());
             tx.escalate_from(level, why);
             if level != Level::L3 {
