@@ -6,31 +6,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::Value;
-
-/// `vigia agent --config F <args>`, run to completion; returns (exit code, stdout).
-fn agent_cmd(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["agent", "--config"];
-    let cfg = config.display().to_string();
-    full.push(&cfg);
-    full.extend_from_slice(args);
-    let out = vigia(&full)
-        .env("LANG", "en_US.UTF-8")
-        .output()
-        .unwrap_or_else(|e| panic!("vigia agent: {e}"));
-    let code = out.status.code().unwrap_or(-1);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    (code, format!("{stdout}{stderr}"))
-}
-
-fn agent_status(config: &Path) -> Option<Value> {
-    let (code, out) = agent_cmd(config, &["status", "--json"]);
-    if code != 0 {
-        return None;
-    }
-    serde_json::from_str(out.trim()).ok()
-}
 
 #[test]
 fn tray_report_becomes_an_incident_with_its_snapshot_and_number() {
@@ -64,12 +39,7 @@ fn tray_report_becomes_an_incident_with_its_snapshot_and_number() {
         ],
     );
     assert_eq!(code, 0, "report failed:\n{out}");
-    let number: u64 = out
-        .split("incident number")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-        .unwrap_or_else(|| panic!("no incident number in:\n{out}"));
+    let number = reported_incident(&out);
 
     let incident = collector
         .get(&format!("/api/incidents/{number}"))

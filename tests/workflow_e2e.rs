@@ -3,35 +3,7 @@
 //! `vigia agent reply` answers it and the incident resumes.
 mod common;
 
-use std::path::Path;
-
 use common::*;
-use serde_json::Value;
-
-fn agent_cmd(config: &Path, args: &[&str]) -> (i32, String) {
-    let cfg = config.display().to_string();
-    let mut full = vec!["agent", "--config", cfg.as_str()];
-    full.extend_from_slice(args);
-    let out = vigia(&full)
-        .env("LANG", "en_US.UTF-8")
-        .output()
-        .unwrap_or_else(|e| panic!("vigia agent: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn status(config: &Path) -> Option<Value> {
-    let (code, out) = agent_cmd(config, &["status", "--json"]);
-    (code == 0)
-        .then(|| serde_json::from_str(out.trim()).ok())
-        .flatten()
-}
 
 #[test]
 fn needs_info_round_trip_through_a_real_agent() {
@@ -41,7 +13,7 @@ fn needs_info_round_trip_through_a_real_agent() {
     append_lines(&replay, &disk_line("/", 30), 1);
     let agent = start_agent(dir.path(), "e2e-info", &collector.mqtt_url, &replay, "");
     poll("agent connected", || {
-        status(&agent.config).filter(|s| s["connected"] == true)
+        agent_status(&agent.config).filter(|s| s["connected"] == true)
     });
 
     // A network problem must say what happens (`text`); this report does not.
@@ -60,12 +32,7 @@ fn needs_info_round_trip_through_a_real_agent() {
         ],
     );
     assert_eq!(code, 0, "{out}");
-    let number: u64 = out
-        .split("incident number")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-        .unwrap_or_else(|| panic!("no incident number in:\n{out}"));
+    let number = reported_incident(&out);
     let path = format!("/api/incidents/{number}");
     poll("the incident in needs_info", || {
         collector.get(&path).filter(|i| i["state"] == "needs_info")
@@ -73,7 +40,7 @@ fn needs_info_round_trip_through_a_real_agent() {
 
     // The question reaches the user, who answers it.
     let st = poll("the question in the user's status", || {
-        status(&agent.config).filter(|s| {
+        agent_status(&agent.config).filter(|s| {
             s["questions"]
                 .as_array()
                 .is_some_and(|q| q.iter().any(|q| q["incident"] == number))

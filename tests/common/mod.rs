@@ -415,3 +415,40 @@ pub fn device_incidents(c: &Collector, device: &str) -> Vec<Value> {
         .filter(|i| i["device"] == device)
         .collect()
 }
+
+/// `vigia agent --config F <args>`, run to completion in English; returns (exit code,
+/// stdout and stderr).
+pub fn agent_cmd(config: &Path, args: &[&str]) -> (i32, String) {
+    let cfg = config.display().to_string();
+    let mut full = vec!["agent", "--config", cfg.as_str()];
+    full.extend_from_slice(args);
+    let out = vigia(&full)
+        .env("LANG", "en_US.UTF-8")
+        .output()
+        .unwrap_or_else(|e| panic!("vigia agent: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The running agent's `status --json`, or `None` while it cannot answer.
+pub fn agent_status(config: &Path) -> Option<Value> {
+    let (code, out) = agent_cmd(config, &["status", "--json"]);
+    (code == 0)
+        .then(|| serde_json::from_str(out.trim()).ok())
+        .flatten()
+}
+
+/// The number in `report`'s "... incident number N" line.
+pub fn reported_incident(out: &str) -> u64 {
+    out.split("incident number")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or_else(|| panic!("no incident number in:\n{out}"))
+}
