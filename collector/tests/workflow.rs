@@ -4,111 +4,53 @@
 //! timer path, a restart in the middle of the workflow, and the API's refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use common::{config, TestClient, DEADLINE};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use vigia_collector::config::Config;
 use vigia_collector::timers::ManualClock;
 use vigia_collector::workflow::{Policy, Priority, MINUTE};
 
-const DEADLINE: Duration = Duration::from_secs(20);
 const DEV: &str = "wf-dev-1";
 const T0: u64 = 1_800_000_000_000;
 
-fn config(dir: &Path) -> Config {
-    let mut c = Config {
-        data_dir: dir.join("data"),
-        ..Config::default()
-    };
-    c.mqtt.embedded_port = 0;
-    c.http.listen = "127.0.0.1:0".into();
-    c
-}
-
-struct Device {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Value)>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// The device: a test client subscribed to its own cmd topic.
+struct Device(TestClient);
 
 impl Device {
     async fn connect(mqtt_url: &str, id: &str) -> Self {
-        let (host, port) = mqtt_url
-            .trim_start_matches("mqtt://")
-            .rsplit_once(':')
-            .unwrap();
-        let mut opts = MqttOptions::new(id, host, port.parse::<u16>().unwrap());
-        opts.set_max_packet_size(32 * 1024, 32 * 1024);
-        let (client, mut el) = AsyncClient::new(opts, 100);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        let _ = tx.send((p.topic.clone(), v));
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        client
-            .subscribe(format!("vigia/v1/down/{DEV}/cmd"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(DEADLINE, sub_rx.recv())
-            .await
-            .expect("suback")
-            .expect("suback channel");
-        Self {
-            client,
-            incoming: rx,
-            task,
-        }
+        let cmd = format!("vigia/v1/down/{DEV}/cmd");
+        Self(TestClient::connect(mqtt_url, id, &[cmd]).await)
     }
 
     async fn event(&self, seq: u64, body: Value) {
         let ev =
             json!({"v": 1, "device": DEV, "seq": seq, "boot": 1, "ts": T0 + seq, "body": body});
-        self.client
+        self.0
             .publish(
-                format!("vigia/v1/up/{DEV}/event"),
-                QoS::AtLeastOnce,
+                &format!("vigia/v1/up/{DEV}/event"),
                 false,
                 ev.to_string().into_bytes(),
             )
-            .await
-            .unwrap();
+            .await;
     }
 
     /// The next command of type `kind` on the device's cmd topic.
     async fn cmd(&mut self, kind: &str) -> Value {
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.incoming.recv()).await {
-                Ok(Some((t, v))) if t.ends_with("/cmd") && v["body"]["type"] == kind => {
-                    return v["body"].clone()
+        let mut found = Value::Null;
+        self.0
+            .recv_until(&format!("a {kind} command"), |t, v| {
+                let hit = t.ends_with("/cmd") && v["body"]["type"] == kind;
+                if hit {
+                    found = v["body"].clone();
                 }
-                Ok(Some(_)) => {}
-                _ => panic!("timed out waiting for a {kind} command"),
-            }
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.task.abort();
+                hit
+            })
+            .await;
+        found
     }
 }
 
