@@ -168,6 +168,13 @@ fn readme_walkthrough_from_fault_to_closure() {
         !refused.status.success(),
         "a non-service-desk close was accepted"
     );
+    let why = String::from_utf8_lossy(&refused.stderr).to_string()
+        + &String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        why.contains("only the service desk"),
+        "refused for another reason: {why}"
+    );
+    assert_eq!(show(1)["state"], "resolved", "the refused close changed it");
     cli(&api, &["--role", "service_desk", "incidents", "close", "1"]);
     let closed = show(1);
     assert_eq!(closed["state"], "closed");
