@@ -2,7 +2,7 @@
 //! brings back its acks and commands.
 //!
 //! Two tasks, because rumqttc deadlocks when the task polling its event loop also
-//! publishes (DESIGN.md): the *driver* polls the event loop continuously, handles
+//! publishes (`docs/design.md`): the *driver* polls the event loop continuously, handles
 //! incoming acks and commands, and owns reconnects (exponential backoff with jitter,
 //! capped; rumqttc itself has none); the *session* task publishes through the
 //! `AsyncClient`: on every ConnAck it subscribes to `down/{id}/+`, publishes the retained

@@ -83,7 +83,7 @@ impl FromStr for Severity {
     }
 }
 
-/// The faults the agent detects (DESIGN.md, "Faults the agent detects").
+/// The faults the agent detects (`docs/design.md`, "Faults the agent detects").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {

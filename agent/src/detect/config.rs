@@ -1,4 +1,4 @@
-//! Detector settings: one section per detector, defaults from DESIGN.md, per-subject
+//! Detector settings: one section per detector, defaults from `docs/design.md`, per-subject
 //! overrides where a subject can need its own thresholds (a mount point, a sensor).
 //!
 //! The structs are `no_std` (bounded `heapless` strings and lists) so the engine can hold
@@ -16,7 +16,7 @@ pub const MAX_OVERRIDES: usize = 16;
 pub const MAX_IGNORES: usize = 16;
 
 /// All detector settings (`[detect]` in the agent's config file). `Default` gives
-/// DESIGN.md's defaults, section by section.
+/// the defaults of `docs/design.md`, section by section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {

@@ -23,7 +23,7 @@ pub struct Levels {
     /// Critical level, if any.
     pub critical: Option<f64>,
     /// How far back past a level a value must go before that level is left (the
-    /// "clear 5 points lower" of DESIGN.md).
+    /// "clear 5 points lower" of `docs/design.md`).
     pub hysteresis: f64,
     /// `true` when lower is worse (available memory), `false` when higher is worse.
     pub below: bool,

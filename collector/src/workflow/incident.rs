@@ -17,7 +17,7 @@ use super::time::Millis;
 /// Incident number, unique per collector.
 pub type IncidentNo = u64;
 
-/// Where an incident is in the workflow (DESIGN.md, "The workflow").
+/// Where an incident is in the workflow (`docs/design.md`, "The workflow").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
