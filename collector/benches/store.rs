@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use vigia_collector::api::IncidentDetail;
-use vigia_collector::store::{IncidentFilter, StateFilter, Store};
+use vigia_collector::http::IncidentDetail;
+use vigia_collector::store::{IncidentFilter, SledStore, StateFilter, Store};
 use vigia_collector::workflow::{
     self, Command, DeviceContext, FaultInput, Incident, Level, Person, Policy, Role, MINUTE,
 };
@@ -132,7 +132,7 @@ fn templates(policy: &Policy) -> Vec<Incident> {
     ]
 }
 
-fn fill(store: &Store, n: usize, policy: &Policy) -> Duration {
+fn fill(store: &SledStore, n: usize, policy: &Policy) -> Duration {
     let templates = templates(policy);
     let devices: Vec<DeviceId> = (0..DEVICES)
         .map(|i| DeviceId::new(&format!("host-{i:05}")).unwrap())
@@ -210,7 +210,7 @@ fn main() {
     let runs = env("VIGIA_BENCH_RUNS", 1000);
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy::default();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
     let took = fill(&store, n, &policy);
     println!(
         "filled {n} incidents in {:.1} s ({:.0} incidents/s), store {:.0} MiB",

@@ -8,7 +8,7 @@
 //! until the process exits, which is why `shutdown` leaves it running.
 //!
 //! The workflow timer task runs beside ingest and the API; all three share the store,
-//! the policy, the clock and the device [`Downlink`](crate::ingest::Downlink).
+//! the policy, the clock and the device [`Downlink`](crate::outbox::Downlink).
 //! [`start_with_clock`] injects the clock so tests drive SLA time by hand.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,14 +20,15 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiState};
 use crate::broker::{self, BrokerError};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{BrokerTarget, Config, ConfigError};
-use crate::feed::FEED_CAPACITY;
+use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestConfig, IngestDeps};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
-use crate::timers::{Clock, SystemClock, Timers};
+use crate::outbox::FEED_CAPACITY;
+use crate::store::{SharedStore, SledStore, Store, StoreError};
+use crate::timers::Timers;
 
 /// How long [`start`] waits for the subscription before going on without it.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,7 +85,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Whether the broker is the embedded one.
     pub embedded_broker: bool,
-    store: Store,
+    store: SharedStore,
     stop: watch::Sender<bool>,
     ingest: Ingest,
     api: JoinHandle<std::io::Result<()>>,
@@ -109,7 +110,7 @@ pub async fn start(cfg: Config) -> Result<Running, CollectorError> {
 }
 
 /// [`start`] with the clock the workflow reads (tests pass a
-/// [`ManualClock`](crate::timers::ManualClock)).
+/// [`ManualClock`](crate::clock::ManualClock)).
 pub async fn start_with_clock(
     cfg: Config,
     clock: Arc<dyn Clock>,
@@ -122,7 +123,7 @@ pub async fn start_with_clock(
         source,
     })?;
     let open_dir = dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&open_dir))
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&open_dir))
         .await
         .map_err(|e| CollectorError::Task(e.to_string()))?
         .map_err(|source| CollectorError::Store {
@@ -130,6 +131,7 @@ pub async fn start_with_clock(
             source,
         })?;
     info!(data_dir = %dir.display(), events = store.event_count(), "store opened");
+    let store: SharedStore = Arc::new(store);
 
     let (host, port, mqtt_url, embedded) = match &settings.broker {
         BrokerTarget::Embedded { port } => {
@@ -192,7 +194,7 @@ pub async fn start_with_clock(
         wake: wake.clone(),
     };
     let timer_task = timers.clone().spawn(stop_rx.clone());
-    let state = ApiState {
+    let state = HttpState {
         store: store.clone(),
         metrics,
         feed,
@@ -203,7 +205,7 @@ pub async fn start_with_clock(
         wake,
     };
     let mut api_stop = stop_rx;
-    let api = tokio::spawn(api::serve(listener, state, async move {
+    let api = tokio::spawn(http::serve(listener, state, async move {
         let _ = api_stop.wait_for(|s| *s).await;
     }));
     info!(mqtt = %mqtt_url, http = %http_addr, "collector started");
@@ -222,8 +224,8 @@ pub async fn start_with_clock(
 
 impl Running {
     /// The store, for in-process callers (tests, the all-in-one binary).
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// Runs the workflow timers due at the clock's now, as the timer task does (tests

@@ -1,73 +1,29 @@
-//! The collector's clock and the workflow timer task.
+//! The workflow timer task.
 //!
 //! The engine says when an incident's next timer falls due ([`workflow::next_deadline`]);
 //! the store keeps those deadlines in a `timers` tree ordered by time, so this task sleeps
-//! until the earliest one (or until a write pokes it), then runs [`Store::tick_due`] and
+//! until the earliest one (or until a write pokes it), then runs
+//! [`Store::tick_due`](crate::store::Store::tick_due) and
 //! sends what the decisions emit, after the flush. The clock is a trait so tests drive
-//! time by hand ([`ManualClock`]) and call [`Timers::run_due`] — the same path the task
+//! time by hand ([`ManualClock`](crate::clock::ManualClock)) and call [`Timers::run_due`] — the same path the task
 //! takes — instead of sleeping. The trade-off of one task over per-incident timers: a
 //! burst of due incidents is handled in order, one transaction each, bounded per round.
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
-use vigia_protocol::Millis;
 
-use crate::feed::FeedEvent;
-use crate::ingest::{dispatch, Downlink};
-use crate::store::{Store, StoreError};
+use crate::clock::Clock;
+use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent};
+use crate::store::{SharedStore, StoreError};
 use crate::workflow::Policy;
 
 /// Incidents ticked per round (one flush per round).
 const ROUND: usize = 512;
 /// The longest the task sleeps without looking again (a clock jump, a missed wake-up).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-
-/// The collector's idea of "now", in ms since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now(&self) -> Millis;
-}
-
-/// The wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Millis {
-        crate::ingest::now_ms()
-    }
-}
-
-/// A clock that moves only when told to (tests, simulations).
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock reading `now`.
-    pub fn new(now: Millis) -> Self {
-        Self(AtomicU64::new(now))
-    }
-
-    /// Moves the clock forward by `ms`.
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    /// Sets the clock.
-    pub fn set(&self, now: Millis) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Millis {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Why a round of timers failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +40,7 @@ pub enum TimerError {
 #[derive(Clone)]
 pub struct Timers {
     /// The store.
-    pub store: Store,
+    pub store: SharedStore,
     /// The workflow policy.
     pub policy: Arc<Policy>,
     /// The clock.
@@ -120,7 +76,15 @@ impl Timers {
                         level = %d.incident.level, "timer acted");
                 }
                 let pairs: Vec<_> = decisions.into_iter().map(|d| (d, false)).collect();
-                dispatch(&pairs, &self.downlink, &self.feed, &self.policy, now, true).await;
+                deliver(
+                    &pairs,
+                    &self.downlink,
+                    &self.feed,
+                    &self.policy,
+                    now,
+                    DeviceCommands::Send,
+                )
+                .await;
             }
             total += n;
             if n < ROUND {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{config, TestClient, DEADLINE};
 use serde_json::{json, Value};
-use vigia_collector::timers::ManualClock;
+use vigia_collector::clock::ManualClock;
 use vigia_collector::workflow::{Policy, Priority, MINUTE};
 
 const DEV: &str = "wf-dev-1";

@@ -1,6 +1,6 @@
 //! The transitions: `(incident, input, now, policy) -> Decision` and nothing else.
 //!
-//! Every change goes through [`Tx`], which appends an audit record for it (who, when,
+//! Every change goes through [`Change`], which appends an audit record for it (who, when,
 //! from → to, action, why, old and new field values), keeps the SLA pause and level
 //! bookkeeping in one place, and gathers the messages to send. Automatic follow-ups (a
 //! validated report goes on to verification, a confirmed incident is diagnosed and routed
@@ -14,8 +14,9 @@ use super::incident::{
     FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person, Priority,
     Role, SlaClock, SpecialisedPath, State,
 };
+use super::incident::{Delivery, ProviderRequestSpec, ServiceKind};
 use super::policy::{Policy, ReportField};
-use super::provider::{build_request, Delivery, ProviderError, ProviderRequestSpec};
+use super::provider::{build_request, ProviderError};
 use super::sla::Target;
 use super::time::{rfc3339, Dur, Millis};
 use super::triage::urgency_of;
@@ -413,7 +414,7 @@ pub enum WorkflowError {
 }
 
 /// A change in progress: the incident being rewritten plus what it will emit.
-pub(crate) struct Tx<'p> {
+pub(crate) struct Change<'p> {
     inc: Incident,
     start_state: State,
     records: Vec<AuditRecord>,
@@ -435,7 +436,7 @@ fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_default()
 }
 
-impl<'p> Tx<'p> {
+impl<'p> Change<'p> {
     pub(crate) fn new(inc: &Incident, actor: Actor, now: Millis, policy: &'p Policy) -> Self {
         Self {
             start_state: inc.state,
@@ -945,7 +946,7 @@ fn register_at(
         reopen_count: 0,
         audit: Vec::new(),
     };
-    let mut tx = Tx::new(&blank, actor, now, policy);
+    let mut tx = Change::new(&blank, actor, now, policy);
     let why = format!("registered: {}", blank.origin.description());
     tx.goto(State::Registered, "register", why);
     if let Some(report_id) = report_id {
@@ -1018,7 +1019,7 @@ fn open_at(
         now,
         policy,
     );
-    let mut tx = Tx::new(&reg.incident, actor, now, policy);
+    let mut tx = Change::new(&reg.incident, actor, now, policy);
     tx.start_state = State::Registered;
     tx.goto(
         State::Validating,
@@ -1082,7 +1083,7 @@ fn apply_command(
         state: inc.state,
         action,
     };
-    let mut tx = Tx::new(inc, Actor::Person(by.clone()), now, policy);
+    let mut tx = Change::new(inc, Actor::Person(by.clone()), now, policy);
     let state = inc.state;
     match command {
         Command::Validate => {
@@ -1232,8 +1233,8 @@ fn apply_command(
             let mut why = format!(
                 "{} request to {} for {} ({}), priority {}",
                 match req.kind {
-                    super::provider::ServiceKind::Scheduled => "scheduled",
-                    super::provider::ServiceKind::Unplanned => "unplanned",
+                    ServiceKind::Scheduled => "scheduled",
+                    ServiceKind::Unplanned => "unplanned",
                 },
                 req.provider,
                 rfc3339(req.agreed_at),
@@ -1389,7 +1390,7 @@ fn apply_device(
             got: format!("device {device}"),
         });
     }
-    let mut tx = Tx::new(
+    let mut tx = Change::new(
         inc,
         Actor::Device {
             device: device.clone(),
@@ -1421,7 +1422,7 @@ fn apply_device(
     Ok(tx.finish())
 }
 
-fn fault_event(tx: &mut Tx<'_>, inc: &Incident, fi: &FaultInput) -> Result<(), WorkflowError> {
+fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(), WorkflowError> {
     let ev = &fi.fault;
     let now = tx.now;
     let policy = tx.policy;
@@ -1565,7 +1566,7 @@ fn fault_event(tx: &mut Tx<'_>, inc: &Incident, fi: &FaultInput) -> Result<(), W
 }
 
 /// A return after a clear: counts toward flapping.
-fn count_cycle(tx: &mut Tx<'_>, now: Millis, policy: &Policy) {
+fn count_cycle(tx: &mut Change<'_>, now: Millis, policy: &Policy) {
     let (threshold, window) = policy.flapping();
     tx.inc
         .cycles
@@ -1595,7 +1596,7 @@ fn count_cycle(tx: &mut Tx<'_>, now: Millis, policy: &Policy) {
 
 /// A fault that got worse after diagnosis raises the urgency (never lowers it), unless a
 /// person classified the incident by hand.
-fn raise_priority(tx: &mut Tx<'_>, ev: &FaultEvent) {
+fn raise_priority(tx: &mut Change<'_>, ev: &FaultEvent) {
     let Some(old) = tx.inc.classification.clone() else {
         return;
     };

@@ -8,8 +8,9 @@ use super::*;
 use crate::workflow::correlate::{correlate, Correlation};
 use crate::workflow::incident::*;
 use crate::workflow::policy::Policy;
-use crate::workflow::provider::{ProviderError, ProviderRequestSpec, ServiceKind};
-use crate::workflow::sla::{next_deadline, tick};
+use crate::workflow::provider::ProviderError;
+use crate::workflow::sla::next_deadline;
+use crate::workflow::tick::tick;
 use crate::workflow::time::{DAY, HOUR, MINUTE, WEEK};
 
 const T0: Millis = 1_795_315_500_000; // 2026-11-22T02:45:00Z

@@ -11,7 +11,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{DeviceId, Evidence, FaultKind, OpenFault, Reading, Severity, Urgency};
 
-use super::provider::ProviderRequest;
 use super::time::Millis;
 
 /// Incident number, unique per collector.
@@ -752,6 +751,84 @@ impl fmt::Display for FaultKey {
         // unambiguous even when the subject (a mount point) contains slashes.
         write!(f, "{}/{}/{}", self.device, self.kind, self.subject)
     }
+}
+
+// ---- provider requests (000 step 5, 003, 004 step 4.4); the rules are in `provider` ----
+
+/// Scheduled work or a sudden failure (003 item 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// "Servicio programado".
+    Scheduled,
+    /// "Servicio requerido por falla intempestiva".
+    Unplanned,
+}
+
+/// What a person asks of a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRequestSpec {
+    /// The provider; `None` uses the asset's warranty provider when under warranty.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Scheduled or unplanned.
+    pub kind: ServiceKind,
+    /// Priority asked of the provider; defaults to the incident's.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Agreed date and time of the service.
+    pub agreed_at: Millis,
+    /// Whether the work affects the network (one week's notice to all staff).
+    #[serde(default)]
+    pub affects_network: bool,
+    /// Agreed conditions (003 item 3).
+    #[serde(default)]
+    pub conditions: String,
+}
+
+/// The verification that closes a provider request (003 item 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// When it was verified.
+    pub verified_at: Millis,
+    /// Who verified it.
+    pub verified_by: String,
+    /// Whether the service was delivered as agreed.
+    pub as_agreed: bool,
+    /// What was found.
+    pub note: String,
+}
+
+/// A provider request on an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRequest {
+    /// The provider.
+    pub provider: String,
+    /// Whether the provider was suggested by the asset's warranty.
+    pub under_warranty: bool,
+    /// Scheduled or unplanned.
+    pub kind: ServiceKind,
+    /// Priority asked of the provider.
+    pub priority: Priority,
+    /// Agreed date and time.
+    pub agreed_at: Millis,
+    /// Whether the work affects the network.
+    pub affects_network: bool,
+    /// Agreed conditions.
+    pub conditions: String,
+    /// When it was requested.
+    pub requested_at: Millis,
+    /// Who requested it.
+    pub requested_by: String,
+    /// The level the incident returns to when the provider is done.
+    pub return_level: Level,
+    /// When the all-staff network notice is due (network work only).
+    pub notice_due_at: Option<Millis>,
+    /// When the notice was sent.
+    pub notice_sent_at: Option<Millis>,
+    /// The verification, once done.
+    pub delivery: Option<Delivery>,
 }
 
 #[cfg(test)]

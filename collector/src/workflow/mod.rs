@@ -1,17 +1,17 @@
 //! The support workflow of the seed procedures, as a pure engine: no I/O, no clock reads.
 //!
 //! Every transition is `(incident, input, now, policy) -> Result<Decision, WorkflowError>`:
-//! the store loads an incident, calls [`apply`] (a person's command or a device's event),
-//! [`tick`] (timers: verification window, SLA breaches and escalation, network notice,
-//! auto-close) or [`open`] (a new incident, after [`correlate`] said so), writes the new
-//! incident with its audit records in one transaction, and only then sends the
-//! [`Outgoing`] messages. [`next_deadline`] says when to call [`tick`] next, so the
+//! the store loads an incident, calls [`route`] for a device event (which runs
+//! [`correlate`], then [`open`] or [`apply`] and returns a [`Plan`]), [`apply`] for a
+//! person's command, or [`tick`] (timers: verification window, SLA breaches and
+//! escalation, network notice, auto-close), writes the new incident with its audit records
+//! in one transaction, and only then sends the [`Outgoing`] messages. [`next_deadline`] says when to call [`tick`] next, so the
 //! collector sleeps on one timer instead of polling. The trade-off of keeping the engine
 //! pure is that the caller supplies everything it needs (device tags, warranty, the latest
 //! incident for a fault key) and persists everything it returns; in exchange every rule
 //! here is tested to the millisecond without a clock, a broker or a disk.
 //!
-//! States and transitions (DESIGN.md, "The workflow"):
+//! States and transitions (`docs/design.md`, "The workflow"):
 //! ```text
 //! registered ─► validating ─┬─► needs_info ──(info arrives)──► validating
 //!                           └─► verifying ─┬─► closed (not reproduced / transient)
@@ -29,7 +29,10 @@ mod export;
 mod incident;
 mod policy;
 mod provider;
+mod route;
 mod sla;
+mod summary;
+mod tick;
 mod time;
 mod triage;
 
@@ -40,18 +43,20 @@ pub use engine::{
 };
 pub use export::{csv_cell, row, rows, to_csv, to_json, ExportRow, Period, CSV_HEADER};
 pub use incident::{
-    Actor, AuditRecord, Classification, Closure, ClosureReason, DeviceContext, FaultKey, FaultSeq,
-    FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person, Priority,
-    Role, SlaClock, SpecialisedPath, State, UnknownName, Warranty,
+    Actor, AuditRecord, Classification, Closure, ClosureReason, Delivery, DeviceContext, FaultKey,
+    FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person,
+    Priority, ProviderRequest, ProviderRequestSpec, Role, ServiceKind, SlaClock, SpecialisedPath,
+    State, UnknownName, Warranty,
 };
 pub use policy::{
     parse_rules, FlappingFile, Policy, PolicyError, PolicyFile, ReportField, SlaFile, SlaTargets,
     ValidationFile,
 };
-pub use provider::{
-    suggested_provider, Delivery, ProviderError, ProviderRequest, ProviderRequestSpec, ServiceKind,
-};
-pub use sla::{next_deadline, sla_status, tick, SlaStatus, Target};
+pub use provider::{suggested_provider, ProviderError};
+pub use route::{device_commands, related, repeat_commands, route, Plan, Related};
+pub use sla::{next_deadline, sla_status, SlaStatus, Target};
+pub use summary::IncidentSummary;
+pub use tick::tick;
 pub use time::{rfc3339, Dur, DurError, Millis, DAY, HOUR, MINUTE, SECOND, WEEK};
 pub use triage::{
     print_rules, urgency_of, Match, Matrix, Outcome, Rule, RulesError, RulesFile, TriageRules,

@@ -4,20 +4,30 @@
 //!
 //! `run` is the server. The other commands are clients of a running collector's HTTP API
 //! (sled allows one process per database, so they never open the store themselves); when
-//! nothing answers they say so plainly instead of printing an empty list.
+//! nothing answers they say so plainly instead of printing an empty list. An incident
+//! action is a workflow [`Command`](crate::workflow::Command) built here and posted
+//! (`client`); answers are rendered as text by `render`.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::DeviceSummary;
-use crate::config::{Config, DEFAULT_HTTP_LISTEN};
-use crate::feed::IncidentSummary;
-use crate::workflow::{self, Dur, Role};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::http::{parse_instant, DeviceSummary};
+use crate::workflow::{
+    self, ClassifyChange, Command as WfCommand, Dur, IncidentSummary, ProviderRequestSpec, Role,
+};
+
+mod client;
+mod render;
+
+use client::ApiClient;
+use render::{devices_table, incident_text, incidents_table};
 
 /// Vigía collector: turns device faults and user reports into support incidents.
 #[derive(Debug, Parser)]
@@ -56,7 +66,7 @@ enum Command {
         #[command(flatten)]
         list: ListArgs,
     },
-    /// Export the "Servicios soporte" record (004) of the incidents opened in a period.
+    /// Export the "Servicios soporte" record of the incidents opened in a period.
     Export {
         /// First day included (2026-11-01, 2026-11-01T08:00:00Z or ms).
         #[arg(long)]
@@ -138,7 +148,7 @@ enum IncidentCmd {
         #[arg(long)]
         group: Option<String>,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Escalate to the next level (or --level); from level 3 it notifies.
     Escalate {
@@ -151,7 +161,7 @@ enum IncidentCmd {
         #[arg(long, default_value = "")]
         why: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Mark solved.
     Resolve {
@@ -161,7 +171,7 @@ enum IncidentCmd {
         #[arg(long)]
         solution: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Close definitively (service desk only: --role service_desk).
     Close {
@@ -171,7 +181,7 @@ enum IncidentCmd {
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Not definitively closed: back to level 1.
     Reopen {
@@ -181,7 +191,7 @@ enum IncidentCmd {
         #[arg(long)]
         why: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Add a note.
     Note {
@@ -190,7 +200,7 @@ enum IncidentCmd {
         /// The note.
         text: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Ask the user for more information (sent to their device).
     RequestInfo {
@@ -199,7 +209,7 @@ enum IncidentCmd {
         /// The question.
         question: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Record the user's answer received by another channel (phone, chat).
     InfoReceived {
@@ -208,16 +218,16 @@ enum IncidentCmd {
         /// The answer.
         text: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Validate again (registered/validating incidents).
     Validate {
         /// The incident.
         number: u64,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
-    /// Verification (000 step 3): --confirm routes it by the triage rules,
+    /// Verification: --confirm routes it by the triage rules,
     /// --not-reproduced closes it.
     Verify {
         /// The incident.
@@ -236,7 +246,7 @@ enum IncidentCmd {
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// Change the classification by hand (diagnosis).
     Classify {
@@ -261,9 +271,9 @@ enum IncidentCmd {
         #[arg(long)]
         path: Option<String>,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
-    /// Ask a provider for a service (000 step 5, 003).
+    /// Ask a provider for a service.
     Provider {
         /// The incident.
         number: u64,
@@ -286,7 +296,7 @@ enum IncidentCmd {
         #[arg(long, default_value = "")]
         conditions: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
     /// The provider's service was verified (back to the level that asked).
     ProviderDelivered {
@@ -299,12 +309,13 @@ enum IncidentCmd {
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
-        out: Out,
+        out: OutputFormat,
     },
 }
 
+/// How a command prints its answer.
 #[derive(Debug, Clone, Copy, clap::Args)]
-struct Out {
+struct OutputFormat {
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -335,7 +346,7 @@ where
             };
         }
     };
-    match dispatch(cli) {
+    match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigia-collector: error: {e:#}");
@@ -354,14 +365,14 @@ fn init_tracing() {
         .try_init();
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+pub(super) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => Ok(Config::default()),
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
+fn execute(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::PrintConfig => {
             print!("{}", Config::default_toml());
@@ -378,26 +389,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Incidents { action, list } => {
-            let api = Api::new(&cli)?;
+            let api = ApiClient::new(&cli)?;
             match action {
                 None => list_incidents(&api, list),
                 Some(IncidentCmd::List(l)) => list_incidents(&api, l),
                 Some(IncidentCmd::Show { number, json }) => show(&api, *number, *json),
                 Some(cmd) => {
-                    let (number, action, fields, out) = action_of(cmd)?;
+                    let (number, command, out) = command_of(cmd)?;
                     let actor = cli
                         .actor
                         .clone()
                         .or_else(|| std::env::var("USER").ok())
                         .filter(|a| !a.trim().is_empty())
                         .ok_or_else(|| anyhow!("say who acts with --as NAME"))?;
-                    let mut body = fields;
-                    body.insert("as".into(), Value::String(actor));
-                    body.insert("roles".into(), serde_json::to_value(&cli.roles)?);
-                    let v = api.post(
-                        &format!("/api/incidents/{number}/{action}"),
-                        &Value::Object(body),
-                    )?;
+                    let v = api.act(number, &command, &actor, &cli.roles)?;
                     if out.json {
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
@@ -408,7 +413,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Export { from, to, format } => {
-            let api = Api::new(&cli)?;
+            let api = ApiClient::new(&cli)?;
             let mut q = format!("/api/export?format={}", enc(format));
             if let Some(f) = from {
                 q.push_str(&format!("&from={}", enc(f)));
@@ -420,11 +425,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Incident { number, json } => {
-            let api = Api::new(&cli)?;
+            let api = ApiClient::new(&cli)?;
             show(&api, *number, *json)
         }
         Command::Devices { json } => {
-            let api = Api::new(&cli)?;
+            let api = ApiClient::new(&cli)?;
             let v = api.get("/api/devices")?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -438,7 +443,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn list_incidents(api: &Api, l: &ListArgs) -> anyhow::Result<()> {
+fn list_incidents(api: &ApiClient, l: &ListArgs) -> anyhow::Result<()> {
     let mut path = format!(
         "/api/incidents?limit={}&page={}&state={}",
         l.limit,
@@ -468,7 +473,7 @@ fn list_incidents(api: &Api, l: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(api: &Api, number: u64, json: bool) -> anyhow::Result<()> {
+fn show(api: &ApiClient, number: u64, json: bool) -> anyhow::Result<()> {
     let v = api.get(&format!("/api/incidents/{number}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -483,21 +488,22 @@ fn parse_at(s: &str) -> anyhow::Result<u64> {
     if let Ok(d) = s.parse::<Dur>() {
         return Ok(now_ms().saturating_add(d.ms()));
     }
-    crate::api::parse_instant(s).map_err(|e| anyhow!("--at {e}, or a delay like 8d"))
+    parse_instant(s).map_err(|e| anyhow!("--at {e}, or a delay like 8d"))
 }
 
-type Fields = serde_json::Map<String, Value>;
-
-fn obj(v: Value) -> Fields {
-    match v {
-        Value::Object(m) => m,
-        _ => Fields::new(),
-    }
+/// One of the workflow's named values (`high`, `scheduled`, `P2`...), by its wire name.
+fn named<T: DeserializeOwned>(what: &str, s: &str) -> anyhow::Result<T> {
+    serde_json::from_value(Value::String(s.replace('-', "_")))
+        .map_err(|e| anyhow!("{what} {s:?}: {e}"))
 }
 
-/// The API action and JSON fields of an incident subcommand.
-fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Out)> {
-    use serde_json::json;
+/// [`named`] for an optional flag.
+fn named_opt<T: DeserializeOwned>(what: &str, v: &Option<String>) -> anyhow::Result<Option<T>> {
+    v.as_deref().map(|s| named(what, s)).transpose()
+}
+
+/// The workflow command of an incident subcommand, and how to print the answer.
+fn command_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, WfCommand, OutputFormat)> {
     Ok(match cmd {
         IncidentCmd::List(_) | IncidentCmd::Show { .. } => bail!("not an action"),
         IncidentCmd::Assign {
@@ -509,8 +515,11 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             if to.is_none() && group.is_none() {
                 bail!("assign needs --to PERSON and/or --group GROUP");
             }
-            let f = obj(json!({"assignee": to, "group": group}));
-            (*number, "assign", f, *out)
+            let c = WfCommand::Assign {
+                assignee: to.clone(),
+                group: group.clone(),
+            };
+            (*number, c, *out)
         }
         IncidentCmd::Escalate {
             number,
@@ -518,40 +527,47 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             why,
             out,
         } => {
-            let f = obj(json!({"to": level, "why": why}));
-            (*number, "escalate", f, *out)
+            let to = level.map(|l| named("level", &l.to_string())).transpose()?;
+            let c = WfCommand::Escalate {
+                to,
+                why: why.clone(),
+            };
+            (*number, c, *out)
         }
         IncidentCmd::Resolve {
             number,
             solution,
             out,
-        } => (
-            *number,
-            "resolve",
-            obj(json!({ "solution": solution })),
-            *out,
-        ),
+        } => {
+            let c = WfCommand::Resolve {
+                solution: solution.clone(),
+            };
+            (*number, c, *out)
+        }
         IncidentCmd::Close { number, note, out } => {
-            (*number, "close", obj(json!({ "note": note })), *out)
+            (*number, WfCommand::Close { note: note.clone() }, *out)
         }
         IncidentCmd::Reopen { number, why, out } => {
-            (*number, "reopen", obj(json!({ "why": why })), *out)
+            (*number, WfCommand::Reopen { why: why.clone() }, *out)
         }
         IncidentCmd::Note { number, text, out } => {
-            (*number, "note", obj(json!({ "text": text })), *out)
+            (*number, WfCommand::Note { text: text.clone() }, *out)
         }
         IncidentCmd::RequestInfo {
             number,
             question,
             out,
         } => {
-            let f = obj(json!({ "question": question }));
-            (*number, "request-info", f, *out)
+            let c = WfCommand::RequestInfo {
+                question: question.clone(),
+            };
+            (*number, c, *out)
         }
         IncidentCmd::InfoReceived { number, text, out } => {
-            (*number, "info-received", obj(json!({ "text": text })), *out)
+            let c = WfCommand::InfoReceived { text: text.clone() };
+            (*number, c, *out)
         }
-        IncidentCmd::Validate { number, out } => (*number, "validate", Fields::new(), *out),
+        IncidentCmd::Validate { number, out } => (*number, WfCommand::Validate, *out),
         IncidentCmd::Verify {
             number,
             confirm,
@@ -559,13 +575,13 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             out,
             ..
         } => {
-            let outcome = if *confirm {
-                "confirm"
+            let note = note.clone();
+            let c = if *confirm {
+                WfCommand::Confirm { note }
             } else {
-                "not_reproduced"
+                WfCommand::NotReproduced { note }
             };
-            let f = obj(json!({"outcome": outcome, "note": note}));
-            (*number, "verify", f, *out)
+            (*number, c, *out)
         }
         IncidentCmd::Classify {
             number,
@@ -577,28 +593,21 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             path,
             out,
         } => {
-            let mut f = Fields::new();
-            for (k, v) in [
-                ("category", category),
-                ("impact", impact),
-                ("urgency", urgency),
-                ("priority", priority),
-                ("path", path),
-            ] {
-                if let Some(v) = v {
-                    f.insert(k.into(), Value::String(v.clone()));
-                }
-            }
-            if let Some(r) = resources {
-                f.insert("resources".into(), json!(r));
-            }
-            if f.is_empty() {
+            let change = ClassifyChange {
+                category: category.clone(),
+                impact: named_opt("impact", impact)?,
+                urgency: named_opt("urgency", urgency)?,
+                priority: named_opt("priority", priority)?,
+                resources: resources.clone(),
+                path: named_opt("path", path)?.map(Some),
+            };
+            if change == ClassifyChange::default() {
                 bail!(
                     "classify needs at least one of --category --impact --urgency \
                      --priority --resources --path"
                 );
             }
-            (*number, "classify", f, *out)
+            (*number, WfCommand::Classify(change), *out)
         }
         IncidentCmd::Provider {
             number,
@@ -610,12 +619,15 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             conditions,
             out,
         } => {
-            let f = obj(json!({
-                "provider": provider, "kind": kind, "agreed_at": parse_at(at)?,
-                "priority": priority, "affects_network": affects_network,
-                "conditions": conditions,
-            }));
-            (*number, "provider", f, *out)
+            let spec = ProviderRequestSpec {
+                provider: provider.clone(),
+                kind: named("kind", kind)?,
+                priority: named_opt("priority", priority)?,
+                agreed_at: parse_at(at)?,
+                affects_network: *affects_network,
+                conditions: conditions.clone(),
+            };
+            (*number, WfCommand::RequestProvider(spec), *out)
         }
         IncidentCmd::ProviderDelivered {
             number,
@@ -623,8 +635,11 @@ fn action_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, &'static str, Fields, Ou
             note,
             out,
         } => {
-            let f = obj(json!({"as_agreed": !not_as_agreed, "note": note}));
-            (*number, "provider-delivered", f, *out)
+            let c = WfCommand::ProviderDelivered {
+                as_agreed: !not_as_agreed,
+                note: note.clone(),
+            };
+            (*number, c, *out)
         }
     })
 }
@@ -673,333 +688,11 @@ fn enc(s: &str) -> String {
     out
 }
 
-fn now_ms() -> u64 {
-    crate::ingest::now_ms()
-}
-
-/// A client of the running collector's API.
-struct Api {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Api {
-    fn new(cli: &Cli) -> anyhow::Result<Self> {
-        let base = match &cli.api {
-            Some(a) => a.trim_end_matches('/').to_string(),
-            None => {
-                let cfg = load_config(cli.config.as_ref())?;
-                api_from_listen(&cfg.http.listen)
-            }
-        };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        Ok(Self { base, agent })
-    }
-
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.agent.get(&url).call();
-        self.answer(&url, resp)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.agent.post(&url).send_json(body);
-        self.answer(&url, resp)
-    }
-
-    /// A text answer (the CSV export); errors still come as JSON.
-    fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let url = format!("{}{path}", self.base);
-        let mut resp = match self.agent.get(&url).call() {
-            Ok(r) => r,
-            Err(e) => bail!(
-                "no collector answers at {} ({e}); is `vigia-collector run` running?",
-                self.base
-            ),
-        };
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("cannot read the answer from {url}"))?;
-        if status >= 400 {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            bail!("{} (HTTP {status})", v["error"].as_str().unwrap_or(&body));
-        }
-        Ok(body)
-    }
-
-    fn answer(
-        &self,
-        url: &str,
-        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<Value> {
-        let mut resp = match resp {
-            Ok(r) => r,
-            Err(e) => bail!(
-                "no collector answers at {} ({e}); is `vigia-collector run` running? \
-                 (use --api URL or --config FILE to point elsewhere)",
-                self.base
-            ),
-        };
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("cannot read the answer from {url}"))?;
-        let v: Value = serde_json::from_str(&body)
-            .with_context(|| format!("{url} answered HTTP {status} with non-JSON: {body:.200}"))?;
-        if status >= 400 {
-            let msg = v["error"].as_str().unwrap_or("(no message)");
-            bail!("{msg} (HTTP {status})");
-        }
-        Ok(v)
-    }
-}
-
-/// The API base URL for a `[http] listen` address: an unspecified host (0.0.0.0, ::)
-/// becomes loopback, and port 0 (known only to the running process) falls back to the
-/// default address.
-fn api_from_listen(listen: &str) -> String {
-    match listen.parse::<std::net::SocketAddr>() {
-        Ok(a) if a.port() != 0 => {
-            let host = if a.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else if a.is_ipv6() {
-                format!("[{}]", a.ip())
-            } else {
-                a.ip().to_string()
-            };
-            format!("http://{host}:{}", a.port())
-        }
-        _ => format!("http://{DEFAULT_HTTP_LISTEN}"),
-    }
-}
-
-fn ago(now: u64, then: u64) -> String {
-    if then == 0 {
-        return "-".into();
-    }
-    let s = now.saturating_sub(then) / 1000;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86_399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
-}
-
-/// Renders rows as left-aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(w - c.chars().count() + 2));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r.clone()));
-    }
-    out
-}
-
-fn incidents_table(list: &[IncidentSummary], now: u64) -> String {
-    if list.is_empty() {
-        return "no incidents\n".into();
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|i| {
-            vec![
-                i.number.to_string(),
-                i.state.as_str().to_string(),
-                format!("L{}", i.level),
-                i.priority.map_or("-".into(), |p| p.to_string()),
-                i.assignee.clone().unwrap_or_else(|| "-".into()),
-                i.severity.map_or("-".into(), |s| s.as_str().to_string()),
-                i.device.to_string(),
-                clip(&format!("{} {}", i.kind, i.subject), 32),
-                i.occurrences.to_string(),
-                ago(now, i.updated_at),
-                clip(&i.title, 50),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "#", "STATE", "LEVEL", "PRIO", "ASSIGNEE", "SEVERITY", "DEVICE", "WHAT", "SEEN",
-            "UPDATED", "TITLE",
-        ],
-        &rows,
-    )
-}
-
-fn devices_table(list: &[DeviceSummary], now: u64) -> String {
-    if list.is_empty() {
-        return "no devices\n".into();
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|d| {
-            vec![
-                d.device.to_string(),
-                if d.online { "online" } else { "offline" }.to_string(),
-                ago(now, d.last_seen),
-                d.hostname.clone().unwrap_or_else(|| "-".into()),
-                clip(d.os.as_deref().unwrap_or("-"), 28),
-                clip(d.model.as_deref().unwrap_or("-"), 28),
-                d.agent_version.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "DEVICE",
-            "STATUS",
-            "LAST SEEN",
-            "HOST",
-            "OS",
-            "MODEL",
-            "AGENT",
-        ],
-        &rows,
-    )
-}
-
-fn when(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "-".into(), workflow::rfc3339)
-}
-
-fn incident_text(v: &Value) -> String {
-    let s = |k: &str| match &v[k] {
-        Value::String(x) => x.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
-    let mut out = format!(
-        "incident {}  [{}]  level {}  priority {}  {}\ndevice: {}  assignee: {}  group: {}\n",
-        v["number"],
-        s("state"),
-        s("level"),
-        s("priority"),
-        s("title"),
-        s("device"),
-        s("assignee"),
-        s("group"),
-    );
-    let o = &v["origin"];
-    match o["type"].as_str() {
-        Some("fault") => out.push_str(&format!(
-            "fault: {} on {}  severity: {}  occurrences: {}  active: {}{}\n",
-            o["kind"].as_str().unwrap_or("-"),
-            o["subject"].as_str().unwrap_or("-"),
-            s("severity"),
-            v["occurrences"],
-            v["fault_active"],
-            if v["flapping"] == true {
-                "  FLAPPING"
-            } else {
-                ""
-            },
-        )),
-        Some("report") => out.push_str(&format!(
-            "report by {} ({}), urgency {}, category {}\n{}\n",
-            o["reporter"].as_str().unwrap_or("-"),
-            o["contact"].as_str().unwrap_or("-"),
-            o["urgency"].as_str().unwrap_or("-"),
-            o["category"].as_str().unwrap_or("-"),
-            o["text"].as_str().unwrap_or("")
-        )),
-        _ => {}
-    }
-    let c = &v["classification"];
-    if c.is_object() {
-        out.push_str(&format!(
-            "classified: {} impact {} urgency {} -> {}, level {}, group {} (rule {})\n",
-            c["category"].as_str().unwrap_or("-"),
-            c["impact"].as_str().unwrap_or("-"),
-            c["urgency"].as_str().unwrap_or("-"),
-            c["priority"].as_str().unwrap_or("-"),
-            c["level"],
-            c["group"].as_str().unwrap_or("-"),
-            c["rule"].as_str().unwrap_or("-"),
-        ));
-    }
-    out.push_str(&format!(
-        "opened {}  next timer {}\n",
-        when(&v["opened_at"]),
-        when(&v["next_deadline"])
-    ));
-    if let Some(sol) = v["solution"].as_str() {
-        out.push_str(&format!("solution: {sol}\n"));
-    }
-    out.push_str("audit trail:\n");
-    for r in v["audit"].as_array().into_iter().flatten() {
-        let actor = match r["actor"]["type"].as_str() {
-            Some("person") => r["actor"]["name"].as_str().unwrap_or("-").to_string(),
-            Some("device") => format!("device {}", r["actor"]["device"].as_str().unwrap_or("-")),
-            _ => "system".to_string(),
-        };
-        let (from, to) = (
-            r["from"].as_str().unwrap_or("-"),
-            r["to"].as_str().unwrap_or("-"),
-        );
-        let arrow = if from == to {
-            from.to_string()
-        } else {
-            format!("{from} -> {to}")
-        };
-        out.push_str(&format!(
-            "  {}  {:<14} {:<16} {:<30} {}\n",
-            when(&r["at"]),
-            clip(&actor, 14),
-            r["action"].as_str().unwrap_or("-"),
-            arrow,
-            r["why"].as_str().unwrap_or("")
-        ));
-    }
-    for n in v["notes"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "note from {} at {}: {}\n",
-            n["author"].as_str().unwrap_or("-"),
-            when(&n["at"]),
-            n["text"].as_str().unwrap_or("")
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::client::api_from_listen;
+    use super::render::table;
     use super::*;
 
     #[test]
@@ -1023,7 +716,7 @@ mod tests {
             "incidents",
         ])
         .unwrap();
-        let err = dispatch(cli).unwrap_err().to_string();
+        let err = execute(cli).unwrap_err().to_string();
         assert!(err.contains("no collector answers"), "{err}");
     }
 

@@ -1,6 +1,6 @@
-//! The collector's durable store (sled): devices, events exactly once per `(device, seq)`,
+//! The embedded store backend (sled): devices, events exactly once per `(device, seq)`,
 //! workflow incidents with their audit trails, the indexes the feed and the API read, and
-//! the timer queue.
+//! the timer queue, all in one directory of one process.
 //!
 //! Every change to an incident is ONE sled transaction: the incident (which carries its
 //! own audit trail, so the records can never be written without the state they explain),
@@ -22,182 +22,36 @@
 //! (for the export's period), each followed by the number inverted (`!n`), so a forward
 //! prefix scan — sled's fast direction — yields the newest first. The trade-off: about
 //! ten small keys per incident and a read of the old summary on every write, so that
-//! every list the API serves is a prefix scan that stops after one page.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
-use vigia_protocol::{
-    Birth, CmdBody, DeviceId, Event, EventBody, FaultKind, Millis, Severity, Status,
-};
+use vigia_protocol::{Birth, DeviceId, Event, EventBody, Millis, Status};
 
-use crate::feed::IncidentSummary;
+use super::keys::{
+    count_key, event_key, fault_key_bytes, idx_number, index_keys, priority_byte, state_byte,
+    tail_number, timer_key, u64_of, NEXT_INCIDENT,
+};
+use super::{
+    device_context, DeviceRecord, EventOutcome, IncidentFilter, StateFilter, StatusOutcome, Store,
+    StoreError, StoredEvent,
+};
 use crate::workflow::{
-    self, Actor, Command, Correlation, Decision, DeviceContext, DeviceEvent, ExportRow, FaultInput,
-    Incident, IncidentNo, Input, Level, Origin, Period, Person, Policy, Priority, State,
-    WorkflowError,
+    self, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input, Period,
+    Person, Plan, Policy, Related, State,
 };
 
-const NEXT_INCIDENT: &[u8] = b"next_incident";
-const COUNT_PREFIX: &str = "count/";
-
-/// A store failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// sled failed (disk full, I/O error, corrupt file).
-    #[error("store I/O error: {0}")]
-    Sled(#[from] sled::Error),
-    /// A stored value could not be (de)serialized.
-    #[error("store value for {what} is unreadable: {source}")]
-    Codec {
-        /// Which value.
-        what: &'static str,
-        /// Why.
-        source: serde_json::Error,
-    },
-    /// A stored key or counter has the wrong length.
-    #[error("store key or counter {0} is corrupt")]
-    Corrupt(&'static str),
-    /// No such incident.
-    #[error("no incident {0}")]
-    NotFound(IncidentNo),
-    /// The workflow refused the change; nothing was written.
-    #[error(transparent)]
-    Workflow(#[from] WorkflowError),
-}
-
-/// A device's last known online state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceStatus {
-    /// Online or not.
-    pub online: bool,
-    /// The agent session this belongs to.
-    pub boot: u64,
-    /// The device's timestamp on the status message.
-    pub ts: Millis,
-    /// When the collector stored it.
-    pub received_at: Millis,
-}
-
-/// What the agent said it dropped from a full spool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DroppedRecord {
-    /// Events dropped, all notices summed.
-    pub total: u64,
-    /// The worst severity among them.
-    pub worst: Severity,
-    /// When the last notice arrived.
-    pub last_at: Millis,
-}
-
-/// Everything known about a device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceRecord {
-    /// The device.
-    pub device: DeviceId,
-    /// First message seen (collector clock).
-    pub first_seen: Millis,
-    /// Last message seen (collector clock).
-    pub last_seen: Millis,
-    /// The newest inventory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub birth: Option<Birth>,
-    /// Online or not, by `boot` order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<DeviceStatus>,
-    /// Spool overflow notices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<DroppedRecord>,
-}
-
-impl DeviceRecord {
-    fn new(device: DeviceId, now: Millis) -> Self {
-        Self {
-            device,
-            first_seen: now,
-            last_seen: now,
-            birth: None,
-            status: None,
-            dropped: None,
-        }
-    }
-
-    /// Whether the device's newest session is online.
-    pub fn online(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| s.online)
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        Self::Backend(Box::new(e))
     }
 }
 
-/// A stored event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// The event as received.
-    pub event: Event,
-    /// When the collector stored it.
-    pub received_at: Millis,
-    /// The incident it opened or touched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incident: Option<u64>,
-}
-
-/// What storing an event did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventOutcome {
-    /// The `(device, seq)` was already stored: nothing changed (ack it again).
-    pub duplicate: bool,
-    /// The workflow decision the event caused, and whether it opened the incident.
-    pub decision: Option<(Decision, bool)>,
-    /// Commands to send the device, after the flush. On a duplicate report this is the
-    /// `ReportAccepted` again, since the first answer may be what got lost.
-    pub cmds: Vec<CmdBody>,
-    /// The workflow refused the event (it is stored, nothing else changed).
-    pub refused: Option<WorkflowError>,
-}
-
-/// Whether a status message changed the device's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusOutcome {
-    /// Applied; `changed` when online/offline flipped (or it is the first status).
-    Applied {
-        /// Online/offline flipped or first seen.
-        changed: bool,
-    },
-    /// Older than what is on file (an older `boot`, or an online after this session's
-    /// offline): ignored.
-    Stale,
-}
-
-/// Which states a list selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateFilter {
-    /// Every state but closed.
-    Open,
-    /// One state.
-    Is(State),
-}
-
-/// Filters for [`Store::incidents`]; all given filters must match.
-#[derive(Debug, Clone, Default)]
-pub struct IncidentFilter {
-    /// States.
-    pub state: Option<StateFilter>,
-    /// Level.
-    pub level: Option<Level>,
-    /// Priority.
-    pub priority: Option<Priority>,
-    /// Device.
-    pub device: Option<DeviceId>,
-    /// Incidents to skip (page × limit).
-    pub offset: usize,
-    /// At most this many (newest first); `None` is no limit.
-    pub limit: Option<usize>,
-}
-
-/// The store. Cheap to clone (sled handles are reference counted).
+/// The embedded store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     db: sled::Db,
     devices: sled::Tree,
     events: sled::Tree,
@@ -209,9 +63,9 @@ pub struct Store {
     meta: sled::Tree,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("SledStore").finish_non_exhaustive()
     }
 }
 
@@ -229,119 +83,8 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
-fn u64_of(what: &'static str, b: &[u8]) -> Result<u64, StoreError> {
-    let arr: [u8; 8] = b.try_into().map_err(|_| StoreError::Corrupt(what))?;
-    Ok(u64::from_be_bytes(arr))
-}
-
-/// The number at the end of a timer key.
-fn tail_number(k: &[u8]) -> Result<u64, StoreError> {
-    let start = k
-        .len()
-        .checked_sub(8)
-        .ok_or(StoreError::Corrupt("timer key"))?;
-    u64_of("timer key", &k[start..])
-}
-
-/// The number at the end of an `idx` key, stored inverted so that a forward scan (fast
-/// in sled, unlike a reverse one) is newest first.
-fn idx_number(k: &[u8]) -> Result<u64, StoreError> {
-    let start = k
-        .len()
-        .checked_sub(8)
-        .ok_or(StoreError::Corrupt("index key"))?;
-    Ok(!u64_of("index key", &k[start..])?)
-}
-
-fn event_key(device: &DeviceId, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(device.as_str().len() + 9);
-    k.extend_from_slice(device.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn fault_key_bytes(device: &DeviceId, kind: FaultKind, subject: &str) -> Vec<u8> {
-    let mut k = Vec::new();
-    k.extend_from_slice(device.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(kind.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(subject.as_bytes());
-    k
-}
-
-fn state_byte(s: State) -> u8 {
-    State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
-}
-
-fn priority_byte(p: Priority) -> u8 {
-    match p {
-        Priority::P1 => 1,
-        Priority::P2 => 2,
-        Priority::P3 => 3,
-        Priority::P4 => 4,
-    }
-}
-
-fn count_key(state: State) -> Vec<u8> {
-    format!("{COUNT_PREFIX}{}", state.as_str()).into_bytes()
-}
-
-fn timer_key(deadline: Millis, number: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16);
-    k.extend_from_slice(&deadline.to_be_bytes());
-    k.extend_from_slice(&number.to_be_bytes());
-    k
-}
-
-/// An `idx` key: the parts, then the number inverted (see [`idx_number`]).
-fn key(parts: &[&[u8]], number: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 8);
-    for p in parts {
-        k.extend_from_slice(p);
-    }
-    k.extend_from_slice(&(!number).to_be_bytes());
-    k
-}
-
-/// Every `idx` key of an incident, from its summary.
-fn index_keys(s: &IncidentSummary) -> BTreeSet<Vec<u8>> {
-    let n = s.number;
-    let open = s.state.is_open();
-    let mut dev = s.device.as_str().as_bytes().to_vec();
-    dev.push(0);
-    let mut out = BTreeSet::new();
-    out.insert(key(&[b"S", &[state_byte(s.state)]], n));
-    out.insert(key(&[b"T", &s.opened_at.to_be_bytes()], n));
-    for (scope, on) in [(b"a", true), (b"o", open)] {
-        if !on {
-            continue;
-        }
-        out.insert(key(&[b"L", scope, &[s.level.number()]], n));
-        if let Some(p) = s.priority {
-            out.insert(key(&[b"P", scope, &[priority_byte(p)]], n));
-        }
-        out.insert(key(&[b"D", scope, &dev], n));
-        out.insert(key(&[b"O", scope], n));
-    }
-    out
-}
-
-/// The device facts triage reads, from the device's newest birth.
-pub fn device_context(rec: Option<&DeviceRecord>) -> DeviceContext {
-    DeviceContext {
-        tags: rec
-            .and_then(|r| r.birth.as_ref())
-            .map(|b| b.tags.iter().map(|t| t.as_str().to_owned()).collect())
-            .unwrap_or_default(),
-        // The inventory does not carry warranties yet.
-        warranty: None,
-    }
-}
-
 /// The transactional view of the trees an incident change touches.
-struct Tx<'a> {
+struct Trees<'a> {
     events: &'a TransactionalTree,
     incidents: &'a TransactionalTree,
     summaries: &'a TransactionalTree,
@@ -352,7 +95,7 @@ struct Tx<'a> {
     devices: &'a TransactionalTree,
 }
 
-impl Tx<'_> {
+impl Trees<'_> {
     fn load_incident(&self, n: u64) -> TxResult<Option<Incident>> {
         match self.incidents.get(n.to_be_bytes())? {
             Some(b) => Ok(Some(dec("incident", &b).map_err(abort)?)),
@@ -371,13 +114,18 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn next_number(&self) -> TxResult<u64> {
-        let n = match self.meta.get(NEXT_INCIDENT)? {
-            Some(b) => u64_of("incident counter", &b).map_err(abort)?,
-            None => 1,
-        };
+    /// The number the next new incident takes.
+    fn peek_number(&self) -> TxResult<u64> {
+        match self.meta.get(NEXT_INCIDENT)? {
+            Some(b) => Ok(u64_of("incident counter", &b).map_err(abort)?),
+            None => Ok(1),
+        }
+    }
+
+    /// Takes number `n` (from [`Self::peek_number`]) for a new incident.
+    fn take_number(&self, n: u64) -> TxResult<()> {
         self.meta.insert(NEXT_INCIDENT, &(n + 1).to_be_bytes())?;
-        Ok(n)
+        Ok(())
     }
 
     /// Writes an incident with its summary, index entries, timer and counts.
@@ -435,7 +183,7 @@ impl Tx<'_> {
             Some(b) => dec::<DeviceRecord>("device", &b).map_err(abort)?,
             None => DeviceRecord::new(device.clone(), now),
         };
-        rec.last_seen = rec.last_seen.max(now);
+        rec.seen(now);
         Ok(rec)
     }
 
@@ -447,129 +195,69 @@ impl Tx<'_> {
 
     fn record_event(&self, ev: &Event, now: Millis, policy: &Policy) -> TxResult<EventOutcome> {
         let key = event_key(&ev.device, ev.seq);
+        if let Some(b) = self.events.get(&key)? {
+            let stored: StoredEvent = dec("event", &b).map_err(abort)?;
+            let incident = match stored.incident {
+                Some(n) => self.load_incident(n)?,
+                None => None,
+            };
+            return Ok(EventOutcome {
+                duplicate: true,
+                decision: None,
+                cmds: workflow::repeat_commands(&stored.event, incident.as_ref()),
+                refused: None,
+            });
+        }
+        let mut device = self.load_device(&ev.device, now)?;
+        let related = match workflow::related(ev) {
+            Related::Fault(k) => match self
+                .fault_index
+                .get(fault_key_bytes(&k.device, k.kind, &k.subject))?
+            {
+                Some(b) => self.load_incident(u64_of("fault index", &b).map_err(abort)?)?,
+                None => None,
+            },
+            Related::Incident(n) => self.load_incident(n)?,
+            Related::Nothing => None,
+        };
+        let next = self.peek_number()?;
+        let plan = workflow::route(
+            ev,
+            related.as_ref(),
+            device_context(Some(&device)),
+            next,
+            now,
+            policy,
+        );
         let mut out = EventOutcome {
             duplicate: false,
             decision: None,
             cmds: Vec::new(),
             refused: None,
         };
-        if let Some(b) = self.events.get(&key)? {
-            let stored: StoredEvent = dec("event", &b).map_err(abort)?;
-            if let (EventBody::Report(r), Some(incident)) = (&stored.event.body, stored.incident) {
-                out.cmds.push(CmdBody::ReportAccepted {
-                    report_id: r.report_id,
-                    incident,
-                });
-                // The question may be what got lost too: ask again while it is pending.
-                if let Some(inc) = self.load_incident(incident)? {
-                    if let (State::NeedsInfo, Some(q)) = (inc.state, inc.pending_question()) {
-                        out.cmds.push(CmdBody::RequestInfo {
-                            incident,
-                            question: vigia_protocol::bounded(&q.question),
-                        });
-                    }
-                }
-            }
-            out.duplicate = true;
-            return Ok(out);
-        }
-        let mut device = self.load_device(&ev.device, now)?;
-        let ctx = device_context(Some(&device));
-        let actor = Actor::Device {
-            device: ev.device.clone(),
-        };
-        let mut result: Option<(Result<Decision, WorkflowError>, bool)> = None;
-        match &ev.body {
-            EventBody::Fault(f) => {
-                let fi = FaultInput {
-                    seq: ev.seq,
-                    ts: ev.ts,
-                    fault: f.clone(),
-                };
-                let fk = fault_key_bytes(&ev.device, f.kind, &f.subject);
-                let latest = match self.fault_index.get(&fk)? {
-                    Some(b) => self.load_incident(u64_of("fault index", &b).map_err(abort)?)?,
-                    None => None,
-                };
-                match workflow::correlate(latest.as_ref(), &fi, now, policy) {
-                    Correlation::Ignore => {}
-                    Correlation::OpenNew => {
-                        let n = self.next_number()?;
-                        let d = workflow::open_fault(n, ev.device.clone(), &fi, ctx, now, policy);
-                        result = Some((Ok(d), true));
-                    }
-                    _ => {
-                        if let Some(inc) = latest {
-                            let input = Input::Device {
-                                device: ev.device.clone(),
-                                event: DeviceEvent::Fault(fi),
-                            };
-                            result = Some((workflow::apply(&inc, &input, now, policy), false));
-                        }
-                    }
-                }
-            }
-            EventBody::Report(r) => {
-                let n = self.next_number()?;
-                let d = workflow::open(
-                    n,
-                    ev.device.clone(),
-                    Origin::from_report(r),
-                    ctx,
-                    actor,
-                    now,
-                    policy,
-                );
-                result = Some((Ok(d), true));
-            }
-            EventBody::Reply(r) => {
-                // A reply to an unknown incident, or to another device's, is kept as an
-                // event but touches nothing.
-                if let Some(inc) = self.load_incident(r.incident)? {
-                    if inc.device == ev.device {
-                        let input = Input::Device {
-                            device: ev.device.clone(),
-                            event: DeviceEvent::Reply {
-                                text: r.text.as_str().to_owned(),
-                            },
-                        };
-                        result = Some((workflow::apply(&inc, &input, now, policy), false));
-                    }
-                }
-            }
-            EventBody::Dropped(d) => {
-                let rec = device.dropped.get_or_insert(DroppedRecord {
-                    total: 0,
-                    worst: d.worst,
-                    last_at: now,
-                });
-                rec.total = rec.total.saturating_add(d.count);
-                rec.worst = rec.worst.max(d.worst);
-                rec.last_at = now;
-            }
-        }
-        let mut touched = None;
-        match result {
-            Some((Ok(d), opened)) => {
+        match plan {
+            Plan::Open(d) => {
+                self.take_number(next)?;
                 self.save(&d.incident, policy)?;
-                touched = Some(d.incident.number);
-                for m in &d.messages {
-                    if let workflow::Outgoing::Device { device, body } = m {
-                        if *device == ev.device {
-                            out.cmds.push(body.clone());
-                        }
-                    }
-                }
-                out.decision = Some((d, opened));
+                out.cmds = workflow::device_commands(&d, &ev.device);
+                out.decision = Some((d, true));
             }
-            Some((Err(e), _)) => out.refused = Some(e),
-            None => {}
+            Plan::Update(d) => {
+                self.save(&d.incident, policy)?;
+                out.cmds = workflow::device_commands(&d, &ev.device);
+                out.decision = Some((d, false));
+            }
+            Plan::Refused(e) => out.refused = Some(e),
+            Plan::Nothing => {}
+        }
+        if let EventBody::Dropped(d) = &ev.body {
+            device.note_dropped(d, now);
         }
         self.save_device(&device)?;
         let stored = StoredEvent {
             event: ev.clone(),
             received_at: now,
-            incident: touched,
+            incident: out.decision.as_ref().map(|(d, _)| d.incident.number),
         };
         self.events
             .insert(key, enc("event", &stored).map_err(abort)?)?;
@@ -580,11 +268,11 @@ impl Tx<'_> {
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Storage(e) => e.into(),
     }
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
@@ -601,13 +289,7 @@ impl Store {
         })
     }
 
-    /// Makes every write so far durable. Call before acknowledging or sending anything.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn transact<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, StoreError> {
+    fn transact<R>(&self, f: impl Fn(&Trees<'_>) -> TxResult<R>) -> Result<R, StoreError> {
         (
             &self.events,
             &self.incidents,
@@ -620,7 +302,7 @@ impl Store {
         )
             .transaction(
                 |(events, incidents, summaries, fault_index, idx, timers, meta, devices)| {
-                    f(&Tx {
+                    f(&Trees {
                         events,
                         incidents,
                         summaries,
@@ -635,9 +317,94 @@ impl Store {
             .map_err(tx_err)
     }
 
+    /// Read-modify-write of one device record; `f` says what it did. The record is
+    /// written either way (last seen moves on).
+    fn update_device<R>(
+        &self,
+        device: &DeviceId,
+        now: Millis,
+        f: impl Fn(&mut DeviceRecord) -> R,
+    ) -> Result<R, StoreError> {
+        self.devices
+            .transaction(|t| {
+                let mut rec = match t.get(device.as_str())? {
+                    Some(b) => dec::<DeviceRecord>("device", &b).map_err(abort)?,
+                    None => DeviceRecord::new(device.clone(), now),
+                };
+                rec.seen(now);
+                let applied = f(&mut rec);
+                t.insert(device.as_str(), enc("device", &rec).map_err(abort)?)?;
+                Ok(applied)
+            })
+            .map_err(tx_err)
+    }
+
+    /// Writes many new incidents at once, without transactions: one sled batch per tree.
+    /// For filling a fresh store (benchmarks, imports); the incidents must not exist yet
+    /// and the batch is not atomic across trees, so never use it on a live collector.
+    pub fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
+        let mut inc_b = sled::Batch::default();
+        let mut sum_b = sled::Batch::default();
+        let mut idx_b = sled::Batch::default();
+        let mut tim_b = sled::Batch::default();
+        let mut fk_b = sled::Batch::default();
+        let mut counts: BTreeMap<State, i64> = BTreeMap::new();
+        let mut max = 0;
+        for inc in incidents {
+            let n = inc.number;
+            max = max.max(n);
+            let s = IncidentSummary::new(inc, workflow::next_deadline(inc, policy));
+            for k in index_keys(&s) {
+                idx_b.insert(k, &[]);
+            }
+            if let Some(t) = s.next_deadline {
+                tim_b.insert(timer_key(t, n), &[]);
+            }
+            if let Some(k) = inc.fault_key() {
+                fk_b.insert(
+                    fault_key_bytes(&k.device, k.kind, &k.subject),
+                    &n.to_be_bytes(),
+                );
+            }
+            *counts.entry(inc.state).or_default() += 1;
+            inc_b.insert(&n.to_be_bytes(), enc("incident", inc)?);
+            sum_b.insert(&n.to_be_bytes(), enc("summary", &s)?);
+        }
+        self.incidents.apply_batch(inc_b)?;
+        self.summaries.apply_batch(sum_b)?;
+        self.idx.apply_batch(idx_b)?;
+        self.timers.apply_batch(tim_b)?;
+        self.fault_index.apply_batch(fk_b)?;
+        for (s, d) in counts {
+            let key = count_key(s);
+            let cur = match self.meta.get(&key)? {
+                Some(b) => u64_of("incident count", &b)?,
+                None => 0,
+            };
+            self.meta
+                .insert(key, &cur.saturating_add_signed(d).to_be_bytes())?;
+        }
+        let next = match self.meta.get(NEXT_INCIDENT)? {
+            Some(b) => u64_of("incident counter", &b)?,
+            None => 1,
+        };
+        if max >= next {
+            self.meta.insert(NEXT_INCIDENT, &(max + 1).to_be_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    /// Makes every write so far durable. Call before acknowledging or sending anything.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Stores an event once per `(device, seq)` and applies its workflow change (correlate,
     /// then open or apply), all in one transaction. `now` is the collector's clock.
-    pub fn record_event(
+    fn record_event(
         &self,
         ev: &Event,
         now: Millis,
@@ -648,7 +415,7 @@ impl Store {
 
     /// Applies a person's command to incident `number` in one transaction. A refusal by
     /// the workflow writes nothing and comes back as [`StoreError::Workflow`].
-    pub fn apply_command(
+    fn apply_command(
         &self,
         number: IncidentNo,
         by: &Person,
@@ -672,7 +439,7 @@ impl Store {
     }
 
     /// The earliest pending timer, if any.
-    pub fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
+    fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
         match self.timers.first()? {
             Some((k, _)) => Ok(Some(u64_of("timer key", &k[..8.min(k.len())])?)),
             None => Ok(None),
@@ -683,7 +450,7 @@ impl Store {
     /// incidents), each in its own transaction; returns the decisions taken. An
     /// incident whose timer moved (policy changed, already handled) just gets its timer
     /// rewritten.
-    pub fn tick_due(
+    fn tick_due(
         &self,
         now: Millis,
         policy: &Policy,
@@ -718,7 +485,7 @@ impl Store {
 
     /// Recomputes every pending timer with `policy` (at start-up: the SLA targets in the
     /// config may have changed since the timers were written). Returns how many moved.
-    pub fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError> {
+    fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError> {
         let mut numbers = Vec::new();
         for kv in self.timers.iter() {
             let (k, _) = kv?;
@@ -744,66 +511,16 @@ impl Store {
         Ok(moved)
     }
 
-    /// Stores a birth (inventory). A birth from an older `boot` than the one on file is
-    /// ignored; returns whether it was applied.
-    pub fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError> {
-        self.update_device(&birth.device, now, |rec| {
-            if rec.birth.as_ref().is_some_and(|b| b.boot > birth.boot) {
-                return false;
-            }
-            rec.birth = Some(birth.clone());
-            true
-        })
+    fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError> {
+        self.update_device(&birth.device, now, |rec| rec.apply_birth(birth))
     }
 
-    /// Stores a status by `boot` order: a newer boot always wins; within one boot,
-    /// offline is final (a late "online" of a session that already went offline is
-    /// stale); an older boot never overrides a newer one, so a retained Last Will from an
-    /// old session cannot mark a newer session offline.
-    pub fn record_status(&self, st: &Status, now: Millis) -> Result<StatusOutcome, StoreError> {
-        self.update_device(&st.device, now, |rec| {
-            let apply = match &rec.status {
-                None => true,
-                Some(cur) => st.boot > cur.boot || (st.boot == cur.boot && cur.online),
-            };
-            if !apply {
-                return StatusOutcome::Stale;
-            }
-            let changed = rec.status.as_ref().is_none_or(|c| c.online != st.online);
-            rec.status = Some(DeviceStatus {
-                online: st.online,
-                boot: st.boot,
-                ts: st.ts,
-                received_at: now,
-            });
-            StatusOutcome::Applied { changed }
-        })
-    }
-
-    /// Read-modify-write of one device record; `f` says what it did. The record is
-    /// written either way (last seen moves on).
-    fn update_device<R>(
-        &self,
-        device: &DeviceId,
-        now: Millis,
-        f: impl Fn(&mut DeviceRecord) -> R,
-    ) -> Result<R, StoreError> {
-        self.devices
-            .transaction(|t| {
-                let mut rec = match t.get(device.as_str())? {
-                    Some(b) => dec::<DeviceRecord>("device", &b).map_err(abort)?,
-                    None => DeviceRecord::new(device.clone(), now),
-                };
-                rec.last_seen = rec.last_seen.max(now);
-                let applied = f(&mut rec);
-                t.insert(device.as_str(), enc("device", &rec).map_err(abort)?)?;
-                Ok(applied)
-            })
-            .map_err(tx_err)
+    fn record_status(&self, st: &Status, now: Millis) -> Result<StatusOutcome, StoreError> {
+        self.update_device(&st.device, now, |rec| rec.apply_status(st, now))
     }
 
     /// One incident, with its whole audit trail.
-    pub fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
+    fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
         match self.incidents.get(number.to_be_bytes())? {
             Some(b) => Ok(Some(dec("incident", &b)?)),
             None => Ok(None),
@@ -811,7 +528,7 @@ impl Store {
     }
 
     /// One incident's list summary.
-    pub fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError> {
+    fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError> {
         match self.summaries.get(number.to_be_bytes())? {
             Some(b) => Ok(Some(dec("summary", &b)?)),
             None => Ok(None),
@@ -821,7 +538,7 @@ impl Store {
     /// Incidents matching `filter`, newest (highest number) first. Served from the most
     /// selective index the filter names; the other filters are checked on the summaries
     /// read, so the cost is one page plus what those filters skip.
-    pub fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentSummary>, StoreError> {
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentSummary>, StoreError> {
         let scope: &[u8] = if filter.state == Some(StateFilter::Open) {
             b"o"
         } else {
@@ -888,7 +605,7 @@ impl Store {
     }
 
     /// How many incidents are in each state.
-    pub fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+    fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
         let mut out = BTreeMap::new();
         for s in State::ALL {
             let n = match self.meta.get(count_key(s))? {
@@ -902,7 +619,7 @@ impl Store {
 
     /// The "Servicios soporte" rows (004) of the incidents registered in `period`, from
     /// the time index (only that period is read).
-    pub fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
+    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
         // A bare `T time` sorts before every key of that millisecond.
         let from = [&b"T"[..], &period.from.unwrap_or(0).to_be_bytes()].concat();
         let to = match period.to {
@@ -919,63 +636,8 @@ impl Store {
         Ok(workflow::rows(&incidents, period))
     }
 
-    /// Writes many new incidents at once, without transactions: one sled batch per tree.
-    /// For filling a fresh store (benchmarks, imports); the incidents must not exist yet
-    /// and the batch is not atomic across trees, so never use it on a live collector.
-    pub fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
-        let mut inc_b = sled::Batch::default();
-        let mut sum_b = sled::Batch::default();
-        let mut idx_b = sled::Batch::default();
-        let mut tim_b = sled::Batch::default();
-        let mut fk_b = sled::Batch::default();
-        let mut counts: BTreeMap<State, i64> = BTreeMap::new();
-        let mut max = 0;
-        for inc in incidents {
-            let n = inc.number;
-            max = max.max(n);
-            let s = IncidentSummary::new(inc, workflow::next_deadline(inc, policy));
-            for k in index_keys(&s) {
-                idx_b.insert(k, &[]);
-            }
-            if let Some(t) = s.next_deadline {
-                tim_b.insert(timer_key(t, n), &[]);
-            }
-            if let Some(k) = inc.fault_key() {
-                fk_b.insert(
-                    fault_key_bytes(&k.device, k.kind, &k.subject),
-                    &n.to_be_bytes(),
-                );
-            }
-            *counts.entry(inc.state).or_default() += 1;
-            inc_b.insert(&n.to_be_bytes(), enc("incident", inc)?);
-            sum_b.insert(&n.to_be_bytes(), enc("summary", &s)?);
-        }
-        self.incidents.apply_batch(inc_b)?;
-        self.summaries.apply_batch(sum_b)?;
-        self.idx.apply_batch(idx_b)?;
-        self.timers.apply_batch(tim_b)?;
-        self.fault_index.apply_batch(fk_b)?;
-        for (s, d) in counts {
-            let key = count_key(s);
-            let cur = match self.meta.get(&key)? {
-                Some(b) => u64_of("incident count", &b)?,
-                None => 0,
-            };
-            self.meta
-                .insert(key, &cur.saturating_add_signed(d).to_be_bytes())?;
-        }
-        let next = match self.meta.get(NEXT_INCIDENT)? {
-            Some(b) => u64_of("incident counter", &b)?,
-            None => 1,
-        };
-        if max >= next {
-            self.meta.insert(NEXT_INCIDENT, &(max + 1).to_be_bytes())?;
-        }
-        Ok(())
-    }
-
     /// One device.
-    pub fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+    fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(id.as_str())? {
             Some(b) => Ok(Some(dec("device", &b)?)),
             None => Ok(None),
@@ -983,7 +645,7 @@ impl Store {
     }
 
     /// Every device, by id.
-    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices
             .iter()
             .map(|kv| {
@@ -994,7 +656,7 @@ impl Store {
     }
 
     /// One stored event.
-    pub fn event(&self, device: &DeviceId, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+    fn event(&self, device: &DeviceId, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         match self.events.get(event_key(device, seq))? {
             Some(b) => Ok(Some(dec("event", &b)?)),
             None => Ok(None),
@@ -1002,7 +664,7 @@ impl Store {
     }
 
     /// The seqs stored for a device, ascending.
-    pub fn event_seqs(&self, device: &DeviceId) -> Result<Vec<u64>, StoreError> {
+    fn event_seqs(&self, device: &DeviceId) -> Result<Vec<u64>, StoreError> {
         let mut prefix = device.as_str().as_bytes().to_vec();
         prefix.push(0);
         self.events
@@ -1015,7 +677,7 @@ impl Store {
     }
 
     /// How many events are stored, all devices.
-    pub fn event_count(&self) -> usize {
+    fn event_count(&self) -> usize {
         self.events.len()
     }
 }
@@ -1025,11 +687,15 @@ impl Store {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
     use vigia_protocol::{
-        bounded, Evidence, FaultAction, FaultEvent, Reply, Severity, Urgency, UserReport, VERSION,
+        bounded, CmdBody, Evidence, FaultAction, FaultEvent, FaultKind, Reply, Severity, Urgency,
+        UserReport, VERSION,
     };
-    use workflow::{ClosureReason, Role, MINUTE};
+    use workflow::{
+        ClosureReason, Correlation, DeviceContext, DeviceEvent, FaultInput, Level, Priority, Role,
+        WorkflowError, MINUTE,
+    };
 
     fn id(s: &str) -> DeviceId {
         DeviceId::new(s).unwrap()
@@ -1102,7 +768,7 @@ mod tests {
     #[test]
     fn fault_opens_one_incident_and_a_quick_clear_closes_it_as_transient() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let p = Policy::default();
         let k = FaultKind::DiskSpace;
         let o = s
@@ -1157,7 +823,7 @@ mod tests {
     #[test]
     fn duplicate_seq_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let p = Policy::default();
         let e = fault("a", 7, FaultAction::Raised, FaultKind::DiskSpace, "/");
         assert!(!s.record_event(&e, T0, &p).unwrap().duplicate);
@@ -1171,7 +837,7 @@ mod tests {
     #[test]
     fn report_missing_contact_asks_and_the_reply_resumes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let p = Policy::default();
         let o = s.record_event(&report("a", 1, ""), T0, &p).unwrap();
         assert_eq!(
@@ -1229,7 +895,7 @@ mod tests {
     #[test]
     fn refused_command_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let p = Policy::default();
         s.record_event(
             &fault("a", 1, FaultAction::Raised, FaultKind::DiskSpace, "/"),
@@ -1264,7 +930,7 @@ mod tests {
     #[test]
     fn lists_by_level_and_export_by_period() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let p = Policy::default();
         for (i, subject) in ["/a", "/b", "/c"].iter().enumerate() {
             s.record_event(
@@ -1320,7 +986,7 @@ mod tests {
     #[test]
     fn status_respects_boot_order() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let d = id("a");
         assert_eq!(
             s.record_status(&status("a", true, 2), 1).unwrap(),
@@ -1489,7 +1155,7 @@ mod tests {
         #[test]
         fn store_matches_model(ops in prop::collection::vec(arb_op(), 1..50)) {
             let dir = tempfile::tempdir().unwrap();
-            let mut store = Some(Store::open(dir.path()).unwrap());
+            let mut store = Some(SledStore::open(dir.path()).unwrap());
             let p = Policy::default();
             let mut model = Model::default();
             let mut now = T0;
@@ -1500,7 +1166,7 @@ mod tests {
                         if let Some(s) = store.take() {
                             s.flush().unwrap();
                         }
-                        store = Some(Store::open(dir.path()).unwrap());
+                        store = Some(SledStore::open(dir.path()).unwrap());
                     }
                     Op::Wait { minutes } => now += minutes * MINUTE,
                     Op::Deliver { dev, seq } => {

@@ -1,63 +1,14 @@
-//! What the live feed announces: incidents opened or changed, devices going online or
-//! offline, and the workflow's notifications (escalations, SLA breaches, provider
-//! notices). Ingest, the API and the timers send these on a `tokio::sync::broadcast`
-//! channel; the API turns them into Server-Sent Events. A slow browser misses events (the
-//! channel is bounded and lagging receivers skip) rather than slowing ingest down; the
-//! page reloads the lists when told it lagged.
-//!
-//! [`IncidentSummary`] is also what the store keeps beside each incident for lists, so a
-//! page of 50 never decodes 50 full audit trails.
+//! An incident without its audit trail: what lists show, the live feed carries and the
+//! store indexes, so a page of 50 never decodes 50 full audit trails.
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{DeviceId, Millis, Severity};
 
-use crate::workflow::{Incident, Level, Notification, Origin, Priority, State};
-
-/// How many feed events are buffered for slow subscribers.
-pub const FEED_CAPACITY: usize = 256;
-
-/// A feed event.
-// Short-lived values on a bounded channel; boxing would only add allocations.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum FeedEvent {
-    /// An incident was opened (`opened`) or changed.
-    Incident {
-        /// Opened by this event, rather than updated.
-        opened: bool,
-        /// The incident after the change.
-        incident: IncidentSummary,
-    },
-    /// A device went online or offline.
-    Device {
-        /// The device.
-        device: DeviceId,
-        /// Its new state.
-        online: bool,
-        /// Its session counter.
-        boot: u64,
-    },
-    /// A workflow notification for people (escalation, SLA breach, provider notice...).
-    Notification(Notification),
-}
-
-impl FeedEvent {
-    /// The SSE event name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Incident { .. } => "incident",
-            Self::Device { .. } => "device",
-            Self::Notification(_) => "notification",
-        }
-    }
-}
+use super::incident::{Incident, Level, Origin, Priority, State};
 
 /// An incident without its audit trail: what lists show and what the store indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentSummary {
-    /// Its number (kept under the issue-2 name `id` as well).
-    pub id: u64,
-    /// The same number, under the name people use ("incident 12").
+    /// Its number, under the name people use ("incident 12").
     pub number: u64,
     /// The device.
     pub device: DeviceId,
@@ -120,7 +71,6 @@ impl IncidentSummary {
         };
         let c = i.classification.as_ref();
         Self {
-            id: i.number,
             number: i.number,
             device: i.device.clone(),
             origin: origin.to_string(),

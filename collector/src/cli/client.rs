@@ -1,0 +1,134 @@
+//! The HTTP client of a running collector's API.
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use super::{load_config, Cli};
+use crate::config::DEFAULT_HTTP_LISTEN;
+use crate::workflow::{Command, Role};
+
+/// A client of the running collector's API.
+pub(super) struct ApiClient {
+    pub(super) base: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    pub(super) fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let base = match &cli.api {
+            Some(a) => a.trim_end_matches('/').to_string(),
+            None => {
+                let cfg = load_config(cli.config.as_ref())?;
+                api_from_listen(&cfg.http.listen)
+            }
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(Self { base, agent })
+    }
+
+    pub(super) fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.agent.get(&url).call();
+        self.answer(&url, resp)
+    }
+
+    pub(super) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.agent.post(&url).send_json(body);
+        self.answer(&url, resp)
+    }
+
+    /// Posts a workflow command to incident `number` as `actor` with `roles`: the URL
+    /// names it by its tag, the body carries its fields.
+    pub(super) fn act(
+        &self,
+        number: u64,
+        command: &Command,
+        actor: &str,
+        roles: &[Role],
+    ) -> anyhow::Result<Value> {
+        let Value::Object(mut body) = serde_json::to_value(command)? else {
+            bail!("a workflow command did not encode as an object");
+        };
+        body.remove("command");
+        body.insert("as".into(), Value::String(actor.to_owned()));
+        body.insert("roles".into(), serde_json::to_value(roles)?);
+        self.post(
+            &format!("/api/incidents/{number}/{}", command.name()),
+            &Value::Object(body),
+        )
+    }
+
+    /// A text answer (the CSV export); errors still come as JSON.
+    pub(super) fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(e) => bail!(
+                "no collector answers at {} ({e}); is `vigia-collector run` running?",
+                self.base
+            ),
+        };
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("cannot read the answer from {url}"))?;
+        if status >= 400 {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            bail!("{} (HTTP {status})", v["error"].as_str().unwrap_or(&body));
+        }
+        Ok(body)
+    }
+
+    fn answer(
+        &self,
+        url: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Value> {
+        let mut resp = match resp {
+            Ok(r) => r,
+            Err(e) => bail!(
+                "no collector answers at {} ({e}); is `vigia-collector run` running? \
+                 (use --api URL or --config FILE to point elsewhere)",
+                self.base
+            ),
+        };
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("cannot read the answer from {url}"))?;
+        let v: Value = serde_json::from_str(&body)
+            .with_context(|| format!("{url} answered HTTP {status} with non-JSON: {body:.200}"))?;
+        if status >= 400 {
+            let msg = v["error"].as_str().unwrap_or("(no message)");
+            bail!("{msg} (HTTP {status})");
+        }
+        Ok(v)
+    }
+}
+
+/// The API base URL for a `[http] listen` address: an unspecified host (0.0.0.0, ::)
+/// becomes loopback, and port 0 (known only to the running process) falls back to the
+/// default address.
+pub(super) fn api_from_listen(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => {
+            let host = if a.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else if a.is_ipv6() {
+                format!("[{}]", a.ip())
+            } else {
+                a.ip().to_string()
+            };
+            format!("http://{host}:{}", a.port())
+        }
+        _ => format!("http://{DEFAULT_HTTP_LISTEN}"),
+    }
+}

@@ -1,0 +1,221 @@
+//! Text rendering of the API's answers: aligned tables and the incident sheet.
+use serde_json::Value;
+
+use crate::http::DeviceSummary;
+use crate::workflow::{self, IncidentSummary};
+
+pub(super) fn ago(now: u64, then: u64) -> String {
+    if then == 0 {
+        return "-".into();
+    }
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+pub(super) fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Renders rows as left-aligned columns.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(w - c.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+pub(super) fn incidents_table(list: &[IncidentSummary], now: u64) -> String {
+    if list.is_empty() {
+        return "no incidents\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                i.number.to_string(),
+                i.state.as_str().to_string(),
+                format!("L{}", i.level),
+                i.priority.map_or("-".into(), |p| p.to_string()),
+                i.assignee.clone().unwrap_or_else(|| "-".into()),
+                i.severity.map_or("-".into(), |s| s.as_str().to_string()),
+                i.device.to_string(),
+                clip(&format!("{} {}", i.kind, i.subject), 32),
+                i.occurrences.to_string(),
+                ago(now, i.updated_at),
+                clip(&i.title, 50),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "#", "STATE", "LEVEL", "PRIO", "ASSIGNEE", "SEVERITY", "DEVICE", "WHAT", "SEEN",
+            "UPDATED", "TITLE",
+        ],
+        &rows,
+    )
+}
+
+pub(super) fn devices_table(list: &[DeviceSummary], now: u64) -> String {
+    if list.is_empty() {
+        return "no devices\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            vec![
+                d.device.to_string(),
+                if d.online { "online" } else { "offline" }.to_string(),
+                ago(now, d.last_seen),
+                d.hostname.clone().unwrap_or_else(|| "-".into()),
+                clip(d.os.as_deref().unwrap_or("-"), 28),
+                clip(d.model.as_deref().unwrap_or("-"), 28),
+                d.agent_version.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DEVICE",
+            "STATUS",
+            "LAST SEEN",
+            "HOST",
+            "OS",
+            "MODEL",
+            "AGENT",
+        ],
+        &rows,
+    )
+}
+
+pub(super) fn when(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "-".into(), workflow::rfc3339)
+}
+
+pub(super) fn incident_text(v: &Value) -> String {
+    let s = |k: &str| match &v[k] {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "incident {}  [{}]  level {}  priority {}  {}\ndevice: {}  assignee: {}  group: {}\n",
+        v["number"],
+        s("state"),
+        s("level"),
+        s("priority"),
+        s("title"),
+        s("device"),
+        s("assignee"),
+        s("group"),
+    );
+    let o = &v["origin"];
+    match o["type"].as_str() {
+        Some("fault") => out.push_str(&format!(
+            "fault: {} on {}  severity: {}  occurrences: {}  active: {}{}\n",
+            o["kind"].as_str().unwrap_or("-"),
+            o["subject"].as_str().unwrap_or("-"),
+            s("severity"),
+            v["occurrences"],
+            v["fault_active"],
+            if v["flapping"] == true {
+                "  FLAPPING"
+            } else {
+                ""
+            },
+        )),
+        Some("report") => out.push_str(&format!(
+            "report by {} ({}), urgency {}, category {}\n{}\n",
+            o["reporter"].as_str().unwrap_or("-"),
+            o["contact"].as_str().unwrap_or("-"),
+            o["urgency"].as_str().unwrap_or("-"),
+            o["category"].as_str().unwrap_or("-"),
+            o["text"].as_str().unwrap_or("")
+        )),
+        _ => {}
+    }
+    let c = &v["classification"];
+    if c.is_object() {
+        out.push_str(&format!(
+            "classified: {} impact {} urgency {} -> {}, level {}, group {} (rule {})\n",
+            c["category"].as_str().unwrap_or("-"),
+            c["impact"].as_str().unwrap_or("-"),
+            c["urgency"].as_str().unwrap_or("-"),
+            c["priority"].as_str().unwrap_or("-"),
+            c["level"],
+            c["group"].as_str().unwrap_or("-"),
+            c["rule"].as_str().unwrap_or("-"),
+        ));
+    }
+    out.push_str(&format!(
+        "opened {}  next timer {}\n",
+        when(&v["opened_at"]),
+        when(&v["next_deadline"])
+    ));
+    if let Some(sol) = v["solution"].as_str() {
+        out.push_str(&format!("solution: {sol}\n"));
+    }
+    out.push_str("audit trail:\n");
+    for r in v["audit"].as_array().into_iter().flatten() {
+        let actor = match r["actor"]["type"].as_str() {
+            Some("person") => r["actor"]["name"].as_str().unwrap_or("-").to_string(),
+            Some("device") => format!("device {}", r["actor"]["device"].as_str().unwrap_or("-")),
+            _ => "system".to_string(),
+        };
+        let (from, to) = (
+            r["from"].as_str().unwrap_or("-"),
+            r["to"].as_str().unwrap_or("-"),
+        );
+        let arrow = if from == to {
+            from.to_string()
+        } else {
+            format!("{from} -> {to}")
+        };
+        out.push_str(&format!(
+            "  {}  {:<14} {:<16} {:<30} {}\n",
+            when(&r["at"]),
+            clip(&actor, 14),
+            r["action"].as_str().unwrap_or("-"),
+            arrow,
+            r["why"].as_str().unwrap_or("")
+        ));
+    }
+    for n in v["notes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "note from {} at {}: {}\n",
+            n["author"].as_str().unwrap_or("-"),
+            when(&n["at"]),
+            n["text"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}

@@ -1,0 +1,147 @@
+//! Devices: the fleet list, one device with its incidents, and whether every event a
+//! device sent arrived.
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use vigia_protocol::{DeviceId, Millis};
+
+use super::incidents::{parse_device, DEFAULT_LIMIT};
+use super::{not_found, ApiError, HttpState};
+use crate::store::{DeviceRecord, IncidentFilter};
+use crate::workflow::IncidentSummary;
+
+/// One row of `GET /api/devices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    /// The device.
+    pub device: DeviceId,
+    /// Online now (newest session).
+    pub online: bool,
+    /// Newest session counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
+    /// Last message (collector clock, ms).
+    pub last_seen: Millis,
+    /// First message (collector clock, ms).
+    pub first_seen: Millis,
+    /// Host name from the birth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// OS name and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// Kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// CPU model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    /// RAM in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_bytes: Option<u64>,
+    /// Vendor and product from DMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Agent version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Events the agent dropped from a full spool.
+    #[serde(default)]
+    pub dropped_events: u64,
+}
+
+impl From<&DeviceRecord> for DeviceSummary {
+    fn from(r: &DeviceRecord) -> Self {
+        let b = r.birth.as_ref();
+        let model = b.and_then(|b| {
+            let parts: Vec<&str> = [b.dmi.vendor.as_deref(), b.dmi.product.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        });
+        Self {
+            device: r.device.clone(),
+            online: r.online(),
+            boot: r.status.as_ref().map(|s| s.boot),
+            last_seen: r.last_seen,
+            first_seen: r.first_seen,
+            hostname: b.map(|b| b.hostname.to_string()),
+            os: b.map(|b| format!("{} {}", b.os, b.os_version).trim().to_string()),
+            kernel: b.map(|b| b.kernel.to_string()),
+            cpu_model: b.map(|b| b.cpu_model.to_string()),
+            ram_bytes: b.map(|b| b.ram_bytes),
+            model,
+            agent_version: b.map(|b| b.agent_version.to_string()),
+            dropped_events: r.dropped.as_ref().map_or(0, |d| d.total),
+        }
+    }
+}
+
+pub(super) async fn list(
+    State(st): State<HttpState>,
+) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
+    Ok(Json(
+        st.store
+            .devices()?
+            .iter()
+            .map(DeviceSummary::from)
+            .collect(),
+    ))
+}
+
+/// `GET /api/devices/{id}`: the full record, whether it is online, and its incidents.
+#[derive(Debug, Serialize)]
+struct DeviceDetail {
+    #[serde(flatten)]
+    record: DeviceRecord,
+    online: bool,
+    incidents: Vec<IncidentSummary>,
+}
+
+/// A device's stored events, summarised: how many, the first and last seq, and the gaps
+/// between them (at most 100 ranges). What an operator asks after an outage: did
+/// everything the device sent arrive?
+pub(super) async fn events(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let device = parse_device(&id)?;
+    let seqs = st.store.event_seqs(&device)?;
+    let missing: Vec<[u64; 2]> = seqs
+        .windows(2)
+        .filter(|w| w[1] > w[0] + 1)
+        .map(|w| [w[0] + 1, w[1] - 1])
+        .take(100)
+        .collect();
+    Ok(Json(serde_json::json!({
+        "device": device.as_str(),
+        "count": seqs.len(),
+        "first_seq": seqs.first(),
+        "last_seq": seqs.last(),
+        "missing": missing,
+    }))
+    .into_response())
+}
+
+pub(super) async fn show(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let device = parse_device(&id)?;
+    let Some(record) = st.store.device(&device)? else {
+        return Err(not_found(format!("no device {device}")));
+    };
+    let incidents = st.store.incidents(&IncidentFilter {
+        device: Some(device),
+        limit: Some(DEFAULT_LIMIT),
+        ..Default::default()
+    })?;
+    Ok(Json(DeviceDetail {
+        online: record.online(),
+        record,
+        incidents,
+    })
+    .into_response())
+}

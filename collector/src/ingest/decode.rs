@@ -1,0 +1,109 @@
+//! Decoding what devices publish: topic, version, size, shape, and that the device in
+//! the payload is the one the topic (and so the broker account) says. What is refused is
+//! counted and logged by reason here, and an event refused with a readable seq is acked
+//! as rejected so the agent stops resending it.
+use rumqttc::Publish;
+use tracing::warn;
+use vigia_protocol::{
+    decode, peek_header, Birth, CodecError, DeviceId, Event, RejectReason, Status, Topic, Topics,
+    UpKind,
+};
+
+use crate::broker::MAX_PACKET;
+use crate::metrics::{Metrics, Rejected};
+
+/// What one incoming publish turned into, before the store.
+pub(super) enum Decoded {
+    /// An inventory.
+    Birth(Box<Birth>),
+    /// Online or offline.
+    Status(Status),
+    /// A fault, report, reply or drop notice.
+    Event(Box<Event>),
+    /// An event refused: acked as rejected when its seq is known.
+    Rejected {
+        /// The device, from the topic.
+        device: DeviceId,
+        /// The event's seq, when it could be read.
+        seq: Option<u64>,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Nothing to store (refused birth/status, unknown topic): acked to the broker only.
+    Nothing,
+}
+
+/// Decodes a publish on `topics`. Counting and logging of refusals happen here.
+pub(super) fn decode_publish(topics: &Topics, metrics: &Metrics, p: &Publish) -> Decoded {
+    let (device, kind) = match topics.parse(&p.topic) {
+        Ok(Topic::Up(d, k)) => (d, k),
+        Ok(_) | Err(_) => {
+            metrics.message_in(None);
+            metrics.rejected(Rejected::UnknownTopic);
+            warn!(topic = %p.topic, reason = "unknown_topic", "message rejected");
+            return Decoded::Nothing;
+        }
+    };
+    metrics.message_in(Some(kind));
+    let payload = &p.payload[..];
+    let reject = |reason: RejectReason, detail: &dyn std::fmt::Display| {
+        metrics.rejected(Rejected::Payload(reason));
+        warn!(device = %device, kind = kind.as_str(), reason = reason.as_str(),
+            detail = %detail, "message rejected");
+    };
+    match kind {
+        UpKind::Birth => match decode::<Birth>(payload) {
+            Ok(b) if b.device == device => Decoded::Birth(Box::new(b)),
+            Ok(b) => {
+                reject(RejectReason::DeviceMismatch, &b.device);
+                Decoded::Nothing
+            }
+            Err(e) => {
+                reject(e.reason(), &e);
+                Decoded::Nothing
+            }
+        },
+        UpKind::Status => match decode::<Status>(payload) {
+            Ok(s) if s.device == device => Decoded::Status(s),
+            Ok(s) => {
+                reject(RejectReason::DeviceMismatch, &s.device);
+                Decoded::Nothing
+            }
+            Err(e) => {
+                reject(e.reason(), &e);
+                Decoded::Nothing
+            }
+        },
+        UpKind::Event => match decode::<Event>(payload) {
+            Ok(e) if e.device == device => Decoded::Event(Box::new(e)),
+            Ok(e) => {
+                reject(RejectReason::DeviceMismatch, &e.device);
+                Decoded::Rejected {
+                    device,
+                    seq: Some(e.seq),
+                    reason: RejectReason::DeviceMismatch,
+                }
+            }
+            Err(e) => {
+                reject(e.reason(), &e);
+                let seq = match &e {
+                    // `peek_header` refuses oversized input; the broker already bounds
+                    // packets to MAX_PACKET, so reading the seq here is still bounded,
+                    // and without it the agent would resend the event forever.
+                    CodecError::TooLarge { .. } if payload.len() <= MAX_PACKET => {
+                        serde_json::from_slice::<serde_json::Value>(payload)
+                            .ok()
+                            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
+                    }
+                    CodecError::TooLarge { .. } => None,
+                    _ => peek_header(payload).and_then(|h| h.seq),
+                };
+                Decoded::Rejected {
+                    device,
+                    seq,
+                    reason: e.reason(),
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,467 @@
+//! MQTT ingest: subscribe to every device's `up/` topics, store what arrives exactly once,
+//! and only then acknowledge it, to the broker (MQTT PUBACK) and to the device (`Ack`).
+//!
+//! Two tasks, because rumqttc's event loop must be polled continuously and publishing from
+//! the polling task can deadlock: the *poller* only polls, reconnects with backoff and
+//! jitter, and forwards packets over an unbounded channel (bounded in practice by the
+//! broker's inflight window, since nothing is acked before it is stored); the *worker*
+//! decodes, writes a batch to the store in one blocking section, flushes once (group
+//! commit: one fsync per batch, not per message), then acks and publishes. The trade-off:
+//! a message waits for its batch's fsync, and if the collector dies between the flush and
+//! the PUBACK the broker redelivers it, which the store turns into a no-op and acks again.
+//!
+//! Events go through the workflow in the store's transaction ([`workflow::route`](crate::workflow::route));
+//! the commands and notifications a decision emits leave only after the batch's flush,
+//! through the [outbox](crate::outbox), which the API and the timers share. `decode`
+//! turns a publish into a [`Decoded`] message, `poller` drives the connection, `acks`
+//! builds the application acks.
+//!
+//! The session is persistent (`clean_session = false`, stable client id) so the broker
+//! keeps messages while the collector is down; when the broker says the session is gone
+//! (`session_present = false`) the worker subscribes again.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, LastWill, MqttOptions, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+use vigia_protocol::{
+    encode, CmdBody, CollectorStatus, DeviceId, DownKind, Millis, Rejection, Topics, VERSION,
+};
+
+use crate::broker::MAX_PACKET;
+use crate::clock::{now_ms, Clock};
+use crate::metrics::Metrics;
+use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent};
+use crate::store::{SharedStore, StatusOutcome, Store, StoreError};
+use crate::workflow::{Decision, Policy};
+
+mod acks;
+mod decode;
+mod poller;
+
+pub use acks::build_acks;
+use decode::{decode_publish, Decoded};
+use poller::{poll_loop, PollerEvent};
+
+/// Most messages handled in one store batch (one flush).
+const MAX_BATCH: usize = 256;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// TLS with this CA (PEM), or plain TCP.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Client id (stable: the persistent session is keyed by it).
+    pub client_id: String,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// Topic names.
+    pub topics: Topics,
+}
+
+/// What ingest needs besides the broker: the workflow policy, the clock, the feed and the
+/// timer task's wake-up.
+#[derive(Clone)]
+pub struct IngestDeps {
+    /// The store.
+    pub store: SharedStore,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Feed events.
+    pub feed: broadcast::Sender<FeedEvent>,
+    /// The workflow policy.
+    pub policy: Arc<Policy>,
+    /// The collector's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Poked after every write that may move the earliest timer.
+    pub wake: Arc<Notify>,
+}
+
+/// The running ingest.
+pub struct Ingest {
+    downlink: Downlink,
+    ready: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    worker: JoinHandle<()>,
+    poller: JoinHandle<()>,
+}
+
+fn collector_status(online: bool) -> Vec<u8> {
+    encode(&CollectorStatus {
+        v: VERSION,
+        online,
+        ts: now_ms(),
+    })
+    .unwrap_or_default()
+}
+
+impl Ingest {
+    /// Connects (in the background) and starts ingesting.
+    pub fn spawn(cfg: IngestConfig, deps: IngestDeps) -> Self {
+        // rumqttc panics on a persistent session without a client id; config validation
+        // refuses an empty one, and this keeps the library call safe as well.
+        let client_id = if cfg.client_id.is_empty() {
+            crate::config::DEFAULT_CLIENT_ID.to_string()
+        } else {
+            cfg.client_id.clone()
+        };
+        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+        opts.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(100)
+            .set_last_will(LastWill::new(
+                cfg.topics.collector_status().as_str(),
+                collector_status(false),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some((u, p)) = &cfg.credentials {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        if let Some(ca) = &cfg.tls_ca {
+            opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        let (client, eventloop) = AsyncClient::new(opts, 1024);
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let poller = tokio::spawn(poll_loop(
+            eventloop,
+            work_tx,
+            stop_rx.clone(),
+            format!("{}:{}", cfg.host, cfg.port),
+        ));
+        let downlink = Downlink::new(client.clone(), cfg.topics.clone());
+        let worker = tokio::spawn(
+            Worker {
+                client,
+                topics: cfg.topics,
+                downlink: downlink.clone(),
+                deps,
+                ready: ready_tx,
+            }
+            .run(work_rx, stop_rx),
+        );
+        Self {
+            downlink,
+            ready: ready_rx,
+            stop: stop_tx,
+            worker,
+            poller,
+        }
+    }
+
+    /// The device sender, for the API and the timers.
+    pub fn downlink(&self) -> Downlink {
+        self.downlink.clone()
+    }
+
+    /// Waits until the subscription is in place (or `timeout` passes); returns whether it is.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Publishes "collector offline", disconnects and stops both tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.worker.await {
+            warn!(error = %e, "ingest worker ended abnormally");
+        }
+        // The poller ends when the disconnect goes out; if the broker is unreachable it
+        // would retry forever, so give it a bounded time.
+        let mut poller = self.poller;
+        if tokio::time::timeout(Duration::from_secs(3), &mut poller)
+            .await
+            .is_err()
+        {
+            poller.abort();
+            let _ = poller.await;
+        }
+    }
+}
+
+/// What the store made of a decoded message.
+// One per message of a batch, consumed at once: size does not matter here.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Stored {
+        device: DeviceId,
+        seq: u64,
+        duplicate: bool,
+        cmds: Vec<CmdBody>,
+        decision: Option<Box<(Decision, bool)>>,
+    },
+    Rejected {
+        device: DeviceId,
+        rejection: Rejection,
+    },
+    Feed(FeedEvent),
+    Nothing,
+}
+
+struct Worker {
+    client: AsyncClient,
+    topics: Topics,
+    downlink: Downlink,
+    deps: IngestDeps,
+    ready: watch::Sender<bool>,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        mut rx: mpsc::UnboundedReceiver<PollerEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let first = tokio::select! {
+                w = rx.recv() => w,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            let mut publishes = Vec::new();
+            for w in batch {
+                match w {
+                    PollerEvent::Connected { session_present } => {
+                        self.on_connected(session_present).await
+                    }
+                    PollerEvent::SubAck => {
+                        info!(filter = %self.topics.up_filter(), "subscribed");
+                        let _ = self.ready.send(true);
+                    }
+                    PollerEvent::Publish(p) => publishes.push(p),
+                }
+            }
+            if !publishes.is_empty() {
+                self.handle_batch(publishes).await;
+            }
+        }
+        // Clean shutdown: say so (retained), then disconnect. Unacked messages stay with
+        // the broker's persistent session and come back on the next start.
+        let topic = self.topics.collector_status();
+        if let Err(e) = self
+            .client
+            .publish(
+                topic.as_str(),
+                QoS::AtLeastOnce,
+                true,
+                collector_status(false),
+            )
+            .await
+        {
+            debug!(error = %e, "could not queue the offline status");
+        }
+        let _ = self.client.disconnect().await;
+        info!("ingest stopped");
+    }
+
+    async fn on_connected(&self, session_present: bool) {
+        if session_present {
+            let _ = self.ready.send(true);
+        } else {
+            let filter = self.topics.up_filter();
+            info!(filter = %filter, "no session on the broker: subscribing");
+            if let Err(e) = self
+                .client
+                .subscribe(filter.as_str(), QoS::AtLeastOnce)
+                .await
+            {
+                error!(error = %e, "cannot queue the subscription");
+            }
+        }
+        let topic = self.topics.collector_status();
+        if let Err(e) = self
+            .client
+            .publish(
+                topic.as_str(),
+                QoS::AtLeastOnce,
+                true,
+                collector_status(true),
+            )
+            .await
+        {
+            warn!(error = %e, "cannot queue the online status");
+        }
+    }
+
+    async fn handle_batch(&self, publishes: Vec<Publish>) {
+        let decoded: Vec<Decoded> = publishes
+            .iter()
+            .map(|p| decode_publish(&self.topics, &self.deps.metrics, p))
+            .collect();
+        let store = self.deps.store.clone();
+        let policy = self.deps.policy.clone();
+        let now = self.deps.clock.now();
+        let result = tokio::task::spawn_blocking(move || {
+            let done: Vec<Result<Outcome, StoreError>> = decoded
+                .into_iter()
+                .map(|m| store_decoded(store.as_ref(), &policy, m, now))
+                .collect();
+            // One flush for the whole batch: nothing is acked before it returns.
+            store.flush().map(|()| done)
+        })
+        .await;
+        let done = match result {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                self.deps.metrics.store_error();
+                error!(error = %e, batch = publishes.len(),
+                    "store flush failed: nothing in this batch is acknowledged");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "store task failed: nothing in this batch is acknowledged");
+                return;
+            }
+        };
+
+        let mut acks: BTreeMap<DeviceId, (Vec<u64>, Vec<Rejection>)> = BTreeMap::new();
+        let mut cmds = Vec::new();
+        let mut feed = Vec::new();
+        let mut decisions = Vec::new();
+        for (p, d) in publishes.iter().zip(done) {
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    // Not acked: the broker redelivers it on the next session.
+                    self.deps.metrics.store_error();
+                    error!(topic = %p.topic, error = %e, "store write failed; message not acknowledged");
+                    continue;
+                }
+            };
+            if let Err(e) = self.client.ack(p).await {
+                warn!(error = %e, "cannot queue the MQTT ack");
+            }
+            match d {
+                Outcome::Stored {
+                    device,
+                    seq,
+                    duplicate,
+                    cmds: c,
+                    decision,
+                } => {
+                    self.deps.metrics.event_stored(duplicate);
+                    cmds.extend(c.into_iter().map(|c| (device.clone(), c)));
+                    decisions.extend(decision.map(|d| *d));
+                    acks.entry(device).or_default().0.push(seq);
+                }
+                Outcome::Rejected { device, rejection } => {
+                    acks.entry(device).or_default().1.push(rejection);
+                }
+                Outcome::Feed(f) => feed.push(f),
+                Outcome::Nothing => {}
+            }
+        }
+        for (device, (seqs, rejected)) in acks {
+            for ack in build_acks(&device, seqs, rejected) {
+                self.downlink.publish(&device, DownKind::Ack, &ack).await;
+                self.deps.metrics.ack_sent();
+            }
+        }
+        for (device, body) in cmds {
+            self.downlink.cmd(&device, body, now).await;
+        }
+        for f in feed {
+            // No subscriber is fine.
+            let _ = self.deps.feed.send(f);
+        }
+        deliver(
+            &decisions,
+            &self.downlink,
+            &self.deps.feed,
+            &self.deps.policy,
+            now,
+            DeviceCommands::AlreadySent,
+        )
+        .await;
+        if !decisions.is_empty() {
+            self.deps.wake.notify_one();
+        }
+    }
+}
+
+/// Runs one decoded message through the store (blocking).
+fn store_decoded(
+    store: &dyn Store,
+    policy: &Policy,
+    msg: Decoded,
+    now: Millis,
+) -> Result<Outcome, StoreError> {
+    Ok(match msg {
+        Decoded::Birth(b) => {
+            store.record_birth(&b, now)?;
+            debug!(device = %b.device, boot = b.boot, "birth stored");
+            Outcome::Nothing
+        }
+        Decoded::Status(s) => match store.record_status(&s, now)? {
+            StatusOutcome::Applied { changed } => {
+                debug!(device = %s.device, online = s.online, boot = s.boot, "status stored");
+                if changed {
+                    info!(device = %s.device, online = s.online, boot = s.boot, "device status changed");
+                    Outcome::Feed(FeedEvent::Device {
+                        device: s.device,
+                        online: s.online,
+                        boot: s.boot,
+                    })
+                } else {
+                    Outcome::Nothing
+                }
+            }
+            StatusOutcome::Stale => {
+                debug!(device = %s.device, online = s.online, boot = s.boot, "stale status ignored");
+                Outcome::Nothing
+            }
+        },
+        Decoded::Event(e) => {
+            let out = store.record_event(&e, now, policy)?;
+            debug!(device = %e.device, seq = e.seq, duplicate = out.duplicate, "event stored");
+            if let Some(refused) = &out.refused {
+                warn!(device = %e.device, seq = e.seq, error = %refused,
+                    "event stored but the workflow refused it");
+            }
+            if let Some((d, true)) = &out.decision {
+                info!(device = %e.device, incident = d.incident.number,
+                    state = %d.incident.state, title = %d.incident.origin.description(),
+                    "incident opened");
+            }
+            Outcome::Stored {
+                device: e.device,
+                seq: e.seq,
+                duplicate: out.duplicate,
+                cmds: out.cmds,
+                decision: out.decision.map(Box::new),
+            }
+        }
+        Decoded::Rejected {
+            device,
+            seq: Some(seq),
+            reason,
+        } => Outcome::Rejected {
+            device,
+            rejection: Rejection { seq, reason },
+        },
+        Decoded::Rejected { seq: None, .. } | Decoded::Nothing => Outcome::Nothing,
+    })
+}

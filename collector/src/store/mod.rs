@@ -1,0 +1,329 @@
+//! The collector's durable store: what it keeps, and the interface every backend
+//! implements.
+//!
+//! [`Store`] is narrow on purpose: devices, events exactly once per `(device, seq)`,
+//! incidents with their audit trails and list summaries, the timer queue and the export.
+//! It makes no workflow decision: a change to an incident is loaded, handed to the pure
+//! workflow ([`workflow::route`] for device events, [`workflow::apply`] for people,
+//! [`workflow::tick`] for timers) and the result persisted with its summary, indexes and
+//! timer in one transaction. So a second backend (PostgreSQL, for larger sites) implements
+//! this trait and nothing in the workflow, ingest or HTTP code changes.
+//!
+//! The interface is blocking: callers run it on tokio's blocking pool
+//! (`spawn_blocking`), which suits sled, and a PostgreSQL backend can use a synchronous
+//! client pool the same way. Writes are durable only after [`Store::flush`]: ingest,
+//! the API and the timers flush before they acknowledge or send anything.
+//!
+//! [`embedded::SledStore`] is the embedded backend.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vigia_protocol::{Birth, CmdBody, DeviceId, Dropped, Event, Millis, Severity, Status};
+
+use crate::workflow::{
+    Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo, IncidentSummary, Level,
+    Period, Person, Policy, Priority, State, WorkflowError,
+};
+
+pub mod embedded;
+mod keys;
+
+pub use embedded::SledStore;
+
+/// A store shared by the collector's tasks.
+pub type SharedStore = Arc<dyn Store>;
+
+/// What every store backend does. See the module documentation for the contract.
+pub trait Store: Send + Sync + 'static {
+    /// Makes every write so far durable. Call before acknowledging or sending anything.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Stores an event once per `(device, seq)` and persists what the workflow makes of
+    /// it ([`workflow::route`]), all in one transaction. `now` is the collector's clock.
+    fn record_event(
+        &self,
+        ev: &Event,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<EventOutcome, StoreError>;
+
+    /// Stores a birth (inventory) by [`DeviceRecord::apply_birth`]; returns whether it
+    /// was applied.
+    fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError>;
+
+    /// Stores a status by [`DeviceRecord::apply_status`].
+    fn record_status(&self, st: &Status, now: Millis) -> Result<StatusOutcome, StoreError>;
+
+    /// Applies a person's command to incident `number` in one transaction. A refusal by
+    /// the workflow writes nothing and comes back as [`StoreError::Workflow`].
+    fn apply_command(
+        &self,
+        number: IncidentNo,
+        by: &Person,
+        command: &Command,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError>;
+
+    /// The earliest pending timer, if any.
+    fn next_timer(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Runs the workflow's timers of every incident due at `now` (at most `max`
+    /// incidents), each in its own transaction; returns the decisions taken. An incident
+    /// whose timer moved (policy changed, already handled) just gets its timer rewritten.
+    fn tick_due(
+        &self,
+        now: Millis,
+        policy: &Policy,
+        max: usize,
+    ) -> Result<Vec<Decision>, StoreError>;
+
+    /// Recomputes every pending timer with `policy` (at start-up: the SLA targets in the
+    /// config may have changed since the timers were written). Returns how many moved.
+    fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError>;
+
+    /// One incident, with its whole audit trail.
+    fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError>;
+
+    /// One incident's list summary.
+    fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError>;
+
+    /// Incidents matching `filter`, newest (highest number) first, one page.
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentSummary>, StoreError>;
+
+    /// How many incidents are in each state.
+    fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError>;
+
+    /// The *Servicios soporte* rows of the incidents registered in `period`.
+    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError>;
+
+    /// One device.
+    fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Every device, by id.
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// One stored event.
+    fn event(&self, device: &DeviceId, seq: u64) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// The seqs stored for a device, ascending.
+    fn event_seqs(&self, device: &DeviceId) -> Result<Vec<u64>, StoreError>;
+
+    /// How many events are stored, all devices.
+    fn event_count(&self) -> usize;
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk full, I/O error, corrupt file).
+    #[error("store I/O error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value could not be (de)serialized.
+    #[error("store value for {what} is unreadable: {source}")]
+    Codec {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A stored key or counter has the wrong length.
+    #[error("store key or counter {0} is corrupt")]
+    Corrupt(&'static str),
+    /// No such incident.
+    #[error("no incident {0}")]
+    NotFound(IncidentNo),
+    /// The workflow refused the change; nothing was written.
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+}
+
+/// A device's last known online state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// Online or not.
+    pub online: bool,
+    /// The agent session this belongs to.
+    pub boot: u64,
+    /// The device's timestamp on the status message.
+    pub ts: Millis,
+    /// When the collector stored it.
+    pub received_at: Millis,
+}
+
+/// What the agent said it dropped from a full spool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedRecord {
+    /// Events dropped, all notices summed.
+    pub total: u64,
+    /// The worst severity among them.
+    pub worst: Severity,
+    /// When the last notice arrived.
+    pub last_at: Millis,
+}
+
+/// Everything known about a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The device.
+    pub device: DeviceId,
+    /// First message seen (collector clock).
+    pub first_seen: Millis,
+    /// Last message seen (collector clock).
+    pub last_seen: Millis,
+    /// The newest inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth: Option<Birth>,
+    /// Online or not, by `boot` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeviceStatus>,
+    /// Spool overflow notices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<DroppedRecord>,
+}
+
+impl DeviceRecord {
+    /// A record first seen at `now`.
+    pub fn new(device: DeviceId, now: Millis) -> Self {
+        Self {
+            device,
+            first_seen: now,
+            last_seen: now,
+            birth: None,
+            status: None,
+            dropped: None,
+        }
+    }
+
+    /// Whether the device's newest session is online.
+    pub fn online(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.online)
+    }
+
+    /// A message arrived at `now`: last seen moves on (never back).
+    pub fn seen(&mut self, now: Millis) {
+        self.last_seen = self.last_seen.max(now);
+    }
+
+    /// Takes a birth unless it is from an older `boot` than the one on file; returns
+    /// whether it was taken.
+    pub fn apply_birth(&mut self, birth: &Birth) -> bool {
+        if self.birth.as_ref().is_some_and(|b| b.boot > birth.boot) {
+            return false;
+        }
+        self.birth = Some(birth.clone());
+        true
+    }
+
+    /// Takes a status by `boot` order: a newer boot always wins; within one boot, offline
+    /// is final (a late "online" of a session that already went offline is stale); an
+    /// older boot never overrides a newer one, so a retained Last Will from an old session
+    /// cannot mark a newer session offline.
+    pub fn apply_status(&mut self, st: &Status, now: Millis) -> StatusOutcome {
+        let apply = match &self.status {
+            None => true,
+            Some(cur) => st.boot > cur.boot || (st.boot == cur.boot && cur.online),
+        };
+        if !apply {
+            return StatusOutcome::Stale;
+        }
+        let changed = self.status.as_ref().is_none_or(|c| c.online != st.online);
+        self.status = Some(DeviceStatus {
+            online: st.online,
+            boot: st.boot,
+            ts: st.ts,
+            received_at: now,
+        });
+        StatusOutcome::Applied { changed }
+    }
+
+    /// Adds a spool overflow notice.
+    pub fn note_dropped(&mut self, d: &Dropped, now: Millis) {
+        let rec = self.dropped.get_or_insert(DroppedRecord {
+            total: 0,
+            worst: d.worst,
+            last_at: now,
+        });
+        rec.total = rec.total.saturating_add(d.count);
+        rec.worst = rec.worst.max(d.worst);
+        rec.last_at = now;
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The event as received.
+    pub event: Event,
+    /// When the collector stored it.
+    pub received_at: Millis,
+    /// The incident it opened or touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<u64>,
+}
+
+/// What storing an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventOutcome {
+    /// The `(device, seq)` was already stored: nothing changed (ack it again).
+    pub duplicate: bool,
+    /// The workflow decision the event caused, and whether it opened the incident.
+    pub decision: Option<(Decision, bool)>,
+    /// Commands to send the device, after the flush. On a duplicate report this is the
+    /// `ReportAccepted` again, since the first answer may be what got lost.
+    pub cmds: Vec<CmdBody>,
+    /// The workflow refused the event (it is stored, nothing else changed).
+    pub refused: Option<WorkflowError>,
+}
+
+/// Whether a status message changed the device's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// Applied; `changed` when online/offline flipped (or it is the first status).
+    Applied {
+        /// Online/offline flipped or first seen.
+        changed: bool,
+    },
+    /// Older than what is on file (an older `boot`, or an online after this session's
+    /// offline): ignored.
+    Stale,
+}
+
+/// Which states a list selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every state but closed.
+    Open,
+    /// One state.
+    Is(State),
+}
+
+/// Filters for [`Store::incidents`]; all given filters must match.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// States.
+    pub state: Option<StateFilter>,
+    /// Level.
+    pub level: Option<Level>,
+    /// Priority.
+    pub priority: Option<Priority>,
+    /// Device.
+    pub device: Option<DeviceId>,
+    /// Incidents to skip (page × limit).
+    pub offset: usize,
+    /// At most this many (newest first); `None` is no limit.
+    pub limit: Option<usize>,
+}
+
+/// The device facts triage reads, from the device's newest birth.
+pub fn device_context(rec: Option<&DeviceRecord>) -> DeviceContext {
+    DeviceContext {
+        tags: rec
+            .and_then(|r| r.birth.as_ref())
+            .map(|b| b.tags.iter().map(|t| t.as_str().to_owned()).collect())
+            .unwrap_or_default(),
+        // The inventory does not carry warranties yet.
+        warranty: None,
+    }
+}
