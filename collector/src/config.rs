@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::Topics;
 
 use crate::workflow::{
-    Dur, FlappingFile, Policy, PolicyFile, RulesFile, SlaFile, TriageRules, ValidationFile,
+    Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules, ValidationConfig,
 };
 
 /// The default HTTP listen address of the API and feed page.
@@ -51,17 +51,17 @@ pub struct WorkflowConfig {
     /// A resolved incident with no activity for this long is closed automatically.
     pub auto_close_after: Dur,
     /// Flapping thresholds (`cycles` returns within `window`).
-    pub flapping: FlappingFile,
+    pub flapping: FlappingConfig,
     /// SLA targets per priority (`[workflow.sla.P1]` response, resolution,
     /// escalate_after).
-    pub sla: SlaFile,
+    pub sla: SlaConfig,
     /// Fields a user report must carry (`required`, `by_category`).
-    pub validation: ValidationFile,
+    pub validation: ValidationConfig,
 }
 
 impl Default for WorkflowConfig {
     fn default() -> Self {
-        let p = PolicyFile::default();
+        let p = PolicyConfig::default();
         Self {
             rules: None,
             verification_window: p.verification_window,
@@ -76,8 +76,8 @@ impl Default for WorkflowConfig {
 
 impl WorkflowConfig {
     /// The engine's policy section.
-    pub fn policy_file(&self) -> PolicyFile {
-        PolicyFile {
+    pub fn policy_config(&self) -> PolicyConfig {
+        PolicyConfig {
             verification_window: self.verification_window,
             reopen_window: self.reopen_window,
             auto_close_after: self.auto_close_after,
@@ -387,11 +387,11 @@ impl Config {
                         format!("cannot read {}: {e}", p.display()),
                     )
                 })?;
-                RulesFile::parse(&text, &p.display().to_string())
+                RulesConfig::parse(&text, &p.display().to_string())
                     .map_err(|e| invalid("workflow.rules", e.to_string()))?
             }
         };
-        let policy = Policy::new(self.workflow.policy_file(), rules, "config")
+        let policy = Policy::new(self.workflow.policy_config(), rules, "config")
             .map_err(|e| invalid("workflow", e.to_string()))?;
         Ok(Settings {
             policy,

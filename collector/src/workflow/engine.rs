@@ -772,7 +772,7 @@ impl<'p> Change<'p> {
         self.goto(
             State::Level1,
             "route",
-            "reopened incidents go back to the service desk (001 activity 11)".to_owned(),
+            "reopened incidents go back to the service desk".to_owned(),
         );
         self.notify(
             NotificationKind::Reopened,
@@ -1024,7 +1024,7 @@ fn open_at(
     tx.goto(
         State::Validating,
         "validate",
-        "checking the information needed (000 step 2)".to_owned(),
+        "checking the information needed".to_owned(),
     );
     tx.run_validation();
     let mut d = tx.finish();
@@ -1123,9 +1123,9 @@ fn apply_command(
                 return Err(illegal());
             }
             let why = if note.trim().is_empty() {
-                "the problem could not be reproduced (000 step 3)".to_owned()
+                "the problem could not be reproduced".to_owned()
             } else {
-                format!("the problem could not be reproduced (000 step 3): {note}")
+                format!("the problem could not be reproduced: {note}")
             };
             tx.close(ClosureReason::NotReproduced, "not_reproduced", why);
         }
@@ -1154,7 +1154,7 @@ fn apply_command(
                 Some(p) => p,
                 None if ch.impact.is_some() || ch.urgency.is_some() => policy
                     .rules()
-                    .file()
+                    .config()
                     .matrix
                     .priority(new.impact, new.urgency),
                 None => old.priority,
@@ -1483,7 +1483,7 @@ fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(
                     ClosureReason::Transient,
                     "transient",
                     format!(
-                        "the fault cleared within the {} verification window (000 step 3)",
+                        "the fault cleared within the {} verification window",
                         Dur(policy.verification_window())
                     ),
                 );
@@ -1612,7 +1612,7 @@ fn raise_priority(tx: &mut Change<'_>, ev: &FaultEvent) {
     new.priority = tx
         .policy
         .rules()
-        .file()
+        .config()
         .matrix
         .priority(new.impact, urgency)
         .min(old.priority);

@@ -1,7 +1,7 @@
 //! The workflow policy: SLA targets per priority, the verification, reopen and quiet-period
 //! windows, flapping thresholds and the fields a report must carry per category.
 //!
-//! [`PolicyFile`] is the `[workflow]` config section (serde, `deny_unknown_fields`, defaults
+//! [`PolicyConfig`] is the `[workflow]` config section (serde, `deny_unknown_fields`, defaults
 //! in code); [`Policy::new`] validates it together with the triage rules into the runtime
 //! value the engine reads. Values are typed in the file (durations, field names) so a typo
 //! fails at parse time with toml's position, and only cross-field checks remain here.
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::incident::{Origin, Priority};
 use super::time::{Dur, DAY, HOUR, MINUTE};
-use super::triage::{RulesError, RulesFile, TriageRules};
+use super::triage::{RulesError, RulesConfig, TriageRules};
 
 /// SLA targets of one priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub struct SlaTargets {
 /// (not while waiting for the user or a provider).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SlaFile {
+pub struct SlaConfig {
     /// Priority 1.
     #[serde(rename = "P1")]
     pub p1: SlaTargets,
@@ -45,7 +45,7 @@ pub struct SlaFile {
     pub p4: SlaTargets,
 }
 
-impl Default for SlaFile {
+impl Default for SlaConfig {
     fn default() -> Self {
         let t = |r, s, e| SlaTargets {
             response: Dur(r),
@@ -61,7 +61,7 @@ impl Default for SlaFile {
     }
 }
 
-impl SlaFile {
+impl SlaConfig {
     /// The targets of `p`.
     pub fn get(&self, p: Priority) -> &SlaTargets {
         match p {
@@ -76,14 +76,14 @@ impl SlaFile {
 /// Flapping: a fault raised and cleared too often is kept open and flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FlappingFile {
+pub struct FlappingConfig {
     /// Returns after clearing (raise after a clear) that make a fault flapping...
     pub cycles: u32,
     /// ...within this window.
     pub window: Dur,
 }
 
-impl Default for FlappingFile {
+impl Default for FlappingConfig {
     fn default() -> Self {
         Self {
             cycles: 3,
@@ -162,14 +162,14 @@ impl ReportField {
 /// Fields a report must carry before it is worked (000 step 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ValidationFile {
+pub struct ValidationConfig {
     /// Required for every category not listed in `by_category`.
     pub required: Vec<ReportField>,
     /// Required per report category (lower case); replaces `required` for that category.
     pub by_category: BTreeMap<String, Vec<ReportField>>,
 }
 
-impl Default for ValidationFile {
+impl Default for ValidationConfig {
     fn default() -> Self {
         use ReportField::*;
         Self {
@@ -188,7 +188,7 @@ impl Default for ValidationFile {
 /// The `[workflow]` section of the collector config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PolicyFile {
+pub struct PolicyConfig {
     /// An agent fault that clears within this time after it is registered closes as
     /// transient (000 step 3); one still active after it is verified automatically.
     pub verification_window: Dur,
@@ -198,22 +198,22 @@ pub struct PolicyFile {
     /// A resolved incident with no activity for this long is closed automatically.
     pub auto_close_after: Dur,
     /// Flapping thresholds.
-    pub flapping: FlappingFile,
+    pub flapping: FlappingConfig,
     /// SLA targets per priority.
-    pub sla: SlaFile,
+    pub sla: SlaConfig,
     /// Required report fields.
-    pub validation: ValidationFile,
+    pub validation: ValidationConfig,
 }
 
-impl Default for PolicyFile {
+impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             verification_window: Dur(5 * MINUTE),
             reopen_window: Dur(DAY),
             auto_close_after: Dur(3 * DAY),
-            flapping: FlappingFile::default(),
-            sla: SlaFile::default(),
-            validation: ValidationFile::default(),
+            flapping: FlappingConfig::default(),
+            sla: SlaConfig::default(),
+            validation: ValidationConfig::default(),
         }
     }
 }
@@ -247,15 +247,15 @@ pub enum PolicyError {
 /// The validated policy the engine reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    file: PolicyFile,
+    config: PolicyConfig,
     rules: TriageRules,
 }
 
 impl Default for Policy {
-    /// The defaults in code; `Policy::new(PolicyFile::default(), ..)` accepts them (tested).
+    /// The defaults in code; `Policy::new(PolicyConfig::default(), ..)` accepts them (tested).
     fn default() -> Self {
         Self {
-            file: PolicyFile::default(),
+            config: PolicyConfig::default(),
             rules: TriageRules::default(),
         }
     }
@@ -264,7 +264,7 @@ impl Default for Policy {
 impl Policy {
     /// Validates the `[workflow]` section (from `file`, named in errors) and the triage
     /// rules.
-    pub fn new(policy: PolicyFile, rules: TriageRules, file: &str) -> Result<Self, PolicyError> {
+    pub fn new(policy: PolicyConfig, rules: TriageRules, file: &str) -> Result<Self, PolicyError> {
         let invalid = |field: &str, message: String| PolicyError::Invalid {
             file: file.to_owned(),
             field: format!("workflow.{field}"),
@@ -324,7 +324,7 @@ impl Policy {
             }
         }
         Ok(Self {
-            file: policy,
+            config: policy,
             rules,
         })
     }
@@ -332,7 +332,7 @@ impl Policy {
     /// Parses a TOML text holding the `[workflow]` section's fields (not the section
     /// header) and the default triage rules; for tests and tools.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, PolicyError> {
-        let parsed: PolicyFile = toml::from_str(text).map_err(|source| PolicyError::Parse {
+        let parsed: PolicyConfig = toml::from_str(text).map_err(|source| PolicyError::Parse {
             file: file.to_owned(),
             source,
         })?;
@@ -346,8 +346,8 @@ impl Policy {
     }
 
     /// The section as configured.
-    pub fn file(&self) -> &PolicyFile {
-        &self.file
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
     }
 
     /// The triage rules.
@@ -357,36 +357,36 @@ impl Policy {
 
     /// SLA targets of `p`.
     pub fn sla(&self, p: Priority) -> &SlaTargets {
-        self.file.sla.get(p)
+        self.config.sla.get(p)
     }
 
     /// Verification window, ms.
     pub fn verification_window(&self) -> u64 {
-        self.file.verification_window.ms()
+        self.config.verification_window.ms()
     }
 
     /// Reopen window, ms.
     pub fn reopen_window(&self) -> u64 {
-        self.file.reopen_window.ms()
+        self.config.reopen_window.ms()
     }
 
     /// Auto-close quiet period, ms.
     pub fn auto_close_after(&self) -> u64 {
-        self.file.auto_close_after.ms()
+        self.config.auto_close_after.ms()
     }
 
     /// Flapping thresholds: (cycles, window ms).
     pub fn flapping(&self) -> (u32, u64) {
-        (self.file.flapping.cycles, self.file.flapping.window.ms())
+        (self.config.flapping.cycles, self.config.flapping.window.ms())
     }
 
     /// The fields required of a report in `category`.
     pub fn required_fields(&self, category: &str) -> &[ReportField] {
-        self.file
+        self.config
             .validation
             .by_category
             .get(&category.trim().to_lowercase())
-            .unwrap_or(&self.file.validation.required)
+            .unwrap_or(&self.config.validation.required)
     }
 
     /// The required fields `origin` lacks (none for agent faults).
@@ -405,7 +405,7 @@ impl Policy {
 
 /// Keeps the two files' parse functions next to each other for the collector's config code.
 pub fn parse_rules(text: &str, file: &str) -> Result<TriageRules, RulesError> {
-    RulesFile::parse(text, file)
+    RulesConfig::parse(text, file)
 }
 
 #[cfg(test)]
@@ -415,9 +415,9 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let p = Policy::new(PolicyFile::default(), TriageRules::default(), "defaults").unwrap();
+        let p = Policy::new(PolicyConfig::default(), TriageRules::default(), "defaults").unwrap();
         assert_eq!(p, Policy::default());
-        let printed = toml::to_string(&PolicyFile::default()).unwrap();
+        let printed = toml::to_string(&PolicyConfig::default()).unwrap();
         let back = Policy::from_toml(&printed, "printed").unwrap();
         assert_eq!(back, Policy::default());
     }
@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(p.sla(Priority::P1).response.ms(), 5 * MINUTE);
         assert_eq!(
             p.sla(Priority::P2),
-            PolicyFile::default().sla.get(Priority::P2)
+            PolicyConfig::default().sla.get(Priority::P2)
         );
     }
 

@@ -3,7 +3,7 @@
 //! A TOML file of rules, first match wins, maps the fault kind or report category, the
 //! severity and the device tags to a category, impact, urgency, level, group, required
 //! resources and the specialised path of 004 4.2; the priority comes from an impact ×
-//! urgency matrix unless a rule sets it. Defaults live in code ([`RulesFile::default`]) and
+//! urgency matrix unless a rule sets it. Defaults live in code ([`RulesConfig::default`]) and
 //! [`print_rules`] renders them as the file users start from; first-match-wins keeps the
 //! rules readable top to bottom at the cost of having to order specific rules first.
 use std::collections::BTreeSet;
@@ -18,7 +18,7 @@ use super::incident::{
 /// The triage rules file (`vigia-collector print-rules` prints the defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RulesFile {
+pub struct RulesConfig {
     /// Priority for each impact (rows) and urgency (columns: low, medium, high, critical).
     #[serde(default)]
     pub matrix: Matrix,
@@ -207,7 +207,7 @@ fn categories(c: &[&str]) -> Match {
     }
 }
 
-impl Default for RulesFile {
+impl Default for RulesConfig {
     fn default() -> Self {
         use FaultKind::*;
         use Impact::*;
@@ -346,10 +346,10 @@ impl Default for RulesFile {
     }
 }
 
-impl RulesFile {
+impl RulesConfig {
     /// Parses and validates a rules file; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<TriageRules, RulesError> {
-        let parsed: RulesFile = toml::from_str(text).map_err(|source| RulesError::Parse {
+        let parsed: RulesConfig = toml::from_str(text).map_err(|source| RulesError::Parse {
             file: file.to_owned(),
             source,
         })?;
@@ -383,7 +383,7 @@ impl RulesFile {
             }
         }
         check_outcome(&self.fallback, "fallback", &invalid)?;
-        Ok(TriageRules { file: self })
+        Ok(TriageRules { config: self })
     }
 }
 
@@ -404,7 +404,7 @@ fn check_outcome(
 /// Validated triage rules.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TriageRules {
-    file: RulesFile,
+    config: RulesConfig,
 }
 
 /// The urgency a fault's severity implies.
@@ -450,8 +450,8 @@ impl Match {
 
 impl TriageRules {
     /// The rules as parsed.
-    pub fn file(&self) -> &RulesFile {
-        &self.file
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
     }
 
     /// Classifies an incident's origin. `severity` is the worst severity seen for a fault.
@@ -462,12 +462,12 @@ impl TriageRules {
         ctx: &DeviceContext,
     ) -> Classification {
         let (name, out) = self
-            .file
+            .config
             .rules
             .iter()
             .find(|r| r.when.matches(origin, severity, ctx))
             .map(|r| (r.name.as_str(), &r.set))
-            .unwrap_or(("fallback", &self.file.fallback));
+            .unwrap_or(("fallback", &self.config.fallback));
         let urgency = out.urgency.unwrap_or(match origin {
             Origin::Report { urgency, .. } => *urgency,
             Origin::Fault { .. } => urgency_of(severity.unwrap_or(Severity::Warning)),
@@ -478,7 +478,7 @@ impl TriageRules {
             urgency,
             priority: out
                 .priority
-                .unwrap_or_else(|| self.file.matrix.priority(out.impact, urgency)),
+                .unwrap_or_else(|| self.config.matrix.priority(out.impact, urgency)),
             level: out.level,
             group: out.group.clone(),
             resources: out.resources.clone(),
@@ -491,9 +491,9 @@ impl TriageRules {
 /// The default rules as a TOML file, for `vigia-collector print-rules`; the same text is
 /// committed as `collector/rules/default-rules.toml` (a test keeps the two equal).
 pub fn print_rules() -> Result<String, toml::ser::Error> {
-    let body = toml::to_string(&RulesFile::default())?;
+    let body = toml::to_string(&RulesConfig::default())?;
     Ok(format!(
-        "# Vigía triage rules (001 activity 2, 004 steps 3-4).\n\
+        "# Vigía triage rules: diagnosis and classification of incidents.\n\
          # Rules are tried in order; the first whose [rule.match] holds sets the\n\
          # classification. match: kinds (fault kinds), categories (report categories),\n\
          # min_severity (faults only), tags (all required). set: category, impact\n\
@@ -553,8 +553,8 @@ mod tests {
     #[test]
     fn printed_defaults_parse_back_to_the_defaults() {
         let text = print_rules().unwrap();
-        let parsed = RulesFile::parse(&text, "default-rules.toml").unwrap();
-        assert_eq!(parsed.file(), &RulesFile::default());
+        let parsed = RulesConfig::parse(&text, "default-rules.toml").unwrap();
+        assert_eq!(parsed.config(), &RulesConfig::default());
     }
 
     #[test]
@@ -625,26 +625,26 @@ mod tests {
     #[test]
     fn bad_files_name_the_field() {
         let unknown = "[[rule]]\nname = \"x\"\nbogus = 1\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n";
-        let e = RulesFile::parse(unknown, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(unknown, "r.toml").unwrap_err().to_string();
         assert!(e.contains("r.toml") && e.contains("bogus"), "{e}");
 
         let level4 = "[[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=4\ngroup=\"g\"\n";
-        let e = RulesFile::parse(level4, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(level4, "r.toml").unwrap_err().to_string();
         assert!(e.contains("level"), "{e}");
 
         let dup = "[[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n\
                    [[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n";
-        let e = RulesFile::parse(dup, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(dup, "r.toml").unwrap_err().to_string();
         assert!(e.contains("rule[1].name"), "{e}");
 
         let empty_group = "[[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\" \"\n";
-        let e = RulesFile::parse(empty_group, "r.toml")
+        let e = RulesConfig::parse(empty_group, "r.toml")
             .unwrap_err()
             .to_string();
         assert!(e.contains("rule[0].set.group"), "{e}");
 
         let kind = "[[rule]]\nname = \"x\"\n[rule.match]\nkinds=[\"disk_explodes\"]\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n";
-        let e = RulesFile::parse(kind, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(kind, "r.toml").unwrap_err().to_string();
         assert!(e.contains("disk_explodes"), "{e}");
     }
 }
