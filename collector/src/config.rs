@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::Topics;
 
 use crate::workflow::{
-    Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules, ValidationConfig,
+    Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules,
+    ValidationConfig,
 };
 
 /// The default HTTP listen address of the API and feed page.
@@ -287,10 +288,11 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
         })?;
+        cfg.resolve_relative(path.parent().unwrap_or(Path::new("")));
         cfg.validate().map_err(|e| match e {
             ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
                 path: Some(path.to_path_buf()),
@@ -300,6 +302,24 @@ impl Config {
             other => other,
         })?;
         Ok(cfg)
+    }
+
+    /// Makes the relative paths (`data_dir`, `mqtt.ca_file`, `workflow.rules`) relative to
+    /// `dir`, the config file's directory, as the agent does: a file means the same thing
+    /// whatever the working directory.
+    pub fn resolve_relative(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        for p in [&mut self.mqtt.ca_file, &mut self.workflow.rules]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
     }
 
     /// Parses TOML text (no validation beyond the shape).
@@ -313,6 +333,7 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render the default config: {e}\n"));
         format!(
             "# vigia-collector configuration. Every field is optional; these are the defaults.\n\
+             # Relative paths are relative to this file.\n\
              # Optional [mqtt] fields not shown: url = \"mqtt://broker:1883\" (absent: embedded\n\
              # broker), username, password, ca_file (PEM, required for mqtts://).\n\
              # Optional [workflow] field not shown: rules = \"/etc/vigia/rules.toml\" (triage\n\
@@ -497,6 +518,29 @@ mod tests {
         let missing = dir.path().join("missing.toml");
         let err = Config::load(&missing).unwrap_err().to_string();
         assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/rules.toml"), "").unwrap();
+        let path = dir.path().join("etc/collector.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"../data\"\n[workflow]\nrules = \"rules.toml\"\n",
+        )
+        .unwrap();
+        // Loaded from another working directory, the rules file is still found.
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("etc/../data"));
+        assert_eq!(cfg.workflow.rules, Some(dir.path().join("etc/rules.toml")));
+        let mut abs = Config {
+            data_dir: PathBuf::from("/var/lib/vigia-collector"),
+            ..Config::default()
+        };
+        abs.resolve_relative(dir.path());
+        assert_eq!(abs.data_dir, PathBuf::from("/var/lib/vigia-collector"));
     }
 
     #[test]

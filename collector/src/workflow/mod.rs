@@ -49,8 +49,8 @@ pub use incident::{
     State, UnknownName, Warranty,
 };
 pub use policy::{
-    parse_rules, FlappingConfig, Policy, PolicyError, PolicyConfig, ReportField, SlaConfig, SlaTargets,
-    ValidationConfig,
+    parse_rules, FlappingConfig, Policy, PolicyConfig, PolicyError, ReportField, SlaConfig,
+    SlaTargets, ValidationConfig,
 };
 pub use provider::{suggested_provider, ProviderError};
 pub use route::{device_commands, related, repeat_commands, route, Plan, Related};
@@ -59,5 +59,5 @@ pub use summary::IncidentSummary;
 pub use tick::tick;
 pub use time::{rfc3339, Dur, DurError, Millis, DAY, HOUR, MINUTE, SECOND, WEEK};
 pub use triage::{
-    print_rules, urgency_of, Match, Matrix, Outcome, Rule, RulesError, RulesConfig, TriageRules,
+    print_rules, urgency_of, Match, Matrix, Outcome, Rule, RulesConfig, RulesError, TriageRules,
 };

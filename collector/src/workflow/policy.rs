@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::incident::{Origin, Priority};
 use super::time::{Dur, DAY, HOUR, MINUTE};
-use super::triage::{RulesError, RulesConfig, TriageRules};
+use super::triage::{RulesConfig, RulesError, TriageRules};
 
 /// SLA targets of one priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,7 +377,10 @@ impl Policy {
 
     /// Flapping thresholds: (cycles, window ms).
     pub fn flapping(&self) -> (u32, u64) {
-        (self.config.flapping.cycles, self.config.flapping.window.ms())
+        (
+            self.config.flapping.cycles,
+            self.config.flapping.window.ms(),
+        )
     }
 
     /// The fields required of a report in `category`.

@@ -625,11 +625,15 @@ mod tests {
     #[test]
     fn bad_files_name_the_field() {
         let unknown = "[[rule]]\nname = \"x\"\nbogus = 1\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n";
-        let e = RulesConfig::parse(unknown, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(unknown, "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml") && e.contains("bogus"), "{e}");
 
         let level4 = "[[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=4\ngroup=\"g\"\n";
-        let e = RulesConfig::parse(level4, "r.toml").unwrap_err().to_string();
+        let e = RulesConfig::parse(level4, "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("level"), "{e}");
 
         let dup = "[[rule]]\nname = \"x\"\n[rule.set]\ncategory=\"c\"\nimpact=\"low\"\nlevel=1\ngroup=\"g\"\n\
