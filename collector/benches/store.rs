@@ -18,7 +18,8 @@
 use std::time::{Duration, Instant};
 
 use vigia_collector::http::IncidentDetail;
-use vigia_collector::store::{IncidentFilter, SledStore, StateFilter, Store};
+use vigia_collector::store::embedded::SledStore;
+use vigia_collector::store::{IncidentFilter, StateFilter, Store};
 use vigia_collector::workflow::{
     self, Command, DeviceContext, FaultInput, Incident, Level, Person, Policy, Role, MINUTE,
 };

@@ -27,7 +27,8 @@ use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestConfig, IngestDeps};
 use crate::metrics::Metrics;
 use crate::outbox::FEED_CAPACITY;
-use crate::store::{SharedStore, SledStore, Store, StoreError};
+use crate::store::embedded::SledStore;
+use crate::store::{SharedStore, Store, StoreError};
 use crate::timers::Timers;
 
 /// How long [`start`] waits for the subscription before going on without it.

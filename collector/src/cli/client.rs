@@ -4,7 +4,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use super::{load_config, Cli};
 use crate::config::DEFAULT_HTTP_LISTEN;
 use crate::workflow::{Command, Role};
 
@@ -15,20 +14,17 @@ pub(super) struct ApiClient {
 }
 
 impl ApiClient {
-    pub(super) fn new(cli: &Cli) -> anyhow::Result<Self> {
-        let base = match &cli.api {
-            Some(a) => a.trim_end_matches('/').to_string(),
-            None => {
-                let cfg = load_config(cli.config.as_ref())?;
-                api_from_listen(&cfg.http.listen)
-            }
-        };
+    /// A client of the API at `base` (`http://127.0.0.1:8790`).
+    pub(super) fn new(base: &str) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Ok(Self { base, agent })
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
     }
 
     pub(super) fn get(&self, path: &str) -> anyhow::Result<Value> {

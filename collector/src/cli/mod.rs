@@ -26,7 +26,7 @@ use crate::workflow::{
 mod client;
 mod render;
 
-use client::ApiClient;
+use client::{api_from_listen, ApiClient};
 use render::{devices_table, incident_text, incidents_table};
 
 /// Vigía collector: turns device faults and user reports into support incidents.
@@ -365,7 +365,7 @@ fn init_tracing() {
         .try_init();
 }
 
-pub(super) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => Ok(Config::default()),
@@ -389,7 +389,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Incidents { action, list } => {
-            let api = ApiClient::new(&cli)?;
+            let api = api_client(&cli)?;
             match action {
                 None => list_incidents(&api, list),
                 Some(IncidentCmd::List(l)) => list_incidents(&api, l),
@@ -413,7 +413,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Export { from, to, format } => {
-            let api = ApiClient::new(&cli)?;
+            let api = api_client(&cli)?;
             let mut q = format!("/api/export?format={}", enc(format));
             if let Some(f) = from {
                 q.push_str(&format!("&from={}", enc(f)));
@@ -425,11 +425,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Incident { number, json } => {
-            let api = ApiClient::new(&cli)?;
+            let api = api_client(&cli)?;
             show(&api, *number, *json)
         }
         Command::Devices { json } => {
-            let api = ApiClient::new(&cli)?;
+            let api = api_client(&cli)?;
             let v = api.get("/api/devices")?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -481,6 +481,15 @@ fn show(api: &ApiClient, number: u64, json: bool) -> anyhow::Result<()> {
         print!("{}", incident_text(&v));
     }
     Ok(())
+}
+
+/// The client of the collector's API: `--api`, else the config's `[http] listen`.
+fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
+    let base = match &cli.api {
+        Some(a) => a.clone(),
+        None => api_from_listen(&load_config(cli.config.as_ref())?.http.listen),
+    };
+    Ok(ApiClient::new(&base))
 }
 
 /// An agreed time: an instant, or a delay from now (`8d`).
@@ -691,7 +700,6 @@ fn enc(s: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::client::api_from_listen;
     use super::render::table;
     use super::*;
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::{DeviceId, Millis};
 
 use super::incidents::{parse_device, DEFAULT_LIMIT};
-use super::{not_found, ApiError, HttpState};
+use super::state::{not_found, ApiError, HttpState};
 use crate::store::{DeviceRecord, IncidentFilter};
 use crate::workflow::IncidentSummary;
 

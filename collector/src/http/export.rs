@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use vigia_protocol::Millis;
 
-use super::{bad_request, task_failed, ApiError, HttpState};
+use super::state::{bad_request, task_failed, ApiError, HttpState};
 use crate::workflow::{self, Period};
 
 /// Query of `GET /api/export`.

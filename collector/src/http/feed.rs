@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use tokio::sync::broadcast;
 
-use super::HttpState;
+use super::state::HttpState;
 
 /// The SSE stream: every feed event as `event: incident|device` with JSON data; a
 /// `lagged` event when this subscriber fell behind (the page then reloads its lists).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 use vigia_protocol::{DeviceId, Millis};
 
-use super::{bad_request, not_found, task_failed, ApiError, HttpState};
+use super::state::{bad_request, not_found, task_failed, ApiError, HttpState};
 use crate::outbox::{deliver, DeviceCommands};
 use crate::store::{IncidentFilter, StateFilter, StoreError};
 use crate::workflow::{

@@ -19,58 +19,29 @@
 //! `export` the *Servicios soporte* record; `feed` the live stream; the page and its
 //! assets are built into the binary from `assets/`.
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch, Notify};
-use tracing::warn;
-
-use crate::clock::Clock;
-use crate::metrics::Metrics;
-use crate::outbox::{Downlink, FeedEvent};
-use crate::store::{SharedStore, StoreError};
-use crate::workflow::{Policy, WorkflowError};
 
 mod devices;
 mod export;
 mod feed;
 mod incidents;
+mod state;
 
 pub use devices::DeviceSummary;
 pub use export::{parse_instant, ExportQuery};
 pub use incidents::{
     command_of, ActionBody, IncidentDetail, IncidentQuery, DEFAULT_LIMIT, MAX_LIMIT,
 };
+pub use state::{ApiError, HttpState};
 
 /// The console page, built into the binary (no CDN, no build step).
 const CONSOLE_PAGE: &str = include_str!("assets/console.html");
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct HttpState {
-    /// The store.
-    pub store: SharedStore,
-    /// Ingest counters.
-    pub metrics: Arc<Metrics>,
-    /// Feed events from ingest.
-    pub feed: broadcast::Sender<FeedEvent>,
-    /// Becomes `true` at shutdown, so open feed streams end and the server can stop.
-    pub stopping: watch::Receiver<bool>,
-    /// The workflow policy.
-    pub policy: Arc<Policy>,
-    /// The collector's clock.
-    pub clock: Arc<dyn Clock>,
-    /// Commands to devices.
-    pub downlink: Downlink,
-    /// Pokes the timer task after a change.
-    pub wake: Arc<Notify>,
-}
 
 /// The API's routes.
 pub fn router(state: HttpState) -> Router {
@@ -98,58 +69,6 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// An API error: a status and a message, as JSON `{"error": "..."}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
-        (self.0, Json(Body { error: self.1 })).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let status = match &e {
-            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Workflow(w) => match w {
-                WorkflowError::Illegal { .. }
-                | WorkflowError::NotHigher { .. }
-                | WorkflowError::WrongSubject { .. }
-                | WorkflowError::ReopenWindowPassed { .. } => StatusCode::CONFLICT,
-                WorkflowError::NotServiceDesk { .. } => StatusCode::FORBIDDEN,
-                WorkflowError::Empty { .. } | WorkflowError::Provider { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-            },
-            _ => {
-                warn!(error = %e, "store failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        Self(status, e.to_string())
-    }
-}
-
-pub(super) fn task_failed(e: tokio::task::JoinError) -> ApiError {
-    ApiError(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("store task failed: {e}"),
-    )
-}
-
-pub(super) fn bad_request(msg: String) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg)
-}
-
-pub(super) fn not_found(msg: String) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, msg)
 }
 
 async fn page() -> Html<&'static str> {

@@ -29,8 +29,6 @@ use crate::workflow::{
 pub mod embedded;
 mod keys;
 
-pub use embedded::SledStore;
-
 /// A store shared by the collector's tasks.
 pub type SharedStore = Arc<dyn Store>;
 
