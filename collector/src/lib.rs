@@ -29,3 +29,13 @@ pub mod timers;
 pub mod workflow;
 
 pub use run::{start, CollectorError, Running};
+
+/// The default log filter of a collector process (`RUST_LOG` overrides it). The embedded
+/// broker (rumqttd 0.20) is kept to warnings, and its per-connection errors are off: it
+/// logs every client's disconnect as an ERROR ("no-connection id N is already gone",
+/// "router-drop", a readiness probe's "connection closed by peer"), which would put false
+/// alarms on the first screen of every run. Connection failures that matter are logged by
+/// the collector's and the agent's own clients, and a broker that cannot listen is an
+/// error of [`broker::start`].
+pub const LOG_FILTER: &str =
+    "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off";

@@ -357,7 +357,7 @@ where
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::LOG_FILTER));
     // The all-in-one binary may have set one up already; that one wins.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
