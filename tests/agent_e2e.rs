@@ -137,3 +137,87 @@ fn kill9_with_a_thousand_spooled_events_loses_none_and_duplicates_none() {
     assert_eq!(events["missing"], serde_json::json!([]), "{events}");
     collector.proc.terminate();
 }
+
+/// A reinstalled agent (its data directory removed: a new spool, so `seq` and `boot` start
+/// again at 1) is a new instance to the collector: its new fault and its new report both
+/// arrive as new incidents, the report is answered with its own number, and the device is
+/// online.
+#[test]
+fn reinstalled_agent_is_a_new_instance_whose_fault_and_report_arrive() {
+    let dir = tempdir();
+    let collector = start_collector(dir.path(), None);
+    let id = "e2e-reinstall";
+    let first = dir.path().join("first.jsonl");
+    append_lines(&first, &disk_line("/", 10), 1);
+    let agent = start_agent(dir.path(), id, &collector.mqtt_url, &first, "");
+    poll("device online", || {
+        collector.device(id).filter(|d| d["online"] == true)
+    });
+    let report = |summary: &str| {
+        let (code, out) = agent_cmd(
+            &agent_config(dir.path(), id),
+            &[
+                "report",
+                "--category",
+                "hardware",
+                "--summary",
+                summary,
+                "--text",
+                "x",
+                "--urgency",
+                "low",
+                "--contact",
+                "ext 1",
+            ],
+        );
+        assert_eq!(code, 0, "report failed:\n{out}");
+        reported_incident(&out)
+    };
+    let old = report("Primer informe");
+    assert_eq!(agent.proc.terminate().code(), Some(0));
+    poll("device offline", || {
+        collector.device(id).filter(|d| d["online"] == false)
+    });
+
+    // Reinstall: the data directory goes, the config stays; /var is now 98 % full.
+    std::fs::remove_dir_all(dir.path().join(format!("agent-{id}-data")))
+        .unwrap_or_else(|e| panic!("remove the agent's data: {e}"));
+    let second = dir.path().join("second.jsonl");
+    append_lines(&second, &disk_line("/var", 98), 1);
+    let agent = start_agent(dir.path(), id, &collector.mqtt_url, &second, "");
+    poll("the reinstalled device online", || {
+        collector.device(id).filter(|d| d["online"] == true)
+    });
+    let fault = poll("the new fault's incident", || {
+        device_incidents(&collector, id)
+            .into_iter()
+            .find(|i| i["kind"] == "disk_space" && i["subject"] == "/var")
+    });
+    let new = report("Segundo informe");
+    assert_ne!(
+        new, old,
+        "the new report must not be answered with the old number"
+    );
+    let incident = collector
+        .get(&format!("/api/incidents/{new}"))
+        .unwrap_or_else(|| panic!("incident {new} not stored"));
+    assert!(
+        incident.to_string().contains("Segundo informe"),
+        "{incident}"
+    );
+    assert_ne!(fault["number"], old);
+    // Both instances' events are stored, each under its own instance.
+    let events = collector
+        .get(&format!("/api/devices/{id}/events"))
+        .unwrap_or_else(|| panic!("no events summary"));
+    assert!(events["count"].as_u64().unwrap_or(0) >= 2, "{events}");
+    assert_eq!(events["missing"], serde_json::json!([]), "{events}");
+    let device = collector.device(id).unwrap_or_default();
+    assert_eq!(device["online"], true, "{device}");
+    agent.proc.terminate();
+    collector.proc.terminate();
+}
+
+fn agent_config(dir: &Path, id: &str) -> std::path::PathBuf {
+    dir.join(format!("agent-{id}.toml"))
+}

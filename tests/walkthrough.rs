@@ -63,7 +63,7 @@ fn readme_walkthrough_from_fault_to_closure() {
     );
     c = replace_once(
         &c,
-        "data_dir = \".vigia-demo/collector\"",
+        "data_dir = \"../.vigia-demo/collector\"",
         &format!("data_dir = \"{}\"", d.join("collector").display()),
     );
     c = replace_once(

@@ -96,6 +96,7 @@ pub fn host_facts() -> HostFacts {
 /// Builds the birth message for this device from host facts and the tree under `root`.
 pub fn birth(
     device: &DeviceId,
+    instance: u64,
     boot: u64,
     ts: u64,
     tags: &[heapless::String<32>],
@@ -115,6 +116,7 @@ pub fn birth(
     Birth {
         v: VERSION,
         device: device.clone(),
+        instance,
         boot,
         ts,
         agent_version: bounded(AGENT_VERSION),
@@ -341,8 +343,8 @@ mod tests {
         let host = host_facts();
         let dev = DeviceId::new("ws-1").unwrap();
         let tags = [bounded::<32>("site-a")];
-        let b = birth(&dev, 7, 1000, &tags, &fixture("workstation"), &host);
-        assert_eq!(b.boot, 7);
+        let b = birth(&dev, 9, 7, 1000, &tags, &fixture("workstation"), &host);
+        assert_eq!((b.instance, b.boot), (9, 7));
         assert_eq!(b.agent_version.as_str(), AGENT_VERSION);
         assert_eq!(b.dmi.vendor.as_deref(), Some("LENOVO"));
         assert_eq!(b.disks.len(), 3);

@@ -231,6 +231,8 @@ pub struct LinkConfig {
     pub tags: Vec<heapless::String<32>>,
     /// Probe root for the inventory.
     pub root: PathBuf,
+    /// The agent instance (the spool's id), carried by the birth and every status.
+    pub instance: u64,
 }
 
 impl LinkConfig {
@@ -247,6 +249,8 @@ impl LinkConfig {
             None
         };
         Ok(Self {
+            // Set from the spool by the caller, which owns it.
+            instance: 0,
             device: cfg.device.clone(),
             topics: cfg.mqtt.topics.clone(),
             host: cfg.mqtt.broker.host.clone(),
@@ -280,6 +284,7 @@ impl LinkConfig {
         encode(&Status {
             v: VERSION,
             device: self.device.clone(),
+            instance: self.instance,
             online,
             boot,
             ts,
@@ -601,7 +606,15 @@ async fn session_start(
         .await
         .map_err(|e| e.to_string())?;
     let now = now_ms();
-    let birth = inventory::birth(&cfg.device, boot, now, &cfg.tags, &cfg.root, host);
+    let birth = inventory::birth(
+        &cfg.device,
+        cfg.instance,
+        boot,
+        now,
+        &cfg.tags,
+        &cfg.root,
+        host,
+    );
     let birth = encode(&birth).map_err(|e| e.to_string())?;
     client
         .publish(
@@ -687,6 +700,7 @@ mod tests {
             keep_alive: Duration::from_secs(30),
             tags: Vec::new(),
             root: PathBuf::from("/"),
+            instance: 42,
         }
     }
 

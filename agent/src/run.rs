@@ -93,8 +93,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         data_dir = %cfg.data_dir.display(),
         "vigia-agent starting"
     );
+    let instance = spool.instance();
     let shared = Arc::new(Shared::new(spool));
-    let link_cfg = LinkConfig::from_config(&cfg)?;
+    let mut link_cfg = LinkConfig::from_config(&cfg)?;
+    link_cfg.instance = instance;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared), Arc::clone(&detectors))?;

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use vigia_protocol::{encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, Severity};
+use vigia_protocol::{
+    encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, RejectReason, Severity,
+};
 
 /// Why the spool failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,7 @@ pub const MIN_MAX_BYTES: u64 = 1024;
 const EVENT_PREFIX: u8 = b'e';
 const META_NEXT_SEQ: &[u8] = b"m:next_seq";
 const META_BOOT: &[u8] = b"m:boot";
+const META_INSTANCE: &[u8] = b"m:instance";
 const META_DROPS_PENDING: &[u8] = b"m:drops_pending";
 const META_DROPS_WORST: &[u8] = b"m:drops_worst";
 const META_NOTICE_SEQ: &[u8] = b"m:notice_seq";
@@ -113,6 +116,21 @@ fn rank_severity(rank: u8) -> Severity {
         3 | RANK_REPORT => Severity::Major,
         _ => Severity::Critical,
     }
+}
+
+/// A random, non-zero 64-bit id. std's `RandomState` keys its hasher from the operating
+/// system's random source, so hashing the time and the process id with a fresh one gives
+/// an unpredictable value without a random-number crate.
+fn new_instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 fn event_key(seq: u64) -> [u8; 9] {
@@ -167,6 +185,7 @@ pub struct Spool {
     bytes: u64,
     next_seq: u64,
     boot: u64,
+    instance: u64,
     drops_pending: u64,
     drops_worst: Option<Severity>,
     notice_seq: Option<u64>,
@@ -209,12 +228,21 @@ impl Spool {
             bytes: 0,
             next_seq: 1,
             boot: 0,
+            instance: 0,
             drops_pending: 0,
             drops_worst: None,
             notice_seq: None,
             dropped_total: 0,
         };
         spool.reload()?;
+        if spool.instance == 0 {
+            // A new spool is a new agent instance (a reinstall included): its seqs and
+            // boots start again at 1, and the id tells the collector they are new.
+            let instance = new_instance_id();
+            spool.tree.insert(META_INSTANCE, &instance.to_be_bytes())?;
+            spool.tree.flush()?;
+            spool.instance = instance;
+        }
         Ok(spool)
     }
 
@@ -240,6 +268,7 @@ impl Spool {
             .unwrap_or(1)
             .max(last + 1);
         self.boot = u64_value(self.tree.get(META_BOOT)?).unwrap_or(0);
+        self.instance = u64_value(self.tree.get(META_INSTANCE)?).unwrap_or(0);
         self.drops_pending = u64_value(self.tree.get(META_DROPS_PENDING)?).unwrap_or(0);
         self.drops_worst = u64_value(self.tree.get(META_DROPS_WORST)?)
             .and_then(|r| u8::try_from(r).ok())
@@ -248,6 +277,11 @@ impl Spool {
             u64_value(self.tree.get(META_NOTICE_SEQ)?).filter(|s| self.index.contains_key(s));
         self.dropped_total = u64_value(self.tree.get(META_DROPPED_TOTAL)?).unwrap_or(0);
         Ok(())
+    }
+
+    /// This spool's agent instance id: random, created with the spool, never 0.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// The sled database, for other trees (the detectors' baselines).
@@ -399,6 +433,11 @@ impl Spool {
     }
 
     fn ack_inner(&mut self, ack: &Ack, ts: u64) -> Result<usize, SpoolError> {
+        // An ack for another instance (this device's agent before a reinstall) names seqs
+        // of events this spool never had; 0 is a collector from before instances.
+        if ack.instance != 0 && ack.instance != self.instance {
+            return Ok(0);
+        }
         let mut covered: Vec<u64> = Vec::new();
         for r in &ack.stored {
             if r.from <= r.to {
@@ -408,6 +447,9 @@ impl Spool {
         covered.extend(
             ack.rejected
                 .iter()
+                // A collector older than this agent refuses its newer protocol version:
+                // that is "not yet", so the event waits here for the upgraded collector.
+                .filter(|r| r.reason != RejectReason::BadVersion)
                 .map(|r| r.seq)
                 .filter(|s| self.index.contains_key(s)),
         );
@@ -429,6 +471,7 @@ impl Spool {
         let event = Event {
             v: vigia_protocol::VERSION,
             device: self.device.clone(),
+            instance: self.instance,
             seq,
             boot: self.boot,
             ts,
@@ -560,6 +603,7 @@ mod tests {
         let mut a = Ack {
             v: 1,
             device: dev(),
+            instance: 0,
             stored: heapless::Vec::new(),
             rejected: heapless::Vec::new(),
         };
@@ -637,6 +681,53 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_is_one_instance_for_life_and_ignores_acks_of_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let me = s.instance();
+        assert_ne!(me, 0);
+        s.push(1, fault(Severity::Warning, 0)).unwrap();
+        s.push(1, fault(Severity::Warning, 0)).unwrap();
+        assert_eq!(all(&s)[0].instance, me);
+        // The agent before a reinstall had other events under the same seqs.
+        let other = Ack {
+            instance: me.wrapping_add(1).max(1),
+            ..ack(&[(1, 2)], &[])
+        };
+        assert_eq!(s.ack(&other, 2).unwrap(), 0);
+        assert_eq!(s.len(), 2);
+        let mine = Ack {
+            instance: me,
+            ..ack(&[(1, 1)], &[])
+        };
+        assert_eq!(s.ack(&mine, 2).unwrap(), 1);
+        drop(s);
+        let s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        assert_eq!(s.instance(), me, "the instance survives a restart");
+        // A new spool (a reinstall) is a new instance.
+        let fresh = tempfile::tempdir().unwrap();
+        let t = Spool::open(fresh.path(), dev(), 1 << 20).unwrap();
+        assert_ne!(t.instance(), me);
+    }
+
+    #[test]
+    fn an_event_refused_for_its_version_waits_for_an_upgraded_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        s.push(1, fault(Severity::Warning, 0)).unwrap();
+        s.push(1, fault(Severity::Warning, 0)).unwrap();
+        let mut a = ack(&[], &[1]);
+        a.rejected
+            .push(Rejection {
+                seq: 2,
+                reason: RejectReason::BadVersion,
+            })
+            .unwrap();
+        assert_eq!(s.ack(&a, 2).unwrap(), 1);
+        assert_eq!(s.seqs().collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
     fn overflow_drops_least_severe_oldest_first_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         // Measure one event to size the spool for exactly four of them plus a notice.
@@ -644,6 +735,7 @@ mod tests {
             encode(&Event {
                 v: 1,
                 device: dev(),
+                instance: u64::MAX,
                 seq: 1,
                 boot: 0,
                 ts: 1,
@@ -756,12 +848,14 @@ mod tests {
         worst: Option<Severity>,
         notice: Option<u64>,
         max: u64,
+        instance: u64,
     }
 
-    fn size_of(seq: u64, body: EventBody) -> u64 {
+    fn size_of(instance: u64, seq: u64, body: EventBody) -> u64 {
         let e = Event {
             v: 1,
             device: dev(),
+            instance,
             seq,
             boot: 0,
             ts: 7,
@@ -800,7 +894,7 @@ mod tests {
                     count: self.pending,
                     worst: self.worst.unwrap_or(Severity::Info),
                 });
-                let size = size_of(self.next_seq, body);
+                let size = size_of(self.instance, self.next_seq, body);
                 if self.bytes() + size <= self.max {
                     self.events.insert(self.next_seq, (RANK_NOTICE, size));
                     self.notice = Some(self.next_seq);
@@ -819,7 +913,7 @@ mod tests {
             let seq = self.next_seq;
             self.next_seq += 1;
             let rank = rank(&body);
-            let size = size_of(seq, body);
+            let size = size_of(self.instance, seq, body);
             loop {
                 if self.bytes() + size <= self.max {
                     self.events.insert(seq, (rank, size));
@@ -868,7 +962,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let max = 3000;
             let mut s = Spool::open(dir.path(), dev(), max).unwrap();
-            let mut m = Model { next_seq: 1, max, ..Model::default() };
+            let mut m = Model { next_seq: 1, max, instance: s.instance(), ..Model::default() };
             for op in ops {
                 match op {
                     Op::Push(sev, pad) => {

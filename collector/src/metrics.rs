@@ -74,6 +74,7 @@ pub struct Metrics {
     rejected: [AtomicU64; 5],
     events_stored: AtomicU64,
     events_duplicate: AtomicU64,
+    events_deferred: AtomicU64,
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
 }
@@ -102,6 +103,11 @@ impl Metrics {
             &self.events_stored
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event of a newer protocol version was left for a later collector.
+    pub fn event_deferred(&self) {
+        self.events_deferred.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The store failed a write.
@@ -153,6 +159,11 @@ impl Metrics {
                 "vigia_events_duplicate_total",
                 "Events received again (acked, not stored twice).",
                 &self.events_duplicate,
+            ),
+            (
+                "vigia_events_deferred_total",
+                "Events of a newer protocol version, left unacknowledged in the agent's spool.",
+                &self.events_deferred,
             ),
             (
                 "vigia_store_errors_total",

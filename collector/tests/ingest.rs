@@ -30,6 +30,7 @@ fn birth(boot: u64) -> Vec<u8> {
     encode(&Birth {
         v: VERSION,
         device: DeviceId::new(DEV).unwrap(),
+        instance: 0,
         boot,
         ts: 1,
         agent_version: bounded("0.1.0"),
@@ -53,6 +54,7 @@ fn status(online: bool, boot: u64) -> Vec<u8> {
     encode(&Status {
         v: VERSION,
         device: DeviceId::new(DEV).unwrap(),
+        instance: 0,
         online,
         boot,
         ts: 2,
@@ -168,12 +170,21 @@ async fn events_are_stored_once_rejections_acked_and_incident_opens_then_clears(
     agent
         .publish(&up("event"), false, event(3, "updated", "critical", 98.0))
         .await;
-    // Wrong major version, and another device's id in this device's topic.
+    // A newer major version (an agent upgraded before its collector): deferred, neither
+    // stored nor rejected, so it stays in the agent's spool. No version at all: rejected.
+    // And another device's id in this device's topic.
     agent
         .publish(
             &up("event"),
             false,
             br#"{"v":2,"device":"it-dev-1","seq":4}"#.to_vec(),
+        )
+        .await;
+    agent
+        .publish(
+            &up("event"),
+            false,
+            br#"{"device":"it-dev-1","seq":6}"#.to_vec(),
         )
         .await;
     agent
@@ -206,14 +217,18 @@ async fn events_are_stored_once_rejections_acked_and_incident_opens_then_clears(
         })
         .await;
     assert_eq!(acks.rejected[&2], "malformed");
-    assert_eq!(acks.rejected[&4], "bad_version");
+    assert_eq!(acks.rejected[&6], "bad_version");
+    assert!(
+        !acks.rejected.contains_key(&4),
+        "a newer version is deferred"
+    );
     assert_eq!(acks.rejected[&5], "device_mismatch");
     assert_eq!(acks.rejected[&7], "too_large");
     assert_eq!(acks.stored.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
 
     // Stored exactly once: events 1 and 3, nothing else.
     let id = DeviceId::new(DEV).unwrap();
-    assert_eq!(running.store().event_seqs(&id).unwrap(), vec![1, 3]);
+    assert_eq!(running.store().event_seqs(&id, 0).unwrap(), vec![1, 3]);
 
     // One incident, validated (agent faults carry their evidence) and being verified,
     // active, with both occurrences and the worst severity.
@@ -280,6 +295,7 @@ async fn events_are_stored_once_rejections_acked_and_incident_opens_then_clears(
     for line in [
         "vigia_rejected_total{reason=\"malformed\"} 1",
         "vigia_rejected_total{reason=\"bad_version\"} 1",
+        "vigia_events_deferred_total 1",
         "vigia_rejected_total{reason=\"device_mismatch\"} 1",
         "vigia_rejected_total{reason=\"unknown_topic\"} 1",
         "vigia_rejected_total{reason=\"too_large\"} 1",
@@ -398,7 +414,7 @@ async fn restart_keeps_incidents_and_redelivery_stays_a_no_op() {
     assert_eq!(
         running
             .store()
-            .event_seqs(&DeviceId::new(DEV).unwrap())
+            .event_seqs(&DeviceId::new(DEV).unwrap(), 0)
             .unwrap()
             .len(),
         20

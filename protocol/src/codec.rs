@@ -92,11 +92,14 @@ pub struct Header {
     pub v: Option<u64>,
     /// `"seq"`, when it is an unsigned integer.
     pub seq: Option<u64>,
+    /// `"instance"`, when it is an unsigned integer (absent: 0, an agent from before
+    /// instances).
+    pub instance: u64,
     /// `"device"`, when it is a string of at most 64 bytes.
     pub device: Option<String<64>>,
 }
 
-/// Reads `v`, `seq` and `device` from a JSON object, ignoring everything else and any
+/// Reads `v`, `seq`, `instance` and `device` from a JSON object, ignoring everything else and any
 /// field of the wrong type. Returns `None` when the payload is too large or not a JSON
 /// object at all.
 pub fn peek_header(bytes: &[u8]) -> Option<Header> {
@@ -108,6 +111,10 @@ pub fn peek_header(bytes: &[u8]) -> Option<Header> {
     Some(Header {
         v: obj.get("v").and_then(serde_json::Value::as_u64),
         seq: obj.get("seq").and_then(serde_json::Value::as_u64),
+        instance: obj
+            .get("instance")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
         device: obj
             .get("device")
             .and_then(serde_json::Value::as_str)
@@ -152,6 +159,7 @@ mod tests {
         Event {
             v: VERSION,
             device: id("ws-1"),
+            instance: 0x5eed_1234_abcd_0001,
             seq,
             boot: 3,
             ts: 1_700_000_000_000,
@@ -268,6 +276,19 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_from_before_instances_is_instance_zero() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&ok(encode(&fault_event(4)))).unwrap_or_default();
+        assert_eq!(v["instance"], 0x5eed_1234_abcd_0001_u64);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("instance");
+        }
+        let old = ok(serde_json::to_vec(&v).map_err(|e| e.to_string()));
+        let e: Event = ok(decode(&old));
+        assert_eq!((e.instance, e.seq), (0, 4));
+    }
+
+    #[test]
     fn escaped_and_unicode_text_survives() {
         let e = Event {
             body: EventBody::Reply(Reply {
@@ -284,6 +305,7 @@ mod tests {
         let mut a = Ack {
             v: 1,
             device: id("d"),
+            instance: 7,
             stored: heapless::Vec::new(),
             rejected: heapless::Vec::new(),
         };

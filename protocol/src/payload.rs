@@ -180,6 +180,11 @@ pub struct Birth {
     pub v: u8,
     /// The device.
     pub device: DeviceId,
+    /// The agent instance: a random id created with the agent's spool and kept for its
+    /// life, so a reinstalled agent (new spool, `seq` and `boot` back to 1) is told apart
+    /// from the old one. 0 is an agent from before instances existed.
+    #[serde(default)]
+    pub instance: u64,
     /// Session counter: raised on every new MQTT session of this agent.
     pub boot: u64,
     /// When this was sent.
@@ -267,6 +272,11 @@ pub struct Status {
     pub v: u8,
     /// The device.
     pub device: DeviceId,
+    /// The agent instance: a random id created with the agent's spool and kept for its
+    /// life, so a reinstalled agent (new spool, `seq` and `boot` back to 1) is told apart
+    /// from the old one. 0 is an agent from before instances existed.
+    #[serde(default)]
+    pub instance: u64,
     /// Online or not.
     pub online: bool,
     /// The session this state belongs to: an older `boot` never overrides a newer one.
@@ -286,13 +296,19 @@ pub struct CollectorStatus {
     pub ts: Millis,
 }
 
-/// An event from a device (`up/{id}/event`). `(device, seq)` is the idempotency key.
+/// An event from a device (`up/{id}/event`). `(device, instance, seq)` is the
+/// idempotency key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Protocol major version.
     pub v: u8,
     /// The device; must match the topic.
     pub device: DeviceId,
+    /// The agent instance: a random id created with the agent's spool and kept for its
+    /// life, so a reinstalled agent (new spool, `seq` and `boot` back to 1) is told apart
+    /// from the old one. 0 is an agent from before instances existed.
+    #[serde(default)]
+    pub instance: u64,
     /// Per-device sequence number, strictly increasing, persisted by the agent.
     pub seq: u64,
     /// The agent session that produced it.
@@ -548,6 +564,11 @@ pub struct Ack {
     pub v: u8,
     /// The device.
     pub device: DeviceId,
+    /// The agent instance whose seqs these are (see [`Event::instance`]): an agent ignores
+    /// an ack for another instance, so a reinstalled agent never deletes its own new events
+    /// on an ack meant for its predecessor. 0 from a collector from before instances.
+    #[serde(default)]
+    pub instance: u64,
     /// Seqs durably stored (now or before: duplicates are acked again).
     #[serde(default)]
     pub stored: Vec<SeqRange, 16>,

@@ -1,6 +1,6 @@
 //! Devices: the fleet list, one device with its incidents, and whether every event a
 //! device sent arrived.
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -101,14 +101,20 @@ struct DeviceDetail {
 }
 
 /// A device's stored events, summarised: how many, the first and last seq, and the gaps
-/// between them (at most 100 ranges). What an operator asks after an outage: did
-/// everything the device sent arrive?
+/// between them (at most 100 ranges), of the agent instance the device speaks with now
+/// (`?instance=N` for another). What an operator asks after an outage: did everything the
+/// device sent arrive?
 pub(super) async fn events(
     State(st): State<HttpState>,
     Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let device = parse_device(&id)?;
-    let seqs = st.store.event_seqs(&device)?;
+    let instance = match q.instance {
+        Some(i) => i,
+        None => st.store.device(&device)?.map_or(0, |r| r.instance()),
+    };
+    let seqs = st.store.event_seqs(&device, instance)?;
     let missing: Vec<[u64; 2]> = seqs
         .windows(2)
         .filter(|w| w[1] > w[0] + 1)
@@ -117,12 +123,21 @@ pub(super) async fn events(
         .collect();
     Ok(Json(serde_json::json!({
         "device": device.as_str(),
+        "instance": instance,
         "count": seqs.len(),
         "first_seq": seqs.first(),
         "last_seq": seqs.last(),
         "missing": missing,
     }))
     .into_response())
+}
+
+/// Query of `GET /api/devices/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    /// The agent instance (default: the one the device speaks with now).
+    instance: Option<u64>,
 }
 
 pub(super) async fn show(

@@ -4,7 +4,12 @@ use vigia_protocol::{Ack, DeviceId, Rejection, SeqRange, VERSION};
 
 /// Compresses seqs into ranges and splits them (and the rejections) into acks that fit
 /// the protocol's bounded lists.
-pub fn build_acks(device: &DeviceId, mut seqs: Vec<u64>, rejected: Vec<Rejection>) -> Vec<Ack> {
+pub fn build_acks(
+    device: &DeviceId,
+    instance: u64,
+    mut seqs: Vec<u64>,
+    rejected: Vec<Rejection>,
+) -> Vec<Ack> {
     seqs.sort_unstable();
     seqs.dedup();
     let mut ranges: Vec<SeqRange> = Vec::new();
@@ -21,6 +26,7 @@ pub fn build_acks(device: &DeviceId, mut seqs: Vec<u64>, rejected: Vec<Rejection
         let mut ack = Ack {
             v: VERSION,
             device: device.clone(),
+            instance,
             stored: heapless::Vec::new(),
             rejected: heapless::Vec::new(),
         };
@@ -54,8 +60,9 @@ mod tests {
     #[test]
     fn acks_compress_ranges_and_split_when_full() {
         let d = DeviceId::new("a").unwrap();
-        let acks = build_acks(&d, vec![5, 3, 4, 9, 3], vec![]);
+        let acks = build_acks(&d, 9, vec![5, 3, 4, 9, 3], vec![]);
         assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].instance, 9);
         assert_eq!(
             acks[0].stored.as_slice(),
             &[SeqRange { from: 3, to: 5 }, SeqRange { from: 9, to: 9 }]
@@ -68,13 +75,13 @@ mod tests {
                 reason: RejectReason::Malformed,
             })
             .collect();
-        let acks = build_acks(&d, seqs.clone(), rej);
+        let acks = build_acks(&d, 9, seqs.clone(), rej);
         assert_eq!(acks.len(), 2);
         for s in seqs {
             assert!(acks.iter().any(|a| a.covers(s)), "{s}");
         }
         assert!(acks.iter().any(|a| a.covers(101)));
         assert!(!acks.iter().any(|a| a.covers(1)));
-        assert!(build_acks(&d, vec![], vec![]).is_empty());
+        assert!(build_acks(&d, 9, vec![], vec![]).is_empty());
     }
 }

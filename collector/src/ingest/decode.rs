@@ -6,7 +6,7 @@ use rumqttc::Publish;
 use tracing::warn;
 use vigia_protocol::{
     decode, peek_header, Birth, CodecError, DeviceId, Event, RejectReason, Status, Topic, Topics,
-    UpKind,
+    UpKind, VERSION,
 };
 
 use crate::broker::MAX_PACKET;
@@ -24,6 +24,8 @@ pub(super) enum Decoded {
     Rejected {
         /// The device, from the topic.
         device: DeviceId,
+        /// The agent instance that sent it, when it could be read (else 0).
+        instance: u64,
         /// The event's seq, when it could be read.
         seq: Option<u64>,
         /// Why.
@@ -80,26 +82,40 @@ pub(super) fn decode_publish(topics: &Topics, metrics: &Metrics, p: &Publish) ->
                 reject(RejectReason::DeviceMismatch, &e.device);
                 Decoded::Rejected {
                     device,
+                    instance: e.instance,
                     seq: Some(e.seq),
                     reason: RejectReason::DeviceMismatch,
                 }
             }
+            // A newer agent's event is not refused for good: left unacknowledged, it stays
+            // in the agent's spool and arrives once this collector is upgraded.
+            Err(CodecError::UnsupportedVersion(v)) if v > u64::from(VERSION) => {
+                metrics.event_deferred();
+                warn!(device = %device, version = v, seq = peek_header(payload).and_then(|h| h.seq),
+                    "event of a newer protocol version left for an upgraded collector");
+                Decoded::Nothing
+            }
             Err(e) => {
                 reject(e.reason(), &e);
-                let seq = match &e {
+                let header = match &e {
                     // `peek_header` refuses oversized input; the broker already bounds
                     // packets to MAX_PACKET, so reading the seq here is still bounded,
                     // and without it the agent would resend the event forever.
                     CodecError::TooLarge { .. } if payload.len() <= MAX_PACKET => {
                         serde_json::from_slice::<serde_json::Value>(payload)
                             .ok()
-                            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
+                            .map(|v| {
+                                let field = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+                                (field("instance").unwrap_or(0), field("seq"))
+                            })
                     }
                     CodecError::TooLarge { .. } => None,
-                    _ => peek_header(payload).and_then(|h| h.seq),
+                    _ => peek_header(payload).map(|h| (h.instance, h.seq)),
                 };
+                let (instance, seq) = header.unwrap_or((0, None));
                 Decoded::Rejected {
                     device,
+                    instance,
                     seq,
                     reason: e.reason(),
                 }

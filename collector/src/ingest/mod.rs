@@ -201,6 +201,7 @@ impl Ingest {
 enum Outcome {
     Stored {
         device: DeviceId,
+        instance: u64,
         seq: u64,
         duplicate: bool,
         cmds: Vec<CmdBody>,
@@ -208,6 +209,7 @@ enum Outcome {
     },
     Rejected {
         device: DeviceId,
+        instance: u64,
         rejection: Rejection,
     },
     Feed(FeedEvent),
@@ -337,7 +339,7 @@ impl Worker {
             }
         };
 
-        let mut acks: BTreeMap<DeviceId, (Vec<u64>, Vec<Rejection>)> = BTreeMap::new();
+        let mut acks: BTreeMap<(DeviceId, u64), (Vec<u64>, Vec<Rejection>)> = BTreeMap::new();
         let mut cmds = Vec::new();
         let mut feed = Vec::new();
         let mut decisions = Vec::new();
@@ -357,6 +359,7 @@ impl Worker {
             match d {
                 Outcome::Stored {
                     device,
+                    instance,
                     seq,
                     duplicate,
                     cmds: c,
@@ -365,17 +368,24 @@ impl Worker {
                     self.deps.metrics.event_stored(duplicate);
                     cmds.extend(c.into_iter().map(|c| (device.clone(), c)));
                     decisions.extend(decision.map(|d| *d));
-                    acks.entry(device).or_default().0.push(seq);
+                    acks.entry((device, instance)).or_default().0.push(seq);
                 }
-                Outcome::Rejected { device, rejection } => {
-                    acks.entry(device).or_default().1.push(rejection);
+                Outcome::Rejected {
+                    device,
+                    instance,
+                    rejection,
+                } => {
+                    acks.entry((device, instance))
+                        .or_default()
+                        .1
+                        .push(rejection);
                 }
                 Outcome::Feed(f) => feed.push(f),
                 Outcome::Nothing => {}
             }
         }
-        for (device, (seqs, rejected)) in acks {
-            for ack in build_acks(&device, seqs, rejected) {
+        for ((device, instance), (seqs, rejected)) in acks {
+            for ack in build_acks(&device, instance, seqs, rejected) {
                 self.downlink.publish(&device, DownKind::Ack, &ack).await;
                 self.deps.metrics.ack_sent();
             }
@@ -448,6 +458,7 @@ fn store_decoded(
             }
             Outcome::Stored {
                 device: e.device,
+                instance: e.instance,
                 seq: e.seq,
                 duplicate: out.duplicate,
                 cmds: out.cmds,
@@ -456,10 +467,12 @@ fn store_decoded(
         }
         Decoded::Rejected {
             device,
+            instance,
             seq: Some(seq),
             reason,
         } => Outcome::Rejected {
             device,
+            instance,
             rejection: Rejection { seq, reason },
         },
         Decoded::Rejected { seq: None, .. } | Decoded::Nothing => Outcome::Nothing,

@@ -31,8 +31,8 @@ use sled::Transactional;
 use vigia_protocol::{Birth, DeviceId, Event, EventBody, Millis, Status};
 
 use super::keys::{
-    count_key, event_key, fault_key_bytes, idx_number, index_keys, priority_byte, state_byte,
-    tail_number, timer_key, u64_of, NEXT_INCIDENT,
+    count_key, event_key, event_prefix, fault_key_bytes, idx_number, index_keys, priority_byte,
+    state_byte, tail_number, timer_key, u64_of, NEXT_INCIDENT,
 };
 use super::{
     device_context, DeviceRecord, EventOutcome, IncidentFilter, StateFilter, StatusOutcome, Store,
@@ -48,6 +48,9 @@ impl From<sled::Error> for StoreError {
         Self::Backend(Box::new(e))
     }
 }
+
+/// How long [`SledStore::open`] waits for a previous owner to release the store's lock.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The embedded store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
@@ -194,7 +197,7 @@ impl Trees<'_> {
     }
 
     fn record_event(&self, ev: &Event, now: Millis, policy: &Policy) -> TxResult<EventOutcome> {
-        let key = event_key(&ev.device, ev.seq);
+        let key = event_key(&ev.device, ev.instance, ev.seq);
         if let Some(b) = self.events.get(&key)? {
             let stored: StoredEvent = dec("event", &b).map_err(abort)?;
             let incident = match stored.incident {
@@ -275,7 +278,21 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // A previous owner may still be letting go of the lock: a collector still exiting
+        // (a quick restart), or a dropped handle in this process whose background flusher
+        // holds it a moment longer. Past the wait, another collector owns the store.
+        let deadline = std::time::Instant::now() + OPEN_WAIT;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             devices: db.open_tree("devices")?,
             events: db.open_tree("events")?,
@@ -656,17 +673,21 @@ impl Store for SledStore {
     }
 
     /// One stored event.
-    fn event(&self, device: &DeviceId, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        match self.events.get(event_key(device, seq))? {
+    fn event(
+        &self,
+        device: &DeviceId,
+        instance: u64,
+        seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match self.events.get(event_key(device, instance, seq))? {
             Some(b) => Ok(Some(dec("event", &b)?)),
             None => Ok(None),
         }
     }
 
     /// The seqs stored for a device, ascending.
-    fn event_seqs(&self, device: &DeviceId) -> Result<Vec<u64>, StoreError> {
-        let mut prefix = device.as_str().as_bytes().to_vec();
-        prefix.push(0);
+    fn event_seqs(&self, device: &DeviceId, instance: u64) -> Result<Vec<u64>, StoreError> {
+        let prefix = event_prefix(device, instance);
         self.events
             .scan_prefix(&prefix)
             .map(|kv| {
@@ -705,6 +726,7 @@ mod tests {
         Event {
             v: VERSION,
             device: id(dev),
+            instance: 1,
             seq,
             boot: 1,
             ts: 1000 + seq,
@@ -728,6 +750,7 @@ mod tests {
         Event {
             v: VERSION,
             device: id(dev),
+            instance: 1,
             seq,
             boot: 1,
             ts: 1,
@@ -749,6 +772,7 @@ mod tests {
         Status {
             v: VERSION,
             device: id(dev),
+            instance: 1,
             online,
             boot,
             ts: 5,
@@ -832,6 +856,70 @@ mod tests {
         assert_eq!(again.decision, None);
         assert_eq!(s.event_count(), 1);
         assert_eq!(s.incident(1).unwrap().unwrap().occurrences, 1);
+    }
+
+    #[test]
+    fn a_reinstalled_agent_is_a_new_instance_not_a_stream_of_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let p = Policy::default();
+        let d = id("a");
+        // The first install reported, and went offline at boot 3.
+        let old = report("a", 1, "ext 1");
+        assert!(!s.record_event(&old, T0, &p).unwrap().duplicate);
+        s.record_status(&status("a", false, 3), T0).unwrap();
+        // Reinstalled: a new spool, so seq 1 and boot 1 again, later on the device's clock.
+        let new = Event {
+            instance: 2,
+            ts: 50,
+            body: EventBody::Report(UserReport {
+                report_id: 1,
+                summary: bounded("screen flickers"),
+                ..match report("a", 1, "ext 2").body {
+                    EventBody::Report(r) => r,
+                    _ => unreachable!(),
+                }
+            }),
+            ..report("a", 1, "ext 2")
+        };
+        let out = s.record_event(&new, T0 + 1, &p).unwrap();
+        assert!(!out.duplicate, "a new instance's seq 1 is a new event");
+        assert!(
+            out.cmds.iter().any(|c| matches!(
+                c,
+                CmdBody::ReportAccepted {
+                    report_id: 1,
+                    incident: 2
+                }
+            )),
+            "{:?}",
+            out.cmds
+        );
+        assert_eq!(s.event_count(), 2);
+        assert_eq!(s.event_seqs(&d, 1).unwrap(), vec![1]);
+        assert_eq!(s.event_seqs(&d, 2).unwrap(), vec![1]);
+        // Its boot 1 online is not stale next to the old instance's boot 3.
+        let online = Status {
+            instance: 2,
+            ts: 60,
+            ..status("a", true, 1)
+        };
+        assert_eq!(
+            s.record_status(&online, T0 + 2).unwrap(),
+            StatusOutcome::Applied { changed: true }
+        );
+        let rec = s.device(&d).unwrap().unwrap();
+        assert!(rec.online());
+        assert_eq!(rec.instance(), 2);
+        // A late message of the old instance, older on the device's clock, changes nothing.
+        let late = Status {
+            ts: 4,
+            ..status("a", false, 3)
+        };
+        assert_eq!(
+            s.record_status(&late, T0 + 3).unwrap(),
+            StatusOutcome::Stale
+        );
     }
 
     #[test]

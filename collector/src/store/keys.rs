@@ -37,11 +37,20 @@ pub(super) fn idx_number(k: &[u8]) -> Result<u64, StoreError> {
     Ok(!u64_of("index key", &k[start..])?)
 }
 
-pub(super) fn event_key(device: &DeviceId, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(device.as_str().len() + 9);
+/// The key of an event: `device \0 instance seq`, so one agent instance's events are one
+/// prefix, in seq order.
+pub(super) fn event_key(device: &DeviceId, instance: u64, seq: u64) -> Vec<u8> {
+    let mut k = event_prefix(device, instance);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The prefix of every event key of one agent instance.
+pub(super) fn event_prefix(device: &DeviceId, instance: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device.as_str().len() + 17);
     k.extend_from_slice(device.as_str().as_bytes());
     k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&instance.to_be_bytes());
     k
 }
 

@@ -37,7 +37,7 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write so far durable. Call before acknowledging or sending anything.
     fn flush(&self) -> Result<(), StoreError>;
 
-    /// Stores an event once per `(device, seq)` and persists what the workflow makes of
+    /// Stores an event once per `(device, instance, seq)` and persists what the workflow makes of
     /// it ([`workflow::route`]), all in one transaction. `now` is the collector's clock.
     fn record_event(
         &self,
@@ -102,11 +102,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every device, by id.
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
 
-    /// One stored event.
-    fn event(&self, device: &DeviceId, seq: u64) -> Result<Option<StoredEvent>, StoreError>;
+    /// One stored event of an agent instance.
+    fn event(
+        &self,
+        device: &DeviceId,
+        instance: u64,
+        seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError>;
 
-    /// The seqs stored for a device, ascending.
-    fn event_seqs(&self, device: &DeviceId) -> Result<Vec<u64>, StoreError>;
+    /// The seqs stored for one agent instance of a device, ascending.
+    fn event_seqs(&self, device: &DeviceId, instance: u64) -> Result<Vec<u64>, StoreError>;
 
     /// How many events are stored, all devices.
     fn event_count(&self) -> usize;
@@ -142,6 +147,9 @@ pub enum StoreError {
 pub struct DeviceStatus {
     /// Online or not.
     pub online: bool,
+    /// The agent instance it came from.
+    #[serde(default)]
+    pub instance: u64,
     /// The agent session this belongs to.
     pub boot: u64,
     /// The device's timestamp on the status message.
@@ -194,6 +202,15 @@ impl DeviceRecord {
         }
     }
 
+    /// The agent instance the device speaks with now (its newest status or birth).
+    pub fn instance(&self) -> u64 {
+        self.status
+            .as_ref()
+            .map(|s| s.instance)
+            .or(self.birth.as_ref().map(|b| b.instance))
+            .unwrap_or(0)
+    }
+
     /// Whether the device's newest session is online.
     pub fn online(&self) -> bool {
         self.status.as_ref().is_some_and(|s| s.online)
@@ -204,23 +221,34 @@ impl DeviceRecord {
         self.last_seen = self.last_seen.max(now);
     }
 
-    /// Takes a birth unless it is from an older `boot` than the one on file; returns
-    /// whether it was taken.
+    /// Takes a birth unless it is older than the one on file (an older `boot` of the same
+    /// agent instance, or an older device time from another instance); returns whether it
+    /// was taken.
     pub fn apply_birth(&mut self, birth: &Birth) -> bool {
-        if self.birth.as_ref().is_some_and(|b| b.boot > birth.boot) {
-            return false;
+        if let Some(cur) = &self.birth {
+            let older = if cur.instance == birth.instance {
+                cur.boot > birth.boot
+            } else {
+                cur.ts > birth.ts
+            };
+            if older {
+                return false;
+            }
         }
         self.birth = Some(birth.clone());
         true
     }
 
-    /// Takes a status by `boot` order: a newer boot always wins; within one boot, offline
-    /// is final (a late "online" of a session that already went offline is stale); an
+    /// Takes a status by `boot` order within one agent instance (between instances, by the
+    /// device's time): a newer boot always wins; within one boot, offline is final (a late "online" of a session that already went offline is stale); an
     /// older boot never overrides a newer one, so a retained Last Will from an old session
     /// cannot mark a newer session offline.
     pub fn apply_status(&mut self, st: &Status, now: Millis) -> StatusOutcome {
         let apply = match &self.status {
             None => true,
+            // A reinstalled agent starts a new instance with `boot` back at 1: between
+            // instances the device's clock orders the messages.
+            Some(cur) if cur.instance != st.instance => st.ts >= cur.ts,
             Some(cur) => st.boot > cur.boot || (st.boot == cur.boot && cur.online),
         };
         if !apply {
@@ -229,6 +257,7 @@ impl DeviceRecord {
         let changed = self.status.as_ref().is_none_or(|c| c.online != st.online);
         self.status = Some(DeviceStatus {
             online: st.online,
+            instance: st.instance,
             boot: st.boot,
             ts: st.ts,
             received_at: now,
