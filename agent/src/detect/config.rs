@@ -27,9 +27,11 @@ pub struct DetectConfig {
     pub disk_space: DiskConfig,
     /// Filesystem inodes used, percent.
     pub disk_inodes: DiskConfig,
-    /// A filesystem mounted read-write at start-up that is now read-only.
+    /// A disk filesystem read-only while `/etc/fstab` mounts it read-write, or that was
+    /// read-write earlier in this boot.
     pub fs_read_only: FsReadOnlyConfig,
-    /// Block device I/O error counters (`/sys/block/*/device/ioerr_cnt`).
+    /// Block device I/O errors since boot (`ioerr_cnt`, the kernel log) and ext4's
+    /// recorded filesystem errors.
     pub disk_io_errors: CounterConfig,
     /// SMART / NVMe health through `smartctl --json`.
     pub disk_health: SmartConfig,
@@ -298,7 +300,8 @@ impl SubjectOverride {
 pub struct FsReadOnlyConfig {
     /// Watch at all.
     pub enabled: bool,
-    /// Mount points not watched (exact, or prefixes ending in `/` or `*`).
+    /// Mount points not watched (exact, or prefixes ending in `/` or `*`), for their
+    /// ext4 error counts too.
     pub ignore_mounts: Vec<String<64>, MAX_IGNORES>,
 }
 
@@ -311,7 +314,8 @@ impl Default for FsReadOnlyConfig {
     }
 }
 
-/// A counter that alerts when it rises from its persisted baseline.
+/// A counter that alerts when it rises from its baseline (zero per kernel boot for the
+/// kernel's own counters).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CounterConfig {
@@ -319,7 +323,8 @@ pub struct CounterConfig {
     pub enabled: bool,
     /// Smallest rise over the baseline that opens a fault (1 = any increase).
     pub min_increase: u64,
-    /// Samples without a further rise before the fault clears and the baseline moves up.
+    /// Samples without a further rise before the fault clears and the baseline moves up
+    /// (ext4's error count clears only when fsck has brought it back to zero).
     pub clear_after: u16,
 }
 
@@ -349,7 +354,8 @@ pub struct SmartConfig {
     pub percentage_used: f64,
     /// Smallest rise of a reallocated/pending/uncorrectable/CRC counter that counts.
     pub min_increase: u64,
-    /// Runs without a further rise before a counter fault clears.
+    /// Runs without a further rise before a counter fault clears (pending and offline
+    /// uncorrectable sectors clear only when back to zero).
     pub clear_after: u16,
 }
 

@@ -15,7 +15,9 @@ use vigia_protocol::{
     bounded, Evidence, FaultAction, FaultEvent, FaultKind, OpenFault, Reading, Severity,
 };
 
-use super::threshold::{Counter, CounterStep, Debounce, Hysteresis, Level, Levels, Step};
+use super::threshold::{
+    Counter, CounterClear, CounterStep, Debounce, Hysteresis, Level, Levels, Step,
+};
 
 /// Total subjects the engine watches at once (a power of two: the index map needs it).
 pub const SLOTS: usize = 512;
@@ -107,8 +109,45 @@ pub struct CounterRule {
     pub severity: Severity,
     /// Smallest rise over the baseline that counts (1 = any increase).
     pub min_increase: u64,
-    /// Samples without a further rise before the fault clears and the baseline moves up.
-    pub quiet_after: u16,
+    /// When the fault closes.
+    pub clear: CounterClear,
+    /// How a count from a zero baseline reads in the message ("since boot": "3 I/O
+    /// errors since boot"); empty gives "rose from 0 to 3".
+    pub since: &'static str,
+}
+
+/// A counter's state as the caller persists it between agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterMemo {
+    /// The value rises are measured from.
+    pub baseline: u64,
+    /// The value last read.
+    pub last: u64,
+    /// Whether its fault was open, so already reported.
+    pub open: bool,
+}
+
+impl CounterMemo {
+    fn of(c: &Counter) -> Self {
+        Self {
+            baseline: c.baseline(),
+            last: c.last(),
+            open: c.is_open(),
+        }
+    }
+}
+
+/// Where a counter starts the first time its subject is seen since the agent started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterStart {
+    /// Nothing known: the first value read is the baseline and is not reported.
+    FirstSight,
+    /// From zero: everything the counter holds is new (a kernel counter in a boot the
+    /// agent has not seen yet, a count that is a fault whenever it is not zero).
+    Zero,
+    /// From the state persisted before the agent restarted: an open fault stays open
+    /// without being reported again; only a rise past `last` is new.
+    Saved(CounterMemo),
 }
 
 /// The result of feeding a counter.
@@ -116,8 +155,23 @@ pub struct CounterRule {
 pub struct CounterOutcome {
     /// A fault transition, if any.
     pub event: Option<FaultEvent>,
-    /// A new baseline the caller must persist, if it changed.
-    pub persist: Option<u64>,
+    /// The counter's new state, which the caller must persist, if it changed.
+    pub persist: Option<CounterMemo>,
+}
+
+/// A number as evidence reads it: one decimal, none when it is whole ("97", "41.9").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num(pub f64);
+
+impl core::fmt::Display for Num {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut s: String<40> = String::new();
+        if write!(s, "{:.1}", self.0).is_err() {
+            return write!(f, "{:e}", self.0);
+        }
+        let t = s.strip_suffix(".0").unwrap_or(&s);
+        f.write_str(if t == "-0" { "0" } else { t })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -244,7 +298,7 @@ impl Engine {
         };
         *sev = severities;
         let step = h.step(value, levels, db);
-        let cmp = if levels.below { "≤" } else { "≥" };
+        let at = if levels.below { "at or below " } else { "at " };
         let (action, severity, threshold, msg) = match step {
             Step::Hold => return None,
             Step::Raise(level) | Step::Change(level) => {
@@ -253,8 +307,15 @@ impl Engine {
                 let mut msg: String<160> = String::new();
                 let _ = write!(
                     msg,
-                    "{}: {} {:.1} {} {} {:.1} {} ({})",
-                    obs.subject, obs.label, value, obs.unit, cmp, threshold, obs.unit, severity
+                    "{}: {} {} {}, {} {}{} {}",
+                    obs.subject,
+                    obs.label,
+                    Num(value),
+                    obs.unit,
+                    severity,
+                    at,
+                    Num(threshold),
+                    obs.unit
                 );
                 let action = if matches!(step, Step::Raise(_)) {
                     FaultAction::Raised
@@ -265,7 +326,11 @@ impl Engine {
             }
             Step::Clear => {
                 let severity = slot.severity.unwrap_or(severities.warn);
-                let back = if levels.below { "≥" } else { "≤" };
+                let back = if levels.below {
+                    "at or above"
+                } else {
+                    "at or below"
+                };
                 let threshold = levels
                     .leave_at(Level::Warn)
                     .or(levels.leave_at(Level::Critical))
@@ -273,8 +338,14 @@ impl Engine {
                 let mut msg: String<160> = String::new();
                 let _ = write!(
                     msg,
-                    "{}: {} back to {:.1} {} ({} {:.1} {})",
-                    obs.subject, obs.label, value, obs.unit, back, threshold, obs.unit
+                    "{}: {} back to {} {}, clears {} {} {}",
+                    obs.subject,
+                    obs.label,
+                    Num(value),
+                    obs.unit,
+                    back,
+                    Num(threshold),
+                    obs.unit
                 );
                 (FaultAction::Cleared, severity, threshold, msg)
             }
@@ -326,43 +397,46 @@ impl Engine {
         Some(event(action, &obs, severity, value, threshold, msg))
     }
 
-    /// Feeds a counter. `stored` is the persisted baseline, used only the first time this
-    /// subject is seen since start; without one, the first value read is the baseline.
+    /// Feeds a counter. `start` says where it starts when this subject is first seen
+    /// since the agent started (later calls ignore it).
     pub fn counter(
         &mut self,
         obs: Obs<'_>,
         value: u64,
-        stored: Option<u64>,
+        start: CounterStart,
         rule: CounterRule,
     ) -> CounterOutcome {
-        let initial = stored.unwrap_or(value);
+        let initial = match start {
+            CounterStart::FirstSight => Counter::new(value),
+            CounterStart::Zero => Counter::new(0),
+            CounterStart::Saved(m) => Counter::resume(m.baseline, m.last, m.open),
+        };
         let none = CounterOutcome {
             event: None,
             persist: None,
         };
-        let Some(slot) = self.slot(
-            obs.kind,
-            obs.subject,
-            State::Count(Counter::new(initial), rule.severity),
-        ) else {
+        let Some(slot) = self.slot(obs.kind, obs.subject, State::Count(initial, rule.severity))
+        else {
             return none;
         };
-        // A brand-new slot without a stored baseline: persist the first value.
         let fresh = slot.value.is_nan();
+        if fresh && initial.is_open() {
+            // Reported before the restart: open, and not reported again.
+            slot.severity = Some(rule.severity);
+        }
         slot.value = value as f64;
         slot.unit = bounded(obs.unit);
         let State::Count(c, sev) = &mut slot.state else {
             return none;
         };
         *sev = rule.severity;
+        let was = CounterMemo::of(c);
         let before = c.baseline();
         let last = c.last();
-        let step = c.step(value, rule.min_increase, rule.quiet_after);
-        let baseline = c.baseline();
-        let mut persist = (baseline != before).then_some(baseline);
-        if fresh && stored.is_none() {
-            persist = Some(baseline);
-        }
+        let step = c.step_with(value, rule.min_increase, rule.clear);
+        let now = CounterMemo::of(c);
+        let saved = matches!(start, CounterStart::Saved(_));
+        let persist = (now != was || (fresh && !saved)).then_some(now);
         let mut msg: String<160> = String::new();
         let (action, threshold) = match step {
             CounterStep::Hold => {
@@ -372,11 +446,19 @@ impl Engine {
                 }
             }
             CounterStep::Raise => {
-                let _ = write!(
-                    msg,
-                    "{}: {} rose from {} to {}",
-                    obs.subject, obs.label, before, value
-                );
+                let _ = if before == 0 && !rule.since.is_empty() {
+                    write!(
+                        msg,
+                        "{}: {} {} {}",
+                        obs.subject, value, obs.label, rule.since
+                    )
+                } else {
+                    write!(
+                        msg,
+                        "{}: {} rose from {} to {}",
+                        obs.subject, obs.label, before, value
+                    )
+                };
                 (FaultAction::Raised, before)
             }
             CounterStep::Rise => {
@@ -388,12 +470,17 @@ impl Engine {
                 (FaultAction::Updated, before)
             }
             CounterStep::Clear => {
-                let _ = write!(
-                    msg,
-                    "{}: {} steady at {} for {} samples",
-                    obs.subject, obs.label, value, rule.quiet_after
-                );
-                (FaultAction::Cleared, baseline)
+                let _ = match rule.clear {
+                    CounterClear::Quiet(n) => write!(
+                        msg,
+                        "{}: {} steady at {} for {} samples",
+                        obs.subject, obs.label, value, n
+                    ),
+                    CounterClear::AtBaseline => {
+                        write!(msg, "{}: {} back to {}", obs.subject, obs.label, value)
+                    }
+                };
+                (FaultAction::Cleared, now.baseline)
             }
             CounterStep::Reset { was_open } => {
                 if !was_open {
@@ -619,7 +706,7 @@ mod tests {
         assert_eq!(ev.evidence.source.as_str(), "statvfs /var");
         assert_eq!(
             ev.message.as_str(),
-            "/var: space used 93.0 % ≥ 90.0 % (warning)"
+            "/var: space used 93 %, warning at 90 %"
         );
         assert_eq!(e.open_faults().len(), 1);
         e.level(disk("/var"), 98.0, &LV, Severities::DEFAULT, DB);
@@ -708,45 +795,127 @@ mod tests {
         assert_eq!(e.watched(FaultKind::DiskSpace), 0);
     }
 
-    #[test]
-    fn counter_persists_baselines() {
-        let mut e = Engine::new();
-        let obs = Obs {
+    fn io_obs() -> Obs<'static> {
+        Obs {
             kind: FaultKind::DiskIoErrors,
             subject: "sda",
             source: "/sys/block/sda/device/ioerr_cnt",
             unit: "count",
-            label: "ioerr_cnt",
-        };
-        let rule = CounterRule {
-            severity: Severity::Major,
-            min_increase: 1,
-            quiet_after: 2,
+            label: "I/O errors",
+        }
+    }
+
+    const IO_RULE: CounterRule = CounterRule {
+        severity: Severity::Major,
+        min_increase: 1,
+        clear: CounterClear::Quiet(2),
+        since: "since boot",
+    };
+
+    #[test]
+    fn counter_persists_its_state() {
+        let mut e = Engine::new();
+        let (obs, rule) = (io_obs(), IO_RULE);
+        let memo = |baseline, last, open| {
+            Some(CounterMemo {
+                baseline,
+                last,
+                open,
+            })
         };
         // First sight, nothing stored: the value is the baseline, to be persisted.
-        let o = e.counter(obs, 4, None, rule);
+        let o = e.counter(obs, 4, CounterStart::FirstSight, rule);
         assert_eq!(
             o,
             CounterOutcome {
                 event: None,
-                persist: Some(4)
+                persist: memo(4, 4, false)
             }
         );
-        let o = e.counter(obs, 6, None, rule);
+        let o = e.counter(obs, 6, CounterStart::FirstSight, rule);
         let ev = o.event.unwrap();
         assert_eq!(ev.action, FaultAction::Raised);
         assert_eq!((ev.evidence.value, ev.evidence.threshold), (6.0, 4.0));
-        assert_eq!(ev.message.as_str(), "sda: ioerr_cnt rose from 4 to 6");
-        assert_eq!(o.persist, None);
-        e.counter(obs, 6, None, rule);
-        let o = e.counter(obs, 6, None, rule);
+        assert_eq!(ev.message.as_str(), "sda: I/O errors rose from 4 to 6");
+        assert_eq!(o.persist, memo(4, 6, true), "open is persisted at once");
+        assert_eq!(
+            e.counter(obs, 6, CounterStart::FirstSight, rule).persist,
+            None
+        );
+        let o = e.counter(obs, 6, CounterStart::FirstSight, rule);
         assert_eq!(o.event.unwrap().action, FaultAction::Cleared);
-        assert_eq!(o.persist, Some(6));
+        assert_eq!(o.persist, memo(6, 6, false));
         // A stored baseline below the current value raises at once (errors while down).
         let mut e = Engine::new();
-        let o = e.counter(obs, 9, Some(6), rule);
+        let o = e.counter(
+            obs,
+            9,
+            CounterStart::Saved(CounterMemo {
+                baseline: 6,
+                last: 6,
+                open: false,
+            }),
+            rule,
+        );
         assert_eq!(o.event.unwrap().action, FaultAction::Raised);
-        assert_eq!(o.persist, None);
+        assert_eq!(o.persist, memo(6, 9, true));
+    }
+
+    #[test]
+    fn counter_from_zero_reports_what_is_there() {
+        let mut e = Engine::new();
+        let o = e.counter(io_obs(), 3, CounterStart::Zero, IO_RULE);
+        let ev = o.event.unwrap();
+        assert_eq!(ev.action, FaultAction::Raised);
+        assert_eq!(ev.message.as_str(), "sda: 3 I/O errors since boot");
+        assert_eq!((ev.evidence.value, ev.evidence.threshold), (3.0, 0.0));
+        let mut e = Engine::new();
+        let o = e.counter(io_obs(), 0, CounterStart::Zero, IO_RULE);
+        assert_eq!(o.event, None, "zero is nothing to report");
+    }
+
+    #[test]
+    fn counter_resumed_open_is_open_and_not_reported_again() {
+        let mut e = Engine::new();
+        let saved = CounterStart::Saved(CounterMemo {
+            baseline: 0,
+            last: 3,
+            open: true,
+        });
+        let o = e.counter(io_obs(), 3, saved, IO_RULE);
+        assert_eq!(
+            o,
+            CounterOutcome {
+                event: None,
+                persist: None
+            }
+        );
+        assert_eq!(
+            e.open_severity(FaultKind::DiskIoErrors, "sda"),
+            Some(Severity::Major)
+        );
+        let o = e.counter(io_obs(), 3, saved, IO_RULE);
+        let ev = o.event.unwrap();
+        assert_eq!(ev.action, FaultAction::Cleared, "its lifecycle goes on");
+        assert_eq!(
+            ev.message.as_str(),
+            "sda: I/O errors steady at 3 for 2 samples"
+        );
+    }
+
+    #[test]
+    fn numbers_read_as_evidence() {
+        let mut s: String<32> = String::new();
+        let _ = write!(
+            s,
+            "{} {} {} {} {}",
+            Num(97.0),
+            Num(41.85),
+            Num(-0.01),
+            Num(3.04),
+            Num(1e3)
+        );
+        assert_eq!(s.as_str(), "97 41.9 0 3 1000");
     }
 
     proptest::proptest! {

@@ -16,5 +16,9 @@ pub mod engine;
 pub mod threshold;
 
 pub use config::{DetectConfig, InvalidConfig};
-pub use engine::{CounterOutcome, CounterRule, Engine, Obs, Severities};
-pub use threshold::{Counter, CounterStep, Debounce, Hysteresis, Level, Levels, Step};
+pub use engine::{
+    CounterMemo, CounterOutcome, CounterRule, CounterStart, Engine, Num, Obs, Severities,
+};
+pub use threshold::{
+    Counter, CounterClear, CounterStep, Debounce, Hysteresis, Level, Levels, Step,
+};

@@ -253,9 +253,21 @@ pub enum CounterStep {
     },
 }
 
+/// How an open counter fault closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterClear {
+    /// After this many samples without a further rise (0 acts as 1); closing accepts the
+    /// value as the new baseline. For counts of events that happened and stopped (I/O
+    /// errors, ECC, AER, reallocations).
+    Quiet(u16),
+    /// Only once the counter is back at its baseline. For counts of things wrong now
+    /// (sectors pending reallocation, filesystem errors not yet repaired by fsck): a
+    /// steady non-zero count is still the fault.
+    AtBaseline,
+}
+
 /// Counter-rise detector: any rise of at least `min_increase` over the baseline opens a
-/// fault, which closes after `quiet_after` samples without a further rise; closing accepts
-/// the new value as the baseline.
+/// fault, which closes as [`CounterClear`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
     baseline: u64,
@@ -275,6 +287,17 @@ impl Counter {
         }
     }
 
+    /// Resumes a state persisted before a restart: `last` is the value last read and
+    /// `open` whether its fault was open (and already reported).
+    pub fn resume(baseline: u64, last: u64, open: bool) -> Self {
+        Self {
+            baseline,
+            last: last.max(baseline),
+            quiet: 0,
+            open,
+        }
+    }
+
     /// The value rises are measured from.
     pub fn baseline(&self) -> u64 {
         self.baseline
@@ -290,8 +313,13 @@ impl Counter {
         self.open
     }
 
-    /// Feeds one sample.
+    /// Feeds one sample; the fault closes after `quiet_after` samples without a rise.
     pub fn step(&mut self, value: u64, min_increase: u64, quiet_after: u16) -> CounterStep {
+        self.step_with(value, min_increase, CounterClear::Quiet(quiet_after))
+    }
+
+    /// Feeds one sample.
+    pub fn step_with(&mut self, value: u64, min_increase: u64, clear: CounterClear) -> CounterStep {
         let min_increase = min_increase.max(1);
         if value < self.baseline {
             let was_open = self.open;
@@ -312,14 +340,26 @@ impl Counter {
             self.quiet = 0;
             return CounterStep::Rise;
         }
-        // `value < last` while still above the baseline: treat as steady at the lower value.
-        self.last = value;
-        self.quiet = self.quiet.saturating_add(1);
-        if self.quiet >= quiet_after.max(1) {
-            *self = Self::new(value);
-            return CounterStep::Clear;
+        match clear {
+            CounterClear::Quiet(quiet_after) => {
+                // `value < last` while still above the baseline: steady at the lower value.
+                self.last = value;
+                self.quiet = self.quiet.saturating_add(1);
+                if self.quiet >= quiet_after.max(1) {
+                    *self = Self::new(value);
+                    return CounterStep::Clear;
+                }
+                CounterStep::Hold
+            }
+            CounterClear::AtBaseline => {
+                if value == self.baseline {
+                    *self = Self::new(value);
+                    return CounterStep::Clear;
+                }
+                self.last = value;
+                CounterStep::Hold
+            }
         }
-        CounterStep::Hold
     }
 }
 
@@ -437,6 +477,42 @@ mod tests {
         assert_eq!(c.step(0, 1, 2), CounterStep::Reset { was_open: true });
         assert_eq!(c.baseline(), 0);
         assert!(!c.is_open());
+    }
+
+    #[test]
+    fn counter_at_baseline_stays_open_while_non_zero() {
+        let mut c = Counter::new(0);
+        let at = CounterClear::AtBaseline;
+        assert_eq!(c.step_with(2, 1, at), CounterStep::Raise);
+        for _ in 0..100 {
+            assert_eq!(
+                c.step_with(2, 1, at),
+                CounterStep::Hold,
+                "steady is still a fault"
+            );
+        }
+        assert_eq!(c.step_with(5, 1, at), CounterStep::Rise);
+        assert_eq!(c.step_with(1, 1, at), CounterStep::Hold, "fewer, not none");
+        assert_eq!(c.step_with(3, 1, at), CounterStep::Rise);
+        assert_eq!(c.step_with(0, 1, at), CounterStep::Clear);
+        assert!(!c.is_open());
+        assert_eq!(c.baseline(), 0);
+    }
+
+    #[test]
+    fn counter_resumed_open_clears_without_raising_again() {
+        let mut c = Counter::resume(0, 3, true);
+        assert_eq!(c.step(3, 1, 2), CounterStep::Hold);
+        assert_eq!(c.step(3, 1, 2), CounterStep::Clear);
+        assert_eq!(c.baseline(), 3);
+        let mut c = Counter::resume(0, 3, true);
+        assert_eq!(
+            c.step(4, 1, 2),
+            CounterStep::Rise,
+            "new errors while stopped"
+        );
+        let mut c = Counter::resume(3, 3, false);
+        assert_eq!(c.step(3, 1, 2), CounterStep::Hold);
     }
 
     #[test]

@@ -1,39 +1,139 @@
-//! Counter baselines that survive an agent restart, in the `sled::Tree` the agent passes.
+//! Counter state that survives an agent restart, in the `sled::Tree` the agent passes.
 //!
-//! Key: `{detector}/{subject}` (for SMART the subject starts with the disk serial, so a
-//! replaced disk starts from its own first reading). Value: the baseline as 8 big-endian
-//! bytes. A store error is logged and the detector runs on its in-memory baseline: losing
-//! a baseline costs at most one missed or repeated alert, never a crash.
+//! Two scopes, because counters differ in what their zero means:
+//! - [`Scope::Boot`]: kernel counters that start at zero with every boot (EDAC, AER,
+//!   `ioerr_cnt`, counts from the kernel log). Key `boot/{boot_id}/{detector}/{subject}`.
+//!   A subject without a record in this boot starts from zero, so what the kernel counted
+//!   before the agent's first start in this boot is reported; records of other boots are
+//!   deleted when the store is opened. Without a boot id (unreadable, or a replay) these
+//!   counters fall back to the lifetime key and to "the first reading is the baseline".
+//! - [`Scope::Lifetime`]: counters kept by the device itself (SMART attributes, ext4's
+//!   `errors_count` in the superblock). Key `{detector}/{subject}`; for SMART the subject
+//!   starts with the disk serial, so a replaced disk starts from its own first reading.
+//!
+//! Value: the counter's baseline, last value and whether its fault is open (17 bytes), so
+//! a fault open at a restart stays open without being reported twice. A record of the
+//! older format (the baseline alone, 8 big-endian bytes) still reads. A store error is
+//! logged and the detector runs on its in-memory state: losing a record costs at most one
+//! missed or repeated alert, never a crash.
 use vigia_protocol::FaultKind;
+
+use crate::detect::{CounterClear, CounterMemo, CounterStart};
+
+/// Which record a counter's state is kept under (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Zero at every kernel boot.
+    Boot,
+    /// Kept by the device across boots.
+    Lifetime,
+}
 
 /// The baseline store.
 #[derive(Debug, Clone)]
 pub struct Baselines {
     tree: sled::Tree,
+    boot: Option<String>,
     dirty: std::cell::Cell<bool>,
 }
 
-fn key(kind: FaultKind, subject: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(kind.as_str().len() + 1 + subject.len());
-    k.extend_from_slice(kind.as_str().as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(subject.as_bytes());
-    k
+const BOOT_PREFIX: &str = "boot/";
+
+fn lifetime_key(kind: FaultKind, subject: &str) -> Vec<u8> {
+    format!("{}/{subject}", kind.as_str()).into_bytes()
+}
+
+fn encode(m: CounterMemo) -> [u8; 17] {
+    let mut v = [0u8; 17];
+    v[..8].copy_from_slice(&m.baseline.to_be_bytes());
+    v[8..16].copy_from_slice(&m.last.to_be_bytes());
+    v[16] = u8::from(m.open);
+    v
+}
+
+/// A stored record: the state, and whether it is of the older, baseline-only format.
+fn decode(v: &[u8]) -> Option<(CounterMemo, bool)> {
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes);
+    match v.len() {
+        8 => {
+            let baseline = word(v)?;
+            let m = CounterMemo {
+                baseline,
+                last: baseline,
+                open: false,
+            };
+            Some((m, true))
+        }
+        17 => Some((
+            CounterMemo {
+                baseline: word(&v[..8])?,
+                last: word(&v[8..16])?,
+                open: v[16] == 1,
+            },
+            false,
+        )),
+        _ => None,
+    }
 }
 
 impl Baselines {
-    /// Wraps a tree.
-    pub fn new(tree: sled::Tree) -> Self {
-        Self {
+    /// Wraps a tree for the kernel boot `boot` (its `boot_id`, or `None` when unknown):
+    /// boot-scoped records of any other boot are deleted.
+    pub fn new(tree: sled::Tree, boot: Option<&str>) -> Self {
+        let b = Self {
             tree,
+            boot: boot.map(str::to_string),
             dirty: std::cell::Cell::new(false),
+        };
+        if let Some(id) = boot {
+            let current = format!("{BOOT_PREFIX}{id}/");
+            let stale: Vec<_> = b
+                .tree
+                .scan_prefix(BOOT_PREFIX)
+                .keys()
+                .flatten()
+                .filter(|k| !k.starts_with(current.as_bytes()))
+                .collect();
+            if !stale.is_empty() {
+                tracing::debug!(
+                    records = stale.len(),
+                    "new kernel boot: since-boot counters start from zero"
+                );
+            }
+            for k in stale {
+                b.remove(&k);
+            }
+        }
+        b
+    }
+
+    /// The kernel boot the boot-scoped records belong to.
+    pub fn boot(&self) -> Option<&str> {
+        self.boot.as_deref()
+    }
+
+    /// The key of a counter; a boot-scoped one without a boot id falls back to the
+    /// lifetime key.
+    fn key(&self, scope: Scope, kind: FaultKind, subject: &str) -> Vec<u8> {
+        match (scope, &self.boot) {
+            (Scope::Boot, Some(id)) => {
+                format!("{BOOT_PREFIX}{id}/{}/{subject}", kind.as_str()).into_bytes()
+            }
+            _ => lifetime_key(kind, subject),
         }
     }
 
-    /// The stored baseline of `kind`/`subject`.
-    pub fn get(&self, kind: FaultKind, subject: &str) -> Option<u64> {
-        match self.tree.get(key(kind, subject)) {
-            Ok(Some(v)) => <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes),
+    fn remove(&self, key: &[u8]) {
+        match self.tree.remove(key) {
+            Ok(Some(_)) => self.dirty.set(true),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "baseline delete failed"),
+        }
+    }
+
+    fn read(&self, key: &[u8], kind: FaultKind, subject: &str) -> Option<(CounterMemo, bool)> {
+        match self.tree.get(key) {
+            Ok(Some(v)) => decode(&v),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(kind = %kind, subject, error = %e, "baseline read failed");
@@ -42,12 +142,55 @@ impl Baselines {
         }
     }
 
-    /// Stores a baseline.
-    pub fn set(&self, kind: FaultKind, subject: &str, value: u64) {
-        if let Err(e) = self.tree.insert(key(kind, subject), &value.to_be_bytes()) {
+    /// The stored state of `kind`/`subject`, if any.
+    pub fn get(&self, scope: Scope, kind: FaultKind, subject: &str) -> Option<CounterMemo> {
+        self.read(&self.key(scope, kind, subject), kind, subject)
+            .map(|(m, _)| m)
+    }
+
+    /// Where a counter seen for the first time since the agent started begins: its
+    /// stored state, else zero for a boot-scoped counter in a known boot and for a
+    /// count that is a fault whenever it is not zero ([`CounterClear::AtBaseline`]),
+    /// else its first reading.
+    pub fn start(
+        &self,
+        scope: Scope,
+        kind: FaultKind,
+        subject: &str,
+        clear: CounterClear,
+    ) -> CounterStart {
+        let key = self.key(scope, kind, subject);
+        let since_boot = scope == Scope::Boot && self.boot.is_some();
+        if since_boot {
+            // The record of an older agent, keyed without the boot: a first-sight
+            // baseline that hid what the kernel had counted. Not read again.
+            self.remove(&lifetime_key(kind, subject));
+        }
+        match self.read(&key, kind, subject) {
+            // An old baseline-only record of a count that should be zero was taken at
+            // first sight: it hid a non-zero count. Start from zero instead.
+            Some((_, true)) if clear == CounterClear::AtBaseline => CounterStart::Zero,
+            Some((m, _)) => CounterStart::Saved(m),
+            None if since_boot || clear == CounterClear::AtBaseline => CounterStart::Zero,
+            None => CounterStart::FirstSight,
+        }
+    }
+
+    /// Stores a counter's state.
+    pub fn set(&self, scope: Scope, kind: FaultKind, subject: &str, memo: CounterMemo) {
+        let key = self.key(scope, kind, subject);
+        if let Err(e) = self.tree.insert(key, &encode(memo)[..]) {
             tracing::warn!(kind = %kind, subject, error = %e, "baseline write failed");
         }
         self.dirty.set(true);
+    }
+
+    /// Deletes the state of `kind`/`subject` in both scopes (a subject gone while its
+    /// fault was open, cleared as "no longer present").
+    pub fn forget(&self, kind: FaultKind, subject: &str) {
+        for scope in [Scope::Boot, Scope::Lifetime] {
+            self.remove(&self.key(scope, kind, subject));
+        }
     }
 
     /// The underlying tree (other detectors keep small state beside the baselines).
@@ -72,15 +215,82 @@ impl Baselines {
 mod tests {
     use super::*;
 
+    const Q: CounterClear = CounterClear::Quiet(60);
+
+    fn memo(baseline: u64, last: u64, open: bool) -> CounterMemo {
+        CounterMemo {
+            baseline,
+            last,
+            open,
+        }
+    }
+
     #[test]
-    fn round_trip_and_garbage() {
+    fn round_trip_legacy_records_and_garbage() {
         let t = crate::probe::testutil::tree();
-        let b = Baselines::new(t.clone());
-        assert_eq!(b.get(FaultKind::DiskIoErrors, "sda"), None);
-        b.set(FaultKind::DiskIoErrors, "sda", 7);
-        assert_eq!(b.get(FaultKind::DiskIoErrors, "sda"), Some(7));
-        assert_eq!(b.get(FaultKind::DiskIoErrors, "sdb"), None);
-        t.insert("disk_io_errors/sdc", &b"xx"[..]).unwrap();
-        assert_eq!(b.get(FaultKind::DiskIoErrors, "sdc"), None);
+        let b = Baselines::new(t.clone(), None);
+        let k = FaultKind::DiskHealth;
+        assert_eq!(b.get(Scope::Lifetime, k, "S1 x"), None);
+        b.set(Scope::Lifetime, k, "S1 x", memo(7, 9, true));
+        assert_eq!(b.get(Scope::Lifetime, k, "S1 x"), Some(memo(7, 9, true)));
+        assert_eq!(b.get(Scope::Lifetime, k, "S2 x"), None);
+        t.insert("disk_health/S3 x", &7u64.to_be_bytes()[..])
+            .unwrap();
+        assert_eq!(b.get(Scope::Lifetime, k, "S3 x"), Some(memo(7, 7, false)));
+        assert_eq!(
+            b.start(Scope::Lifetime, k, "S3 x", Q),
+            CounterStart::Saved(memo(7, 7, false))
+        );
+        assert_eq!(
+            b.start(Scope::Lifetime, k, "S3 x", CounterClear::AtBaseline),
+            CounterStart::Zero,
+            "an old first-sight baseline of a should-be-zero count is not trusted"
+        );
+        t.insert("disk_health/S4 x", &b"xx"[..]).unwrap();
+        assert_eq!(b.get(Scope::Lifetime, k, "S4 x"), None);
+        assert_eq!(
+            b.start(Scope::Lifetime, k, "S4 x", Q),
+            CounterStart::FirstSight
+        );
+    }
+
+    #[test]
+    fn boot_scope_is_zero_per_boot_and_forgets_other_boots() {
+        let t = crate::probe::testutil::tree();
+        let k = FaultKind::MemoryEcc;
+        // An older agent's first-sight baseline, keyed without the boot.
+        t.insert("memory_ecc/mc0 uncorrected", &1u64.to_be_bytes()[..])
+            .unwrap();
+        let b = Baselines::new(t.clone(), Some("boot-a"));
+        assert_eq!(
+            b.start(Scope::Boot, k, "mc0 uncorrected", Q),
+            CounterStart::Zero
+        );
+        assert!(t.get("memory_ecc/mc0 uncorrected").unwrap().is_none());
+        b.set(Scope::Boot, k, "mc0 uncorrected", memo(0, 1, true));
+        let b = Baselines::new(t.clone(), Some("boot-a"));
+        assert_eq!(
+            b.start(Scope::Boot, k, "mc0 uncorrected", Q),
+            CounterStart::Saved(memo(0, 1, true))
+        );
+        let b = Baselines::new(t.clone(), Some("boot-b"));
+        assert_eq!(
+            b.start(Scope::Boot, k, "mc0 uncorrected", Q),
+            CounterStart::Zero
+        );
+        assert_eq!(t.scan_prefix("boot/boot-a/").count(), 0, "old boot deleted");
+        // Without a boot id: the first reading is the baseline, as before.
+        let b = Baselines::new(t.clone(), None);
+        assert_eq!(
+            b.start(Scope::Boot, k, "mc1 corrected", Q),
+            CounterStart::FirstSight
+        );
+        // Forgotten: gone from both scopes.
+        let b = Baselines::new(t, Some("boot-b"));
+        b.set(Scope::Boot, k, "mc0 uncorrected", memo(0, 1, true));
+        b.set(Scope::Lifetime, k, "mc0 uncorrected", memo(0, 1, true));
+        b.forget(k, "mc0 uncorrected");
+        assert_eq!(b.get(Scope::Boot, k, "mc0 uncorrected"), None);
+        assert_eq!(b.get(Scope::Lifetime, k, "mc0 uncorrected"), None);
     }
 }

@@ -136,7 +136,12 @@ pub fn feed(
         if b.health.is_some() {
             let subject = format!("{} health", b.name);
             let source = format!("/sys/class/power_supply/{}/health", b.name);
-            let label = format!("battery health {}", b.health.as_deref().unwrap_or(""));
+            let health = b.health.as_deref().unwrap_or("");
+            let label = if b.failed() {
+                format!("battery health {health}")
+            } else {
+                format!("failing (health now {health})")
+            };
             let obs = Obs {
                 kind: FaultKind::BatteryWear,
                 subject: &subject,

@@ -3,17 +3,25 @@
 //! (`/sys/devices/system/edac/mc/mc*/{ce,ue}_count`) and PCIe AER
 //! (`/sys/bus/pci/devices/*/aer_dev_{correctable,nonfatal,fatal}`, the `TOTAL_ERR_*` line).
 //!
-//! Each counter alerts on a rise from a baseline persisted in sled, so errors that happen
-//! while the agent is stopped are still reported at its next start; a counter that drops
-//! (the kernel resets them at boot) resets the baseline. The trade-off: an old error that
-//! predates the agent's first run is taken as the baseline, not reported.
+//! The kernel starts them at zero at every boot, so each alerts on a rise from a zero
+//! baseline per boot ([`Scope::Boot`], keyed by `/proc/sys/kernel/random/boot_id`): what
+//! the kernel counted before the agent's first start in this boot is reported at that
+//! start, an agent restarted within the boot reports only what is new since it stopped,
+//! and a new boot starts from zero again. Without a boot id the first reading is the
+//! baseline (errors older than the agent are then not reported; the agent says why at
+//! start). A counter that drops (a device reset) resets the baseline.
+//!
+//! `ioerr_cnt` counts every SCSI command that failed, so a device without a medium (an
+//! empty card reader or optical drive, `size` 0) is skipped: its media polling fails by
+//! design.
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::baseline::Scope;
 use super::sysfs::{self, Root};
 use super::{Baselines, ProbeError};
 use crate::detect::config::CounterConfig;
-use crate::detect::{CounterRule, Engine, Obs};
+use crate::detect::{CounterClear, CounterRule, CounterStart, Engine, Obs};
 
 /// I/O errors of one block device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,10 @@ pub fn read_io_errors(root: &Root) -> Result<Vec<IoErrors>, ProbeError> {
             continue;
         }
         present += 1;
+        if sysfs::attr_u64(&path.join("size")) == Some(0) {
+            tracing::debug!(device = %name, "no medium; ioerr_cnt not watched");
+            continue;
+        }
         match sysfs::attr_u64(&file) {
             Some(count) => out.push(IoErrors {
                 device: name,
@@ -166,23 +178,24 @@ pub fn read_aer(root: &Root) -> Result<Vec<AerDevice>, ProbeError> {
     Ok(out)
 }
 
-/// Feeds one counter, loading its persisted baseline on first sight and storing changes.
+/// Feeds one counter, loading its persisted state on first sight and storing changes.
 pub fn feed_counter(
     engine: &mut Engine,
     baselines: &Baselines,
+    scope: Scope,
     obs: Obs<'_>,
     value: u64,
     rule: CounterRule,
     out: &mut Vec<FaultEvent>,
 ) {
-    let stored = if engine.knows(obs.kind, obs.subject) {
-        None
+    let start = if engine.knows(obs.kind, obs.subject) {
+        CounterStart::FirstSight // ignored: the engine has its state
     } else {
-        baselines.get(obs.kind, obs.subject)
+        baselines.start(scope, obs.kind, obs.subject, rule.clear)
     };
-    let o = engine.counter(obs, value, stored, rule);
-    if let Some(b) = o.persist {
-        baselines.set(obs.kind, obs.subject, b);
+    let o = engine.counter(obs, value, start, rule);
+    if let Some(m) = o.persist {
+        baselines.set(scope, obs.kind, obs.subject, m);
     }
     out.extend(o.event);
 }
@@ -191,7 +204,8 @@ fn rule(cfg: &CounterConfig, severity: Severity) -> CounterRule {
     CounterRule {
         severity,
         min_increase: cfg.min_increase,
-        quiet_after: cfg.clear_after,
+        clear: CounterClear::Quiet(cfg.clear_after),
+        since: "since boot",
     }
 }
 
@@ -216,14 +230,8 @@ pub fn feed_io_errors(
             unit: "count",
             label: "I/O errors",
         };
-        feed_counter(
-            engine,
-            baselines,
-            obs,
-            d.count,
-            rule(cfg, Severity::Major),
-            out,
-        );
+        let rule = rule(cfg, Severity::Major);
+        feed_counter(engine, baselines, Scope::Boot, obs, d.count, rule, out);
     }
 }
 
@@ -251,7 +259,8 @@ pub fn feed_edac(
                 unit: "count",
                 label: &label,
             };
-            feed_counter(engine, baselines, obs, value, rule(cfg, severity), out);
+            let rule = rule(cfg, severity);
+            feed_counter(engine, baselines, Scope::Boot, obs, value, rule, out);
         }
     }
 }
@@ -299,7 +308,8 @@ pub fn feed_aer(
                 unit: "count",
                 label: &label,
             };
-            feed_counter(engine, baselines, obs, value, rule(cfg, severity), out);
+            let rule = rule(cfg, severity);
+            feed_counter(engine, baselines, Scope::Boot, obs, value, rule, out);
         }
     }
 }

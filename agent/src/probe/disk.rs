@@ -11,15 +11,36 @@
 //!
 //! Space used is measured against what a non-root user can use (`f_bavail`), as `df`
 //! does, so the 5 % root reserve shows up as "full" before root's writes start failing.
+//!
+//! Read-only: a filesystem is a fault when it is read-only while it should be writable,
+//! which this module knows two ways: `/etc/fstab` mounts it read-write (a disk-backed
+//! type only: [`DISK_FS_TYPES`]; an entry with `noauto` is left to whoever mounted it),
+//! or it was read-write earlier in this boot ([`RoTracker`]). So a root that ext4 already
+//! remounted read-only before the agent started (`errors=remount-ro`) is reported at the
+//! agent's first pass. Read-only by design is never a fault: `ro` in fstab, image
+//! filesystems (squashfs, erofs, iso9660: not watched at all), and a mount not in fstab
+//! that is read-only when first seen: a live USB's or an image-based system's layers
+//! (`/rofs`, `/cdrom`, Silverblue's `/sysroot`, an overlay root's lower layer at
+//! `/media/root-ro`), whose writable root is an overlay. Bind mounts of one device are
+//! judged once, under the mount point fstab names, else the first one seen writable.
+//!
+//! ext4 keeps a count of the errors it found in the superblock
+//! (`/sys/fs/ext4/<dev>/errors_count`; it survives reboots until e2fsck repairs the
+//! filesystem, and the kernel nags about it daily). It is evidence in a read-only fault,
+//! and a `disk_io_errors` fault of its own while it is not zero (subject `{mount} (ext4
+//! errors)`), updated when it rises: errors an fsck has not repaired are a fault, also
+//! when they are older than the agent.
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultKind, Severity};
 
+use super::baseline::Scope;
+use super::counters::feed_counter;
 use super::sysfs::{self, Root};
-use super::ProbeError;
+use super::{Baselines, ProbeError};
 use crate::detect::config::is_ignored;
-use crate::detect::{DetectConfig, Engine, Obs, Severities};
+use crate::detect::{CounterClear, CounterRule, DetectConfig, Engine, Obs, Severities};
 
 /// Filesystem types never watched (see the module doc).
 pub const SKIP_TYPES: &[&str] = &[
@@ -66,6 +87,93 @@ pub const SKIP_TYPES: &[&str] = &[
     "rootfs",
     "none",
 ];
+
+/// Filesystem types that live on a local disk: read-only while `/etc/fstab` mounts them
+/// read-write is a fault. (FUSE, network and image filesystems, overlay and ntfs-3g are
+/// not: their read-only states have other, often harmless, causes.)
+pub const DISK_FS_TYPES: &[&str] = &[
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "vfat", "msdos", "exfat", "jfs", "reiserfs",
+    "nilfs2", "bcachefs", "hfsplus",
+];
+
+/// Whether `fstype` is a disk-backed filesystem ([`DISK_FS_TYPES`]).
+pub fn is_disk_fs(fstype: &str) -> bool {
+    DISK_FS_TYPES.contains(&fstype)
+}
+
+/// One line of `/etc/fstab` that mounts something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FstabEntry {
+    /// Mount point, unescaped, without a trailing `/`.
+    pub mount: String,
+    /// Filesystem type (`auto`, `ext4`...).
+    pub fstype: String,
+    /// Mounted read-only (the last of `ro`/`rw` wins; `defaults` is read-write).
+    pub read_only: bool,
+    /// Not mounted at boot (`noauto`): whoever mounts it chooses its options.
+    pub noauto: bool,
+}
+
+fn normalize_mount(m: &str) -> String {
+    let t = m.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+/// Parses `/etc/fstab` (fstab(5)): comments and blank lines skipped, `\040` escapes
+/// decoded, sources (`UUID=`, `LABEL=`, devices) ignored: entries are matched to mounts
+/// by mount point. Swap and lines without a mount point are left out.
+pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                return None;
+            }
+            let mut f = line.split_ascii_whitespace();
+            let _source = f.next()?;
+            let mount = unescape(f.next()?);
+            let fstype = f.next().unwrap_or("auto").to_string();
+            let opts = f.next().unwrap_or("defaults");
+            if !mount.starts_with('/') || fstype == "swap" {
+                return None;
+            }
+            let mut read_only = false;
+            let mut noauto = false;
+            for o in opts.split(',') {
+                match o {
+                    "ro" => read_only = true,
+                    "rw" | "defaults" => read_only = false,
+                    "noauto" => noauto = true,
+                    "auto" => noauto = false,
+                    _ => {}
+                }
+            }
+            Some(FstabEntry {
+                mount: normalize_mount(&mount),
+                fstype,
+                read_only,
+                noauto,
+            })
+        })
+        .collect()
+}
+
+/// Reads `{root}/etc/fstab`; `None` when there is none (a container, some images): the
+/// read-only detector then knows only what it saw read-write itself.
+pub fn read_fstab(root: &Root) -> Option<Vec<FstabEntry>> {
+    let path = root.path("/etc/fstab");
+    match sysfs::read(&path) {
+        Ok(text) => Some(parse_fstab(&text)),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "no fstab; read-only mounts judged by what was seen read-write");
+            None
+        }
+    }
+}
 
 /// One line of `/proc/mounts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,22 +378,85 @@ pub struct MountState {
     pub mount: String,
     /// Mounted read-only now.
     pub ro: bool,
+    /// Source device (`/dev/sda1`); mounts of one device are judged once. Empty: unknown.
+    #[serde(default)]
+    pub device: String,
+    /// Filesystem type.
+    #[serde(default)]
+    pub fstype: String,
+    /// What `/etc/fstab` says of this mount point: `Some(true)` read-write, `Some(false)`
+    /// read-only; `None` not listed, `noauto`, or no fstab.
+    #[serde(default)]
+    pub fstab_rw: Option<bool>,
+    /// ext4's `errors_count` for the filesystem, where it has one.
+    #[serde(default)]
+    pub fs_errors: Option<u64>,
+    /// Where `fs_errors` was read (`/sys/fs/ext4/sda1/errors_count`).
+    #[serde(default)]
+    pub fs_errors_source: String,
 }
 
-/// The read-only state of every watched mount.
-pub fn mount_states(mounts: &[MountEntry]) -> Vec<MountState> {
-    watched_mounts(mounts)
-        .into_iter()
-        .map(|m| MountState {
-            mount: m.mount,
+/// The kernel name of a mount's source device (`sda1`, `dm-0`), following a
+/// `/dev/mapper/*` or `/dev/disk/by-*` symlink under `root`.
+fn kernel_name(root: &Root, device: &str) -> Option<String> {
+    let rest = device.strip_prefix("/dev/")?;
+    let name = match std::fs::read_link(root.path(device)) {
+        Ok(target) => target.file_name()?.to_string_lossy().into_owned(),
+        Err(_) => Path::new(rest).file_name()?.to_string_lossy().into_owned(),
+    };
+    Some(name)
+}
+
+/// The read-only state of every watched mount (bind mounts included: [`RoTracker`] picks
+/// one per device), with what `fstab` says of it and ext4's error count.
+pub fn mount_states(
+    root: &Root,
+    mounts: &[MountEntry],
+    fstab: Option<&[FstabEntry]>,
+) -> Vec<MountState> {
+    let mut out: Vec<MountState> = Vec::new();
+    for m in mounts.iter().filter(|m| is_watched(m)) {
+        if out.iter().any(|o| o.mount == m.mount) {
+            continue; // stacked on the same point: the first listed is judged
+        }
+        let fstab_rw = fstab
+            .and_then(|f| {
+                f.iter()
+                    .rev()
+                    .find(|e| e.mount == normalize_mount(&m.mount))
+            })
+            .filter(|e| !e.noauto)
+            .map(|e| !e.read_only);
+        let (mut fs_errors, mut fs_errors_source) = (None, String::new());
+        if matches!(m.fstype.as_str(), "ext2" | "ext3" | "ext4") {
+            if let Some(name) = kernel_name(root, &m.device) {
+                let shown = format!("/sys/fs/ext4/{name}/errors_count");
+                fs_errors = sysfs::attr_u64(&root.path(&shown));
+                if fs_errors.is_some() {
+                    fs_errors_source = shown;
+                }
+            }
+        }
+        out.push(MountState {
+            mount: m.mount.clone(),
             ro: m.read_only,
-        })
-        .collect()
+            device: if m.device.starts_with('/') {
+                m.device.clone()
+            } else {
+                String::new()
+            },
+            fstype: m.fstype.clone(),
+            fstab_rw,
+            fs_errors,
+            fs_errors_source,
+        });
+    }
+    out
 }
 
-/// Remembers which mounts were read-write when first seen (at agent start, or when
-/// mounted later): only those can be "remounted read-only". A filesystem mounted
-/// read-only on purpose is never a fault.
+/// Judges read-only mounts (see the module doc): a mount is expected writable when
+/// `/etc/fstab` mounts it read-write, or when it was read-write earlier in this boot (at
+/// agent start, or when mounted later).
 ///
 /// The read-write set is also kept in the baseline store under the kernel's boot id
 /// (`/proc/sys/kernel/random/boot_id`), so an agent restarted after the remount still
@@ -328,21 +499,61 @@ impl RoTracker {
         t
     }
 
-    /// Feeds one sample of mount states.
+    /// How strongly a mount speaks for its device: listed read-write in fstab, then seen
+    /// read-write earlier, then read-write now. Stable once a mount was seen writable, so
+    /// a device going read-only keeps its subject.
+    fn rank(&self, s: &MountState) -> u8 {
+        if s.fstab_rw == Some(true) {
+            3
+        } else if self.was_rw.contains(&s.mount) {
+            2
+        } else {
+            u8::from(!s.ro)
+        }
+    }
+
+    /// One mount per device (bind mounts share their device's read-only state).
+    fn judged<'a>(&self, states: &'a [MountState]) -> Vec<&'a MountState> {
+        let mut out: Vec<&MountState> = Vec::new();
+        for s in states {
+            let same = (!s.device.is_empty())
+                .then(|| {
+                    out.iter()
+                        .position(|o| o.device == s.device && o.fstype == s.fstype)
+                })
+                .flatten();
+            match same {
+                Some(i) if self.rank(s) > self.rank(out[i]) => out[i] = s,
+                Some(_) => {}
+                None => out.push(s),
+            }
+        }
+        out
+    }
+
+    /// Feeds one sample of mount states; ext4 error counts go to `baselines`.
     pub fn feed(
         &mut self,
         engine: &mut Engine,
+        baselines: &Baselines,
         cfg: &DetectConfig,
         states: &[MountState],
         out: &mut Vec<vigia_protocol::FaultEvent>,
     ) {
         let db = crate::detect::Debounce::IMMEDIATE;
-        for s in states {
+        for s in self.judged(states) {
             if is_ignored(&cfg.fs_read_only.ignore_mounts, &s.mount) {
                 continue;
             }
-            if self.seen.insert(s.mount.clone()) && s.ro {
-                continue; // read-only from the start: on purpose
+            if cfg.disk_io_errors.enabled {
+                feed_fs_errors(engine, baselines, &cfg.disk_io_errors, s, out);
+            }
+            if !cfg.fs_read_only.enabled || s.fstab_rw == Some(false) {
+                continue; // read-only in fstab: by design, whatever happened earlier
+            }
+            let fstab_says_rw = s.fstab_rw == Some(true) && is_disk_fs(&s.fstype);
+            if self.seen.insert(s.mount.clone()) && s.ro && !fstab_says_rw {
+                continue; // read-only from the start and not said otherwise: on purpose
             }
             if !s.ro && self.was_rw.insert(s.mount.clone()) {
                 if let Some(tree) = &self.store {
@@ -352,20 +563,66 @@ impl RoTracker {
                     }
                 }
             }
-            if !self.was_rw.contains(&s.mount) {
+            let rw_earlier = self.was_rw.contains(&s.mount);
+            if !rw_earlier && !fstab_says_rw {
                 continue;
             }
+            let mut label = if rw_earlier {
+                "remounted read-only".to_string()
+            } else if s.ro {
+                format!(
+                    "read-only, but /etc/fstab mounts this {} read-write",
+                    s.fstype
+                )
+            } else {
+                "read-only".to_string()
+            };
+            if let (true, Some(n)) = (s.ro, s.fs_errors.filter(|n| *n > 0)) {
+                label.push_str(&format!("; ext4 recorded {n} errors"));
+            }
+            let source = if rw_earlier {
+                "/proc/mounts"
+            } else {
+                "/proc/mounts, /etc/fstab"
+            };
             let obs = Obs {
                 kind: FaultKind::FsReadOnly,
                 subject: &s.mount,
-                source: "/proc/mounts",
+                source,
                 unit: "state",
-                label: "remounted read-only",
+                label: &label,
             };
+            // Evidence: 1 = read-only now, against the expected 0 = read-write.
             let value = if s.ro { 1.0 } else { 0.0 };
-            out.extend(engine.flag(obs, s.ro, Severity::Critical, value, 1.0, db));
+            out.extend(engine.flag(obs, s.ro, Severity::Critical, value, 0.0, db));
         }
     }
+}
+
+/// Feeds ext4's `errors_count` of one mount: a fault while not zero (see the module doc).
+fn feed_fs_errors(
+    engine: &mut Engine,
+    baselines: &Baselines,
+    cfg: &crate::detect::config::CounterConfig,
+    s: &MountState,
+    out: &mut Vec<vigia_protocol::FaultEvent>,
+) {
+    let Some(n) = s.fs_errors else { return };
+    let subject = format!("{} (ext4 errors)", s.mount);
+    let obs = Obs {
+        kind: FaultKind::DiskIoErrors,
+        subject: &subject,
+        source: &s.fs_errors_source,
+        unit: "count",
+        label: "ext4 filesystem errors",
+    };
+    let rule = CounterRule {
+        severity: Severity::Major,
+        min_increase: cfg.min_increase,
+        clear: CounterClear::AtBaseline,
+        since: "recorded, not yet repaired by e2fsck",
+    };
+    feed_counter(engine, baselines, Scope::Lifetime, obs, n, rule, out);
 }
 
 /// Whether `path` is a mount point listed in `mounts` (used by tests and `check`).

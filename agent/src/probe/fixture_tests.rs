@@ -19,7 +19,11 @@ fn copy_tree(src: &Path, dst: &Path) {
     for e in std::fs::read_dir(src).unwrap() {
         let e = e.unwrap();
         let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            // `/dev/mapper/*` links to `../dm-0`, which need not exist in the tree.
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &to).unwrap();
+        } else if ft.is_dir() {
             copy_tree(&e.path(), &to);
         } else {
             std::fs::copy(e.path(), &to).unwrap();
@@ -488,7 +492,10 @@ fn raid_degraded_raise_and_clear() {
         ]
     );
     assert_eq!((ev[0].evidence.value, ev[0].evidence.threshold), (2.0, 3.0));
-    assert_eq!(ev[0].message.as_str(), "md2: raid5 degraded [_UU]");
+    assert_eq!(
+        ev[0].message.as_str(),
+        "md2: raid5 degraded [_UU], 2 of 3 members up"
+    );
     set(t.path(), "/proc/mdstat", &healthy);
     let ev = passes(&mut d, FaultKind::RaidDegraded, 2);
     assert_eq!(
@@ -780,7 +787,12 @@ fn fan_failure_stopped_or_faulted_raise_and_clear() {
     );
     assert_eq!(
         ev[0].message.as_str(),
-        "nct6775/fan2: fan stopped while it should spin"
+        "nct6775/fan2: stopped at 0 rpm, expected spinning (pwm2_enable = 0: full speed)"
+    );
+    assert_eq!(
+        (ev[0].evidence.value, ev[0].evidence.threshold),
+        (0.0, 1.0),
+        "0 rpm against spinning at all, not 0 rpm vs 0 rpm"
     );
     set(t.path(), "/sys/class/hwmon/hwmon0/fan4_alarm", "1\n");
     let ev = passes(&mut d, FaultKind::FanFailure, 2);
@@ -973,6 +985,552 @@ fn snapshot_and_open_faults_reflect_readings() {
     assert!(snap
         .iter()
         .any(|r| r.name.as_str() == "battery_wear BAT0" && r.unit.as_str() == "%"));
+}
+
+// --- Since-boot kernel counters: a zero baseline per kernel boot ---------------------
+
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+const SINCE_BOOT: [FaultKind; 3] = [
+    FaultKind::MemoryEcc,
+    FaultKind::PcieAer,
+    FaultKind::DiskIoErrors,
+];
+
+/// One pass; the events of the since-boot kinds, sorted by subject.
+fn since_boot_pass(d: &mut Detectors) -> Vec<FaultEvent> {
+    let mut out = Vec::new();
+    d.tick(0, &mut out);
+    let mut ev: Vec<_> = out
+        .into_iter()
+        .filter(|e| SINCE_BOOT.contains(&e.kind))
+        .collect();
+    ev.sort_by(|a, b| a.subject.cmp(&b.subject));
+    ev
+}
+
+fn message<'a>(ev: &'a [FaultEvent], subject: &str) -> &'a str {
+    ev.iter()
+        .find(|e| e.subject.as_str() == subject)
+        .map(|e| e.message.as_str())
+        .unwrap_or_else(|| panic!("no event for {subject}: {ev:#?}"))
+}
+
+#[test]
+fn uncorrected_ecc_fatal_aer_and_io_errors_counted_before_the_first_start_are_reported() {
+    let t = tree("since_boot/server");
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    assert!(matches!(d.boot(), super::Boot::Id(id) if id.starts_with("3f0b6c1e")));
+    let ev = since_boot_pass(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [
+            (
+                FaultAction::Raised,
+                "0000:3a:00.0 correctable",
+                Severity::Minor
+            ),
+            (
+                FaultAction::Raised,
+                "0000:3a:00.0 fatal",
+                Severity::Critical
+            ),
+            (FaultAction::Raised, "mc0 corrected", Severity::Minor),
+            (FaultAction::Raised, "mc0 uncorrected", Severity::Critical),
+            (FaultAction::Raised, "sda", Severity::Major),
+        ],
+        "sdb and mc1 count zero; sr0 has no disc, its polling errors are not watched"
+    );
+    assert_eq!(
+        message(&ev, "mc0 uncorrected"),
+        "mc0 uncorrected: 1 uncorrected ECC errors since boot"
+    );
+    assert_eq!(
+        message(&ev, "0000:3a:00.0 fatal"),
+        "0000:3a:00.0 fatal: 1 PCIe fatal errors since boot"
+    );
+    assert_eq!(message(&ev, "sda"), "sda: 3 I/O errors since boot");
+    let sda = ev.iter().find(|e| e.subject.as_str() == "sda").unwrap();
+    assert_eq!((sda.evidence.value, sda.evidence.threshold), (3.0, 0.0));
+    assert!(since_boot_pass(&mut d).is_empty(), "reported once");
+}
+
+#[test]
+fn since_boot_errors_are_not_reported_again_after_an_agent_restart_in_the_same_boot() {
+    let t = tree("since_boot/server");
+    let store = testutil::tree();
+    let mut d = new(t.path(), &cfg(), &store);
+    assert_eq!(since_boot_pass(&mut d).len(), 5);
+    drop(d);
+    let mut d = new(t.path(), &cfg(), &store);
+    assert!(
+        since_boot_pass(&mut d).is_empty(),
+        "the same counts after a restart are not new"
+    );
+    assert!(
+        d.open_faults()
+            .iter()
+            .any(|f| f.subject.as_str() == "mc0 uncorrected" && f.severity == Severity::Critical),
+        "still open, not forgotten: {:?}",
+        d.open_faults()
+    );
+    // Errors while the agent was stopped are new: only they are reported.
+    drop(d);
+    set(t.path(), "/sys/devices/system/edac/mc/mc0/ue_count", "2\n");
+    set(t.path(), "/sys/devices/system/edac/mc/mc1/ce_count", "1\n");
+    let mut d = new(t.path(), &cfg(), &store);
+    let ev = since_boot_pass(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [
+            (FaultAction::Updated, "mc0 uncorrected", Severity::Critical),
+            (FaultAction::Raised, "mc1 corrected", Severity::Minor),
+        ]
+    );
+    assert_eq!(
+        message(&ev, "mc0 uncorrected"),
+        "mc0 uncorrected: uncorrected ECC errors rose again from 1 to 2 (baseline 0)"
+    );
+}
+
+#[test]
+fn since_boot_errors_are_reported_again_after_a_new_boot_id() {
+    let t = tree("since_boot/server");
+    let store = testutil::tree();
+    let mut d = new(t.path(), &cfg(), &store);
+    assert_eq!(since_boot_pass(&mut d).len(), 5);
+    drop(d);
+    // Rebooted: the kernel counted again, from zero; a counter now at zero is quiet.
+    set(t.path(), BOOT_ID, "71d5e2a0-6c3b-4f8e-b1d9-2a4c6e8f0b13\n");
+    set(t.path(), "/sys/devices/system/edac/mc/mc0/ce_count", "0\n");
+    let mut d = new(t.path(), &cfg(), &store);
+    let ev = since_boot_pass(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [
+            (
+                FaultAction::Raised,
+                "0000:3a:00.0 correctable",
+                Severity::Minor
+            ),
+            (
+                FaultAction::Raised,
+                "0000:3a:00.0 fatal",
+                Severity::Critical
+            ),
+            (FaultAction::Raised, "mc0 uncorrected", Severity::Critical),
+            (FaultAction::Raised, "sda", Severity::Major),
+        ]
+    );
+    assert_eq!(
+        store.scan_prefix("boot/3f0b6c1e").count(),
+        0,
+        "the old boot's records are gone"
+    );
+}
+
+#[test]
+fn without_a_boot_id_since_boot_counters_take_their_first_reading_and_say_why() {
+    let t = tree("since_boot/server");
+    std::fs::remove_file(t.path().join(&BOOT_ID[1..])).unwrap();
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    match d.boot() {
+        super::Boot::Unknown(why) => assert!(why.contains("boot_id"), "{why}"),
+        b => panic!("{b:?}"),
+    }
+    assert!(
+        since_boot_pass(&mut d).is_empty(),
+        "today's first-sight baseline"
+    );
+    set(t.path(), "/sys/devices/system/edac/mc/mc0/ue_count", "2\n");
+    assert_eq!(
+        summary(&since_boot_pass(&mut d)),
+        [(FaultAction::Raised, "mc0 uncorrected", Severity::Critical)]
+    );
+    // Garbage in the file is not a boot id either.
+    set(t.path(), BOOT_ID, "../../etc\n");
+    let d = new(t.path(), &cfg(), &testutil::tree());
+    assert!(matches!(d.boot(), super::Boot::Unknown(_)));
+}
+
+#[test]
+fn kernel_log_errors_since_boot_are_reported_at_first_start_not_after_a_restart() {
+    let t = tree("disk_io_errors/kmsg");
+    copy_tree(&fixture("disk_io_errors/nvme_only"), t.path());
+    set(t.path(), BOOT_ID, "0c6a2e4b-8d1f-4a3c-9e5b-7f0d2c4e6a81\n");
+    let store = testutil::tree();
+    let mut d = new(t.path(), &cfg(), &store);
+    let ev = since_boot_pass(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [
+            (FaultAction::Raised, "ata3 (kernel log)", Severity::Major),
+            (FaultAction::Raised, "nvme0n1 (kernel log)", Severity::Major),
+            (FaultAction::Raised, "sda (kernel log)", Severity::Major),
+            (FaultAction::Raised, "sda1 (kernel log)", Severity::Major),
+        ]
+    );
+    assert_eq!(
+        message(&ev, "nvme0n1 (kernel log)"),
+        "nvme0n1 (kernel log): 3 I/O errors since boot"
+    );
+    drop(d);
+    let mut d = new(t.path(), &cfg(), &store);
+    assert!(
+        passes(&mut d, FaultKind::DiskIoErrors, 2).is_empty(),
+        "the ring buffer read again holds nothing new"
+    );
+}
+
+// --- Read-only filesystems: fstab and the state earlier in this boot -------------------
+
+fn ro_events(d: &mut Detectors) -> Vec<FaultEvent> {
+    let mut out = Vec::new();
+    d.tick(0, &mut out);
+    out.into_iter()
+        .filter(|e| {
+            e.kind == FaultKind::FsReadOnly
+                || (e.kind == FaultKind::DiskIoErrors && e.subject.ends_with("(ext4 errors)"))
+        })
+        .collect()
+}
+
+#[test]
+fn root_already_read_only_at_start_while_fstab_mounts_it_read_write_is_reported() {
+    let t = tree("fs_read_only/ro_root_at_start");
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    let ev = ro_events(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [
+            (FaultAction::Raised, "/ (ext4 errors)", Severity::Major),
+            (FaultAction::Raised, "/", Severity::Critical),
+        ],
+        "/mnt/archive is ro in fstab and /mnt/usb noauto: by design"
+    );
+    assert_eq!(
+        ev[1].message.as_str(),
+        "/: read-only, but /etc/fstab mounts this ext4 read-write; ext4 recorded 3 errors"
+    );
+    assert_eq!(ev[1].evidence.source.as_str(), "/proc/mounts, /etc/fstab");
+    assert_eq!(
+        ev[0].message.as_str(),
+        "/ (ext4 errors): 3 ext4 filesystem errors recorded, not yet repaired by e2fsck"
+    );
+    assert_eq!(
+        ev[0].evidence.source.as_str(),
+        "/sys/fs/ext4/dm-0/errors_count",
+        "found through the /dev/mapper symlink"
+    );
+    assert!(ro_events(&mut d).is_empty(), "raised once");
+    // A mount point with a space, read-write in fstab, read-only at the next start.
+    let mounts = std::fs::read_to_string(t.path().join("proc/mounts")).unwrap();
+    set(
+        t.path(),
+        "/proc/mounts",
+        &mounts.replace(
+            "/media/backup\\040disk ext4 rw,",
+            "/media/backup\\040disk ext4 ro,",
+        ),
+    );
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    let ev: Vec<_> = ro_events(&mut d)
+        .into_iter()
+        .filter(|e| e.kind == FaultKind::FsReadOnly)
+        .collect();
+    assert_eq!(
+        summary(&ev),
+        [
+            (FaultAction::Raised, "/", Severity::Critical),
+            (
+                FaultAction::Raised,
+                "/media/backup disk",
+                Severity::Critical
+            ),
+        ]
+    );
+    // e2fsck repaired the root and it is writable again: all clear.
+    set(
+        t.path(),
+        "/proc/mounts",
+        &mounts.replace("/ ext4 ro,", "/ ext4 rw,"),
+    );
+    set(t.path(), "/sys/fs/ext4/dm-0/errors_count", "0\n");
+    let mut d2 = new(t.path(), &cfg(), &testutil::tree());
+    assert!(ro_events(&mut d2).is_empty());
+    let ev = ro_events(&mut d);
+    let mut got = summary(&ev);
+    got.sort_by(|a, b| a.1.cmp(b.1));
+    assert_eq!(
+        got,
+        [
+            (FaultAction::Cleared, "/", Severity::Critical),
+            (FaultAction::Cleared, "/ (ext4 errors)", Severity::Major),
+            (
+                FaultAction::Cleared,
+                "/media/backup disk",
+                Severity::Critical
+            ),
+        ]
+    );
+}
+
+#[test]
+fn ext4_errors_rising_update_the_fault_and_a_clean_fsck_clears_it() {
+    let t = tree("fs_read_only/ro_root_at_start");
+    let store = testutil::tree();
+    let mut d = new(t.path(), &cfg(), &store);
+    assert_eq!(ro_events(&mut d).len(), 2);
+    drop(d);
+    // Restarted: the count is the same, not reported again; then it rises.
+    let mut d = new(t.path(), &cfg(), &store);
+    let ev: Vec<_> = ro_events(&mut d)
+        .into_iter()
+        .filter(|e| e.kind == FaultKind::DiskIoErrors)
+        .collect();
+    assert!(ev.is_empty(), "{ev:#?}");
+    set(t.path(), "/sys/fs/ext4/dm-0/errors_count", "5\n");
+    let ev = ro_events(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [(FaultAction::Updated, "/ (ext4 errors)", Severity::Major)]
+    );
+    for _ in 0..70 {
+        assert!(ro_events(&mut d).is_empty(), "steady errors stay a fault");
+    }
+    set(t.path(), "/sys/fs/ext4/dm-0/errors_count", "0\n");
+    let ev = ro_events(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [(FaultAction::Cleared, "/ (ext4 errors)", Severity::Major)]
+    );
+    assert_eq!(
+        ev[0].message.as_str(),
+        "/ (ext4 errors): ext4 filesystem errors back to 0"
+    );
+}
+
+#[test]
+fn read_only_by_design_mounts_are_not_faults() {
+    // A live USB (squashfs, iso9660, an overlay root, a disk mounted read-only by hand),
+    // Silverblue (composefs root, read-only /sysroot), a Raspberry Pi with an overlay
+    // root and `ro` in fstab for its boot partition.
+    for case in ["live_usb", "silverblue", "overlayroot"] {
+        let t = tree(&format!("fs_read_only/{case}"));
+        let mut d = new(t.path(), &cfg(), &testutil::tree());
+        assert!(unsupported(&d, names::FS_READ_ONLY).is_none(), "{case}");
+        for _ in 0..3 {
+            let ev = ro_events(&mut d);
+            assert!(ev.is_empty(), "{case}: {ev:#?}");
+        }
+    }
+    // `ro` in fstab stays by design even after someone remounted it read-write.
+    let t = tree("fs_read_only/ro_root_at_start");
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    ro_events(&mut d);
+    let mounts = std::fs::read_to_string(t.path().join("proc/mounts")).unwrap();
+    set(
+        t.path(),
+        "/proc/mounts",
+        &mounts.replace("/mnt/archive ext4 ro,", "/mnt/archive ext4 rw,"),
+    );
+    assert!(ro_events(&mut d).is_empty());
+    set(t.path(), "/proc/mounts", &mounts);
+    assert!(ro_events(&mut d).is_empty());
+}
+
+#[test]
+fn silverblue_btrfs_going_read_only_is_reported_under_its_fstab_mount_point() {
+    let t = tree("fs_read_only/silverblue");
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    assert!(ro_events(&mut d).is_empty());
+    // The kernel forces the btrfs read-only: every bind mount of it shows `ro`.
+    let mounts = std::fs::read_to_string(t.path().join("proc/mounts")).unwrap();
+    set(
+        t.path(),
+        "/proc/mounts",
+        &mounts.replace(" btrfs rw,", " btrfs ro,"),
+    );
+    let ev = ro_events(&mut d);
+    assert_eq!(
+        summary(&ev),
+        [(FaultAction::Raised, "/var", Severity::Critical)],
+        "one fault for the device, not one per bind mount"
+    );
+    assert_eq!(ev[0].message.as_str(), "/var: remounted read-only");
+}
+
+#[test]
+fn fstab_parsing_comments_escapes_defaults_and_last_option_wins() {
+    let f = super::disk::parse_fstab(
+        "# comment\n\n  \tUUID=1 / ext4 errors=remount-ro 0 1\nLABEL=x /mnt/a\\040b/ xfs defaults,ro 0 2\n/dev/sdb1 /mnt/c ext4 ro,rw\n/dev/sdc1 none swap sw 0 0\nproc /proc proc\n/dev/sdd1 /mnt/d vfat noauto,user\n",
+    );
+    let got: Vec<_> = f
+        .iter()
+        .map(|e| (e.mount.as_str(), e.fstype.as_str(), e.read_only, e.noauto))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/", "ext4", false, false),
+            ("/mnt/a b", "xfs", true, false),
+            ("/mnt/c", "ext4", false, false),
+            ("/proc", "proc", false, false),
+            ("/mnt/d", "vfat", false, true),
+        ]
+    );
+}
+
+// --- SMART lifetime counters ------------------------------------------------------------
+
+#[test]
+fn smart_pending_sectors_non_zero_at_first_sight_are_reported() {
+    let s = smart_dir();
+    smart_disks(s.path(), "sda-ata-rising.json", "nvme0-healthy.json");
+    let store = testutil::tree();
+    let mut d = new(&fixture("empty"), &smart_cfg(s.path()), &store);
+    let ev = pass(&mut d, FaultKind::DiskHealth);
+    assert_eq!(
+        summary(&ev),
+        [(
+            FaultAction::Raised,
+            "Z4Y7SJBD Current_Pending_Sector",
+            Severity::Major
+        )],
+        "reallocated 8 on first sight is the baseline, not a fault"
+    );
+    assert_eq!(
+        ev[0].message.as_str(),
+        "Z4Y7SJBD Current_Pending_Sector: 2 sectors pending reallocation (0 on a healthy disk)"
+    );
+    for _ in 0..5 {
+        assert!(
+            pass(&mut d, FaultKind::DiskHealth).is_empty(),
+            "steady: still open, not repeated"
+        );
+    }
+    assert_eq!(d.open_faults().len(), 1);
+    drop(d);
+    let mut d = new(&fixture("empty"), &smart_cfg(s.path()), &store);
+    assert!(
+        pass(&mut d, FaultKind::DiskHealth).is_empty(),
+        "not reported again after a restart"
+    );
+    smart_disks(s.path(), "sda-ata-healthy.json", "nvme0-healthy.json");
+    let ev = pass(&mut d, FaultKind::DiskHealth);
+    let cleared: Vec<_> = summary(&ev)
+        .into_iter()
+        .filter(|e| e.1 == "Z4Y7SJBD Current_Pending_Sector")
+        .collect();
+    assert_eq!(
+        cleared,
+        [(
+            FaultAction::Cleared,
+            "Z4Y7SJBD Current_Pending_Sector",
+            Severity::Major
+        )],
+        "the sectors were remapped or rewritten"
+    );
+}
+
+#[test]
+fn smart_reallocated_rising_is_reported_stable_is_not() {
+    let s = smart_dir();
+    smart_disks(s.path(), "sda-ata-rising.json", "nvme0-healthy.json");
+    let mut d = new(&fixture("empty"), &smart_cfg(s.path()), &testutil::tree());
+    pass(&mut d, FaultKind::DiskHealth);
+    let realloc = |ev: Vec<FaultEvent>| -> Vec<FaultEvent> {
+        ev.into_iter()
+            .filter(|e| e.subject.ends_with("Reallocated_Sector_Ct"))
+            .collect()
+    };
+    assert!(
+        realloc(passes(&mut d, FaultKind::DiskHealth, 3)).is_empty(),
+        "stable at 8: not a fault"
+    );
+    smart_disks(s.path(), "sda-ata-reallocating.json", "nvme0-healthy.json");
+    let ev = realloc(pass(&mut d, FaultKind::DiskHealth));
+    assert_eq!(
+        summary(&ev),
+        [(
+            FaultAction::Raised,
+            "Z4Y7SJBD Reallocated_Sector_Ct",
+            Severity::Major
+        )]
+    );
+    assert_eq!(
+        ev[0].message.as_str(),
+        "Z4Y7SJBD Reallocated_Sector_Ct: reallocated sectors rose from 8 to 16"
+    );
+    assert_eq!(
+        (ev[0].evidence.value, ev[0].evidence.threshold),
+        (16.0, 8.0)
+    );
+}
+
+// --- Evidence that reads as evidence ----------------------------------------------------
+
+#[test]
+fn fan_stopped_evidence_says_what_was_expected() {
+    let t = tree("fan_failure/desktop");
+    set(t.path(), "/sys/class/hwmon/hwmon0/fan1_min", "600\n");
+    set(t.path(), "/sys/class/hwmon/hwmon0/fan1_input", "0\n");
+    let mut d = new(t.path(), &cfg(), &testutil::tree());
+    let mut ev = passes(&mut d, FaultKind::FanFailure, 2);
+    ev.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let got: Vec<_> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.message.as_str(),
+                e.evidence.value,
+                e.evidence.threshold,
+                e.evidence.unit.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "nct6775/fan1: stopped at 0 rpm, expected at least 600 rpm (fan1_min)",
+                0.0,
+                600.0,
+                "rpm"
+            ),
+            (
+                "nct6775/fan2: stopped at 0 rpm, expected spinning (pwm2_enable = 0: full speed)",
+                0.0,
+                1.0,
+                "rpm"
+            ),
+        ]
+    );
+    set(t.path(), "/sys/class/hwmon/hwmon0/fan1_input", "1150\n");
+    let ev = passes(&mut d, FaultKind::FanFailure, 2);
+    assert_eq!(
+        ev[0].message.as_str(),
+        "nct6775/fan1: no longer stopped or faulted, now 1150 rpm"
+    );
+}
+
+#[test]
+fn threshold_evidence_names_the_level_and_its_unit() {
+    let t = tree("memory_pressure/laptop");
+    set(t.path(), "/proc/meminfo", &meminfo(40_000, 200_000, 8));
+    let mut c = cfg();
+    c.memory_pressure.raise_after = 1;
+    let mut d = new(t.path(), &c, &testutil::tree());
+    let mut out = Vec::new();
+    d.tick(0, &mut out);
+    let msgs: Vec<_> = out.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        msgs.contains(&"memory: available 4 %, major at or below 5 %"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.contains(&"HardwareCorrupted: 8 kB of memory poisoned after uncorrectable errors"),
+        "{msgs:?}"
+    );
 }
 
 /// Runs every probe once against this machine's `/` (run with `--nocapture` to see which

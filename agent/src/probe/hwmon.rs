@@ -10,7 +10,8 @@
 //! A fan is failed when the chip says so (`fanN_fault`, `fanN_alarm`), or when it reads
 //! 0 rpm although it should spin: `fanN_enable` = 1, its `pwmN` > 0, or `pwmN_enable` = 0
 //! (full speed). Without any of those, 0 rpm is not judged: many laptop and desktop fans
-//! stop on purpose when cool.
+//! stop on purpose when cool. The evidence is the speed against what was expected: the
+//! chip's minimum (`fanN_min`, when set), else "spinning" (1 rpm), with what says so.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -20,7 +21,7 @@ use vigia_protocol::{FaultEvent, FaultKind, Severity};
 use super::sysfs::{self, Root};
 use super::ProbeError;
 use crate::detect::config::{is_ignored, FanConfig, TempConfig};
-use crate::detect::{Debounce, Engine, Obs, Severities};
+use crate::detect::{Debounce, Engine, Num, Obs, Severities};
 
 /// One temperature reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,15 @@ pub struct FanReading {
     /// `fanN_fault` or `fanN_alarm` set.
     #[serde(default)]
     pub fault: bool,
+    /// The chip's minimum (`fanN_min`), when one is set (0 means none).
+    #[serde(default)]
+    pub min_rpm: Option<u64>,
+    /// What says the fan should spin (`pwm2 = 255`), for the message.
+    #[serde(default)]
+    pub spin_because: String,
+    /// Which flag reported the fault (`fan4_alarm`), for the message.
+    #[serde(default)]
+    pub fault_flag: String,
 }
 
 /// Millidegrees to degrees; absurd values (sensor errors read as -273 or 255 °C) are None.
@@ -124,17 +134,22 @@ fn read_chip(
     for n in indices(&names, "fan", "_input") {
         let input = dir.join(format!("fan{n}_input"));
         let rpm = sysfs::attr_u64(&input);
-        let fault = flag(dir, &format!("fan{n}_fault")) || flag(dir, &format!("fan{n}_alarm"));
+        let fault_flag = [format!("fan{n}_fault"), format!("fan{n}_alarm")]
+            .into_iter()
+            .find(|f| flag(dir, f))
+            .unwrap_or_default();
+        let fault = !fault_flag.is_empty();
         let enable = sysfs::attr_u64(&dir.join(format!("fan{n}_enable")));
         let pwm = sysfs::attr_u64(&dir.join(format!("pwm{n}")));
         let pwm_enable = sysfs::attr_u64(&dir.join(format!("pwm{n}_enable")));
-        let should_spin = match (enable, pwm, pwm_enable) {
-            (Some(1), _, _) => Some(true),
-            (_, _, Some(0)) => Some(true),
-            (_, Some(p), _) => Some(p > 0),
-            (Some(0), None, None) => Some(false),
-            _ => None,
+        let (should_spin, spin_because) = match (enable, pwm, pwm_enable) {
+            (Some(1), _, _) => (Some(true), format!("fan{n}_enable = 1")),
+            (_, _, Some(0)) => (Some(true), format!("pwm{n}_enable = 0: full speed")),
+            (_, Some(p), _) => (Some(p > 0), format!("pwm{n} = {p}")),
+            (Some(0), None, None) => (Some(false), String::new()),
+            _ => (None, String::new()),
         };
+        let min_rpm = sysfs::attr_u64(&dir.join(format!("fan{n}_min"))).filter(|m| *m > 0);
         if rpm.is_none() && !fault {
             continue;
         }
@@ -146,6 +161,9 @@ fn read_chip(
             rpm,
             should_spin,
             fault,
+            min_rpm,
+            spin_because,
+            fault_flag,
         });
     }
 }
@@ -243,9 +261,18 @@ pub fn feed_temps(
         }
         let Some(alarm) = t.alarm else { continue };
         let alarm_subject = format!("{} alarm", t.subject);
+        let label = match (alarm, t.crit) {
+            (true, Some(crit)) => format!(
+                "alarm set by the chip at {} °C, critical at {} °C",
+                Num(t.celsius),
+                Num(crit)
+            ),
+            (true, None) => format!("alarm set by the chip at {} °C", Num(t.celsius)),
+            (false, _) => format!("in chip alarm, now {} °C", Num(t.celsius)),
+        };
         let obs = Obs {
             subject: &alarm_subject,
-            label: "sensor alarm set by the chip",
+            label: &label,
             ..obs
         };
         let crit = t.crit.unwrap_or(f64::NAN);
@@ -272,28 +299,52 @@ pub fn feed_fans(
             continue;
         }
         let stopped = f.rpm == Some(0) && f.should_spin == Some(true);
+        // What the fan should do: its minimum when the chip has one, else spin at all.
+        let expected = match f.min_rpm {
+            Some(min) => format!("expected at least {min} rpm ({})", fan_min_file(&f.source)),
+            None if f.spin_because.is_empty() => "expected spinning".to_string(),
+            None => format!("expected spinning ({})", f.spin_because),
+        };
+        let speed = f.rpm.map(|r| format!("{r} rpm"));
         let label = if f.fault {
-            "fan fault reported by the chip"
+            let flag = if f.fault_flag.is_empty() {
+                "fault"
+            } else {
+                &f.fault_flag
+            };
+            match (&speed, f.min_rpm) {
+                (Some(s), Some(min)) => {
+                    format!("{flag} set by the chip at {s}, minimum {min} rpm")
+                }
+                (Some(s), None) => format!("{flag} set by the chip at {s}"),
+                (None, _) => format!("{flag} set by the chip"),
+            }
+        } else if stopped {
+            format!("stopped at 0 rpm, {expected}")
         } else {
-            "fan stopped while it should spin"
+            match &speed {
+                Some(s) => format!("stopped or faulted, now {s}"),
+                None => "stopped or faulted".to_string(),
+            }
         };
         let obs = Obs {
             kind: FaultKind::FanFailure,
             subject: &f.subject,
             source: &f.source,
             unit: "rpm",
-            label,
+            label: &label,
         };
-        // Evidence: the speed when readable, else the chip's fault flag itself.
+        // Evidence: the speed against the minimum (or 1 rpm: spinning at all) when
+        // readable, else the chip's fault flag itself.
         let (obs, value, threshold) = match f.rpm {
-            Some(rpm) => (obs, rpm as f64, 0.0),
+            Some(rpm) => (obs, rpm as f64, f.min_rpm.unwrap_or(1) as f64),
             None => (
                 Obs {
                     unit: "flag",
                     ..obs
                 },
                 1.0,
-                1.0,
+                0.0,
             ),
         };
         let failed = f.fault || stopped;
@@ -305,6 +356,15 @@ pub fn feed_fans(
             threshold,
             cfg.debounce(),
         ));
+    }
+}
+
+/// `fan2_min` for the source `/sys/class/hwmon/hwmon0/fan2_input`.
+fn fan_min_file(source: &str) -> String {
+    let file = source.rsplit('/').next().unwrap_or(source);
+    match file.strip_suffix("_input") {
+        Some(fan) => format!("{fan}_min"),
+        None => "its minimum".to_string(),
     }
 }
 

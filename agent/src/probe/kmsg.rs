@@ -3,11 +3,12 @@
 //!
 //! The log is opened once, non-blocking, and kept open: the first read returns what the
 //! ring buffer still holds since boot, later reads only new records. Matching records are
-//! counted per device, and the counts go through the same rise-from-a-persisted-baseline
-//! counter as `ioerr_cnt` (subject `{device} (kernel log)`): an agent restarted within a
-//! boot re-reads the same history and sees no rise, a reboot resets the counts. The
-//! trade-off: errors that scrolled out of the ring before the agent read them are not
-//! counted. Reading needs root (or `kernel.dmesg_restrict = 0`).
+//! counted per device, and the counts go through the same since-boot counter as
+//! `ioerr_cnt` (subject `{device} (kernel log)`, zero baseline per kernel boot): the
+//! errors the ring still holds at the agent's first start in a boot are reported, an
+//! agent restarted within the boot re-reads the same history and sees no rise, a reboot
+//! starts from zero. The trade-off: errors that scrolled out of the ring before the agent
+//! read them are not counted. Reading needs root (or `kernel.dmesg_restrict = 0`).
 //!
 //! Counted messages (the forms the block layer and libata print):
 //! `I/O error, dev sda, sector ...` (also after `blk_update_request: `), `critical medium

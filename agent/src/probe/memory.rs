@@ -125,12 +125,17 @@ pub fn feed_hardware_corrupted(engine: &mut Engine, m: &MemInfo, out: &mut Vec<F
     let Some(kb) = m.hardware_corrupted_kb else {
         return;
     };
+    let label = if kb > 0 {
+        format!("{kb} kB of memory poisoned after uncorrectable errors")
+    } else {
+        "memory poisoned (now 0 kB)".to_string()
+    };
     let obs = Obs {
         kind: FaultKind::MemoryEcc,
         subject: "HardwareCorrupted",
         source: "/proc/meminfo HardwareCorrupted",
         unit: "kB",
-        label: "memory poisoned after uncorrectable errors",
+        label: &label,
     };
     out.extend(engine.flag(
         obs,

@@ -10,6 +10,12 @@
 //!
 //! Readings of one pass are collected into a [`Sample`] (the same type a replay line
 //! deserializes into), then fed to the engine: real and replayed readings share one path.
+//!
+//! The kernel's boot id ([`Boot`], `/proc/sys/kernel/random/boot_id` under the root) keys
+//! what holds for one boot only: the zero baselines of since-boot counters
+//! ([`baseline::Scope::Boot`]) and the mounts seen read-write ([`disk::RoTracker`]).
+//! Without it both fall back to what the agent sees itself, and [`Detectors::boot`] and a
+//! warning at start say why.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -149,9 +155,44 @@ pub mod names {
     pub const NIC_LINK_LOST: &str = "nic_link_lost";
 }
 
+/// The kernel boot the agent runs in, as since-boot counters and the remount detector
+/// need it (`/proc/sys/kernel/random/boot_id`, read under the probes' root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// The boot id.
+    Id(String),
+    /// Why it is not known; since-boot counters then take their first reading as the
+    /// baseline, so errors counted before the agent started are not reported.
+    Unknown(String),
+}
+
+/// Reads the boot id under `root`. Its value is a UUID; anything else (empty, too long,
+/// odd characters) is refused rather than used as a key.
+pub fn read_boot_id(root: &Root) -> Boot {
+    let path = root.path("/proc/sys/kernel/random/boot_id");
+    match sysfs::read(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if ok {
+                Boot::Id(id.to_string())
+            } else {
+                Boot::Unknown(format!(
+                    "{} does not hold a boot id",
+                    sysfs::shown(root, &path)
+                ))
+            }
+        }
+        Err(e) => Boot::Unknown(format!("cannot read {}: {e}", sysfs::shown(root, &path))),
+    }
+}
+
 /// All detectors of one agent: probes, engine, baselines.
 pub struct Detectors {
     cfg: DetectConfig,
+    boot: Boot,
     root: Root,
     baselines: Baselines,
     engine: Box<Engine>,
@@ -203,10 +244,29 @@ impl Detectors {
             Some(p) => Some(Replay::open(Path::new(p.as_str()))?),
             None => None,
         };
+        let root = Root::new(root);
+        let boot = if replay.is_some() {
+            Boot::Unknown("samples are replayed, not read from a kernel".into())
+        } else {
+            read_boot_id(&root)
+        };
+        let boot_id = match &boot {
+            Boot::Id(id) => Some(id.as_str()),
+            Boot::Unknown(why) => {
+                if replay.is_none() {
+                    tracing::warn!(
+                        reason = %why,
+                        "no kernel boot id: ECC, AER and I/O errors counted before the agent started are not reported, and read-only remounts are judged by /etc/fstab and what this run saw"
+                    );
+                }
+                None
+            }
+        };
         let mut d = Self {
             cfg: cfg.clone(),
-            root: Root::new(root),
-            baselines: Baselines::new(baselines),
+            baselines: Baselines::new(baselines, boot_id),
+            boot: boot.clone(),
+            root,
             engine: Box::new(Engine::new()),
             unsupported: Vec::new(),
             replay,
@@ -222,12 +282,17 @@ impl Detectors {
         if d.replay.is_none() {
             d.discover();
             // Without a boot id (not Linux, or a fixture tree without one) the remount
-            // detector still works, from what it sees since the agent started.
-            if let Some(boot) = sysfs::attr(&d.root.path("/proc/sys/kernel/random/boot_id")) {
-                d.ro = disk::RoTracker::persistent(d.baselines.tree().clone(), &boot);
+            // detector still works, from /etc/fstab and what it sees since the agent started.
+            if let Boot::Id(id) = &boot {
+                d.ro = disk::RoTracker::persistent(d.baselines.tree().clone(), id);
             }
         }
         Ok(d)
+    }
+
+    /// The kernel boot since-boot counters are counted in, or why it is unknown.
+    pub fn boot(&self) -> &Boot {
+        &self.boot
     }
 
     /// Tries every enabled probe once; those that cannot read their source are listed
@@ -402,7 +467,8 @@ impl Detectors {
                     s.disk = Some(disk::read_usage(&root, &m));
                 }
                 if on.mounts {
-                    s.mounts = Some(disk::mount_states(&m));
+                    let fstab = disk::read_fstab(&root);
+                    s.mounts = Some(disk::mount_states(&root, &m, fstab.as_deref()));
                 }
             }
         }
@@ -485,6 +551,8 @@ impl Detectors {
             ro,
             net,
             overflow_told,
+            on,
+            kmsg,
             ..
         } = self;
         let engine = &mut **engine;
@@ -498,11 +566,18 @@ impl Detectors {
             end(engine, FaultKind::DiskInodes);
         }
         if let Some(v) = &s.mounts {
-            ro.feed(engine, cfg, v, out);
+            ro.feed(engine, baselines, cfg, v, out);
             end(engine, FaultKind::FsReadOnly);
         }
         if let Some(v) = &s.io_errors {
             counters::feed_io_errors(engine, baselines, &cfg.disk_io_errors, v, out);
+        }
+        // disk_io_errors subjects come from two probes (block devices and the kernel log;
+        // ext4 error counts, read with the mounts): a pass that missed one of them must
+        // not count its subjects as gone.
+        let io_probe = on.io_errors || kmsg.is_some();
+        let read_all = (s.io_errors.is_some() || !io_probe) && (s.mounts.is_some() || !on.mounts);
+        if read_all && (s.io_errors.is_some() || s.mounts.is_some()) {
             end(engine, FaultKind::DiskIoErrors);
         }
         if let Some(v) = &s.smart {
@@ -547,6 +622,19 @@ impl Detectors {
         if let Some(v) = &s.links {
             net.feed_links(engine, &cfg.nic_link_lost, v, out);
             end(engine, FaultKind::NicLinkLost);
+        }
+        // A counter forgotten while its fault was open was just cleared as "no longer
+        // present": if it comes back, it starts afresh rather than silently open.
+        for e in &gone {
+            if matches!(
+                e.kind,
+                FaultKind::DiskIoErrors
+                    | FaultKind::MemoryEcc
+                    | FaultKind::PcieAer
+                    | FaultKind::DiskHealth
+            ) {
+                baselines.forget(e.kind, &e.subject);
+            }
         }
         out.append(&mut gone);
         baselines.flush();

@@ -109,7 +109,17 @@ pub fn feed(
     out: &mut Vec<FaultEvent>,
 ) {
     for a in arrays {
-        let label = format!("{} degraded {}", a.level, a.status);
+        let label = if a.degraded() {
+            format!(
+                "{} degraded {}, {} of {} members up",
+                a.level, a.status, a.up, a.expected
+            )
+        } else {
+            format!(
+                "{} degraded, now {} of {} members up",
+                a.level, a.up, a.expected
+            )
+        };
         let obs = Obs {
             kind: FaultKind::RaidDegraded,
             subject: &a.name,

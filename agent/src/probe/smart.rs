@@ -1,12 +1,20 @@
 //! Disk health through `smartctl --json` (smartmontools 7.0+), when it is installed.
 //!
 //! `smartctl --scan --json` lists the disks; `smartctl --json -i -H -A -d TYPE DEV` reads
-//! each. What counts: overall health failed (critical); the ATA counters reallocated (5),
-//! reported uncorrectable (187), pending (197), offline uncorrectable (198) and UDMA CRC
-//! (199), and NVMe `media_errors`, rising from their persisted baselines (major); NVMe
-//! `critical_warning` ≠ 0 (critical) and `percentage_used` ≥ 90 (major). Subjects start
-//! with the disk serial, so a replaced disk (new serial) starts from its own baseline and
-//! the old serial's faults clear as "no longer present".
+//! each. What counts: overall health failed (critical); NVMe `critical_warning` ≠ 0
+//! (critical) and `percentage_used` ≥ 90 (major); and the counters (major):
+//! - current pending (197) and offline uncorrectable (198) sectors are sectors the disk
+//!   cannot read now: any is a fault, also on first sight (as smartd's `-C`/`-U` and the
+//!   usual SMART templates treat them); the fault stays open while the count is not zero
+//!   and is updated when it rises;
+//! - reallocated (5), reported uncorrectable (187), UDMA CRC (199) and NVMe
+//!   `media_errors` are lifetime totals: a used disk carries some, so they alert on a rise
+//!   from the baseline taken when the disk is first seen.
+//!
+//! Counter state persists across agent restarts ([`Scope::Lifetime`]: the disk keeps the
+//! counts across boots). Subjects start with the disk serial, so a replaced disk (new
+//! serial) starts from its own baseline and the old serial's faults clear as "no longer
+//! present".
 //!
 //! smartctl is slow (it wakes sleeping disks' electronics) and needs root to open them, so
 //! it runs every `every` passes, under a timeout, through [`SmartRunner`] (tests point it
@@ -21,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::baseline::Scope;
 use super::counters::feed_counter;
 use super::{Baselines, ProbeError};
 use crate::detect::config::SmartConfig;
-use crate::detect::{CounterRule, Debounce, Engine, Obs};
+use crate::detect::{CounterClear, CounterRule, Debounce, Engine, Num, Obs};
 
 /// ATA attributes watched for a rise: (id, name used in subjects).
 pub const ATA_COUNTERS: &[(u64, &str)] = &[
@@ -34,6 +43,49 @@ pub const ATA_COUNTERS: &[(u64, &str)] = &[
     (198, "Offline_Uncorrectable"),
     (199, "UDMA_CRC_Error_Count"),
 ];
+
+/// How a counter reads in messages, and whether it is a count of sectors bad now (a
+/// fault while not zero) rather than a lifetime total (a fault when it rises).
+struct CounterKind {
+    label: &'static str,
+    bad_now: bool,
+}
+
+fn counter_kind(name: &str) -> CounterKind {
+    let (label, bad_now) = match name {
+        "Reallocated_Sector_Ct" => ("reallocated sectors", false),
+        "Reported_Uncorrect" => ("uncorrectable errors reported", false),
+        "Current_Pending_Sector" => ("sectors pending reallocation", true),
+        "Offline_Uncorrectable" => ("sectors found uncorrectable offline", true),
+        "UDMA_CRC_Error_Count" => ("UDMA CRC errors (cable or connector)", false),
+        "media_errors" => ("NVMe media errors", false),
+        _ => ("", false),
+    };
+    CounterKind { label, bad_now }
+}
+
+/// The NVMe `critical_warning` bits (NVMe base specification, SMART / Health log).
+fn critical_warning_text(bits: u64) -> String {
+    const BITS: [&str; 6] = [
+        "spare capacity below threshold",
+        "temperature out of range",
+        "reliability degraded by media or internal errors",
+        "media read-only",
+        "volatile memory backup failed",
+        "persistent memory region read-only",
+    ];
+    let set: Vec<&str> = BITS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, t)| *t)
+        .collect();
+    if set.is_empty() {
+        format!("0x{bits:02x}")
+    } else {
+        format!("0x{bits:02x}: {}", set.join(", "))
+    }
+}
 
 /// One counter of one disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +338,11 @@ pub fn feed(
                 subject: &d.serial,
                 source: &format!("{source} smart_status.passed"),
                 unit: "state",
-                label: "SMART overall health failed",
+                label: if passed {
+                    "failing its SMART overall health check"
+                } else {
+                    "SMART overall health failed"
+                },
             };
             out.extend(engine.flag(
                 obs,
@@ -299,7 +355,11 @@ pub fn feed(
         }
         if let Some(w) = d.nvme_critical_warning {
             let subject = format!("{} critical_warning", d.serial);
-            let label = format!("NVMe critical warning 0x{w:02x}");
+            let label = if w != 0 {
+                format!("NVMe critical warning {}", critical_warning_text(w))
+            } else {
+                "reporting an NVMe critical warning".to_string()
+            };
             let obs = Obs {
                 kind: FaultKind::DiskHealth,
                 subject: &subject,
@@ -311,31 +371,54 @@ pub fn feed(
         }
         if let Some(used) = d.nvme_percentage_used {
             let subject = format!("{} percentage_used", d.serial);
+            let worn = used >= cfg.percentage_used;
+            let label = if worn {
+                format!(
+                    "worn out: {} % of its rated endurance used, major at {} %",
+                    Num(used),
+                    Num(cfg.percentage_used)
+                )
+            } else {
+                format!("worn out ({} % of its rated endurance used)", Num(used))
+            };
             let obs = Obs {
                 kind: FaultKind::DiskHealth,
                 subject: &subject,
                 source: &format!("{source} nvme_smart_health_information_log.percentage_used"),
                 unit: "%",
-                label: "NVMe endurance used",
+                label: &label,
             };
-            let worn = used >= cfg.percentage_used;
             out.extend(engine.flag(obs, worn, Severity::Major, used, cfg.percentage_used, db));
         }
         for c in &d.counters {
             let subject = format!("{} {}", d.serial, c.name);
+            let kind = counter_kind(&c.name);
             let obs = Obs {
                 kind: FaultKind::DiskHealth,
                 subject: &subject,
                 source: &format!("{source} {}", c.name),
                 unit: "count",
-                label: &c.name,
+                label: if kind.label.is_empty() {
+                    &c.name
+                } else {
+                    kind.label
+                },
             };
             let rule = CounterRule {
                 severity: Severity::Major,
                 min_increase: cfg.min_increase,
-                quiet_after: cfg.clear_after,
+                clear: if kind.bad_now {
+                    CounterClear::AtBaseline
+                } else {
+                    CounterClear::Quiet(cfg.clear_after)
+                },
+                since: if kind.bad_now {
+                    "(0 on a healthy disk)"
+                } else {
+                    ""
+                },
             };
-            feed_counter(engine, baselines, obs, c.value, rule, out);
+            feed_counter(engine, baselines, Scope::Lifetime, obs, c.value, rule, out);
         }
     }
 }
