@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             args.remove(1);
             args[0] = format!("vigia {part}").into();
             if part == "agent" {
+                find_all_in_one_agent(&mut args);
                 vigia_agent::cli::main(args)
             } else {
                 vigia_collector::cli::main(args)
@@ -58,6 +59,34 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The agent config the all-in-one writes for its agent, under its data directory.
+const AGENT_CONFIG: &str = "agent.toml";
+
+/// `vigia agent report|status|reply` without a config talk to the all-in-one's agent when
+/// one was started from this directory (or `VIGIA_DATA_DIR`): the system agent's socket
+/// is not where it listens.
+fn find_all_in_one_agent(args: &mut Vec<OsString>) {
+    let asks_agent = args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.to_str(), Some("report" | "status" | "reply")));
+    let has_config = std::env::var_os("VIGIA_AGENT_CONFIG").is_some()
+        || args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == "-c" || a == "--config" || a.starts_with("--config="))
+        });
+    if !asks_agent || has_config {
+        return;
+    }
+    let dir =
+        std::env::var_os("VIGIA_DATA_DIR").map_or_else(|| PathBuf::from(".vigia"), PathBuf::from);
+    let config = dir.join(AGENT_CONFIG);
+    if config.is_file() {
+        args.insert(1, "--config".into());
+        args.insert(2, config.into_os_string());
     }
 }
 
@@ -101,12 +130,27 @@ fn all_in_one(cli: Cli) -> Result<()> {
             .await
             .context("starting the collector")?;
 
+        // The agent's config is also written out, so that `vigia agent report` (and
+        // status, reply) find this agent's socket; absolute paths, since a config file's
+        // relative paths are relative to the file.
+        let data_dir = std::fs::canonicalize(&cli.data_dir)
+            .with_context(|| format!("resolving {}", cli.data_dir.display()))?;
         let mut afile = vigia_agent::config::ConfigFile {
-            data_dir: Some(cli.data_dir.join("agent")),
+            data_dir: Some(data_dir.join("agent")),
             interval: Some(cli.interval.clone()),
             ..Default::default()
         };
         afile.mqtt.url = collector.mqtt_url.clone();
+        let agent_config = cli.data_dir.join(AGENT_CONFIG);
+        let text = toml::to_string_pretty(&afile).context("writing the agent's config")?;
+        std::fs::write(
+            &agent_config,
+            format!(
+                "# Written by `vigia` (the all-in-one) at every start, for `vigia agent \
+                 report|status|reply`.\n{text}"
+            ),
+        )
+        .with_context(|| format!("writing {}", agent_config.display()))?;
         let acfg = afile
             .validate("vigia (all-in-one)")
             .context("configuring the agent")?;
@@ -128,6 +172,9 @@ fn all_in_one(cli: Cli) -> Result<()> {
         );
         println!("  incidents (CLI)     cargo run --release -- collector incidents --api {feed}");
         println!("  devices (CLI)       cargo run --release -- collector devices --api {feed}");
+        println!(
+            "  report a problem    cargo run --release -- agent report   (then: agent status)"
+        );
         if !http_free {
             println!(
                 "  (port {} was taken; the feed uses the port above)",
