@@ -7,12 +7,11 @@
 //! once, at start-up, and every error names the file and the dotted field
 //! (`/etc/vigia/agent.toml: mqtt.url: ...`). The trade-off: two structs to keep in step,
 //! in exchange for runtime code that never re-checks a value.
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vigia_protocol::{DeviceId, Topics, DEFAULT_PREFIX};
+use vigia_protocol::{relative_to, DeviceId, Dur, Topics, DEFAULT_PREFIX};
 
 use crate::detect::DetectConfig;
 use crate::spool::MIN_MAX_BYTES;
@@ -198,27 +197,8 @@ pub enum ConfigError {
     },
 }
 
-/// How to reach the broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broker {
-    /// Host name or address (IPv6 without brackets).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Whether to speak TLS (`mqtts://`).
-    pub tls: bool,
-}
-
-impl fmt::Display for Broker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
+/// How to reach the broker: the protocol crate's one broker-URL type.
+pub use vigia_protocol::BrokerUrl as Broker;
 
 /// Validated MQTT settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,7 +295,7 @@ impl ConfigFile {
     /// back to [`ConfigFile::default`].
     pub fn default_toml() -> Result<String, toml::ser::Error> {
         let d = ConfigFile {
-            interval: Some(format_duration(DEFAULT_INTERVAL)),
+            interval: Some(Dur::from(DEFAULT_INTERVAL).to_string()),
             ..ConfigFile::default()
         };
         let body = toml::to_string_pretty(&d)?;
@@ -326,11 +306,7 @@ impl ConfigFile {
     /// `detect.replay`) relative to `dir`, the config file's directory, so a file means
     /// the same thing whatever the working directory.
     pub fn resolve_relative(&mut self, dir: &Path, origin: &str) -> Result<(), ConfigError> {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                *p = dir.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| *p = relative_to(dir, p);
         fix(&mut self.root);
         if let Some(p) = self.data_dir.as_mut() {
             fix(p);
@@ -417,7 +393,7 @@ impl ConfigFile {
             let _ = tags.push(t);
         }
 
-        let broker = parse_url(&self.mqtt.url).map_err(|m| invalid("mqtt.url", m))?;
+        let broker = Broker::parse(&self.mqtt.url).map_err(|m| invalid("mqtt.url", m))?;
         let topics =
             Topics::new(&self.mqtt.prefix).map_err(|e| invalid("mqtt.prefix", e.to_string()))?;
         let credentials = match (&self.mqtt.username, &self.mqtt.password) {
@@ -546,95 +522,11 @@ pub fn default_data_dir() -> Option<PathBuf> {
     Some(state.join("vigia-agent"))
 }
 
-/// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (`tcp://` and `ssl://` too).
-pub fn parse_url(url: &str) -> Result<Broker, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} is not a URL; expected mqtt://host:port"))?;
-    let tls = match scheme {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(format!(
-                "scheme {other:?} is not supported; use mqtt:// or mqtts://"
-            ))
-        }
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err(format!(
-            "{url:?}: only scheme://host:port is accepted (credentials go in mqtt.username/password)"
-        ));
-    }
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(format!("{url:?}: unexpected text after ']'")),
-        };
-        (host, port)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    let port = match port {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) | Err(_) => return Err(format!("{url:?}: port {p:?} is not 1-65535")),
-            Ok(p) => p,
-        },
-    };
-    Ok(Broker {
-        host: host.to_string(),
-        port,
-        tls,
-    })
-}
-
-/// Parses "50ms", "30s", "5m", "1h" (also with a space, and "1.5s").
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("{s:?} has no unit; write e.g. \"30s\" or \"50ms\""))?;
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("{s:?}: unknown unit {u:?}; use ms, s, m or h")),
-    };
-    if !secs.is_finite() || secs > 86_400.0 * 365.0 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(3_600_000) && ms > 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+/// Parses a duration in the one grammar of both config files ([`Dur`]).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<Dur>()
+        .map(Duration::from)
+        .map_err(|e| e.to_string())
 }
 
 /// The dotted key (`mqtt.url`) defined on the line holding byte `offset`, from the last
@@ -833,42 +725,15 @@ mod tests {
     }
 
     #[test]
-    fn urls() {
-        let b = |u: &str| parse_url(u).unwrap();
-        assert_eq!(b("mqtt://127.0.0.1:1884").port, 1884);
-        assert_eq!(b("mqtt://host").port, 1883);
-        assert_eq!(b("mqtts://host").port, 8883);
-        assert_eq!(b("mqtt://[::1]:1999").host, "::1");
-        assert_eq!(b("mqtt://[::1]").port, 1883);
-        assert_eq!(b("tcp://h:1/").host, "h");
-        assert_eq!(b("mqtt://[::1]:1999").to_string(), "mqtt://[::1]:1999");
-        for bad in [
-            "127.0.0.1:1883",
-            "mqtt://",
-            "mqtt://h:0",
-            "mqtt://h:99999",
-            "mqtt://u:p@h",
-            "mqtt://h/x",
-            "ws://h",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1.5 s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3d").is_err());
-        for d in [50, 1000, 30_000, 120_000, 3_600_000, 1500] {
-            let d = Duration::from_millis(d);
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
+    fn durations_and_urls_use_the_shared_grammar() {
+        // The grammar itself is tested in the protocol crate; here, that the agent's
+        // fields take it, units the agent did not read before included.
+        let c = ok("interval = \"1.5s\"\n[mqtt]\nurl = \"mqtt://[::1]\"\nkeep_alive = \"1m30s\"");
+        assert_eq!(c.interval, Duration::from_millis(1500));
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(90));
+        assert_eq!(c.mqtt.broker.to_string(), "mqtt://[::1]:1883");
+        assert!(err("[mqtt]\nurl = \"mqtt://h#x\"").contains("mqtt.url"));
+        assert!(err("interval = \"30\"").contains("interval"));
     }
 
     #[test]

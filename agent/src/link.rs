@@ -34,12 +34,13 @@ use vigia_protocol::{
     Topic, Topics, UpKind, VERSION,
 };
 
+pub use vigia_protocol::now_ms;
+use vigia_protocol::{Backoff, MAX_PACKET};
+
 use crate::config::Config;
 use crate::inventory::{self, HostFacts};
 use crate::spool::{Spool, SpoolError};
 
-/// rumqttc's packet limit, both ways: the protocol's payload limit plus room for topics.
-pub const MAX_PACKET: usize = 32 * 1024;
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest reconnect delay.
@@ -72,54 +73,6 @@ pub enum LinkError {
     /// A message could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(CodecError),
-}
-
-/// Exponential backoff with "equal jitter": the delay for attempt `n` is uniformly drawn
-/// from `[d/2, d]` where `d = min(cap, base · 2ⁿ)`, so retries never spin and a fleet
-/// reconnecting after a broker restart spreads out.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    /// A backoff from `base` to `cap`; `seed` feeds the jitter (any value but 0 works).
-    pub fn new(base: Duration, cap: Duration, seed: u64) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-            rng: seed | 1,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        // xorshift64: plenty for jitter, no dependency.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        exp.mul_f64(0.5 + 0.5 * unit)
-    }
-
-    /// Back to the first delay (after a stable connection).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// Attempts since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
 }
 
 /// Connection state, for `vigia-agent status` and logs.
@@ -300,13 +253,6 @@ impl LinkConfig {
             true,
         ))
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 enum SessionMsg {
@@ -648,46 +594,6 @@ pub fn options_for(cfg: &LinkConfig, boot: u64, now: u64) -> Result<MqttOptions,
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_within_bounds_and_resets() {
-        let mut b = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, 42);
-        let mut prev_cap = Duration::ZERO;
-        for n in 0..40u32 {
-            let d = b.next_delay();
-            let exp = BACKOFF_BASE
-                .saturating_mul(1u32 << n.min(20))
-                .min(BACKOFF_CAP);
-            assert!(
-                d >= exp / 2 && d <= exp,
-                "attempt {n}: {d:?} not in [{:?}, {exp:?}]",
-                exp / 2
-            );
-            assert!(exp >= prev_cap);
-            prev_cap = exp;
-        }
-        assert!(b.next_delay() >= BACKOFF_CAP / 2);
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_BASE);
-    }
-
-    #[test]
-    fn backoff_jitter_spreads_a_fleet() {
-        let delays: std::collections::BTreeSet<Duration> = (1..50u64)
-            .map(|seed| {
-                let mut b = Backoff::new(
-                    BACKOFF_BASE,
-                    BACKOFF_CAP,
-                    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                );
-                for _ in 0..5 {
-                    b.next_delay();
-                }
-                b.next_delay()
-            })
-            .collect();
-        assert!(delays.len() > 40, "{} distinct delays", delays.len());
-    }
 
     fn link_cfg() -> LinkConfig {
         LinkConfig {

@@ -12,10 +12,7 @@ use std::time::Duration;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
-
-/// MQTT packets up to this size pass the broker: twice the protocol's payload limit,
-/// leaving room for the topic and headers.
-pub const MAX_PACKET: usize = 32 * 1024;
+use vigia_protocol::MAX_PACKET;
 
 /// How long to wait for the broker to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

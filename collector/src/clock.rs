@@ -4,16 +4,9 @@
 //! [`Clock`] for it, so tests drive SLA time by hand with a [`ManualClock`] instead of
 //! sleeping.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use vigia_protocol::now_ms;
 use vigia_protocol::Millis;
-
-/// The wall clock in ms since the Unix epoch.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// The collector's idea of "now", in ms since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {

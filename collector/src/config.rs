@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vigia_protocol::Topics;
+use vigia_protocol::{relative_to, BrokerUrl, Topics};
 
 use crate::workflow::{
     Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules,
@@ -308,11 +308,7 @@ impl Config {
     /// `dir`, the config file's directory, as the agent does: a file means the same thing
     /// whatever the working directory.
     pub fn resolve_relative(&mut self, dir: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                *p = dir.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| *p = relative_to(dir, p);
         fix(&mut self.data_dir);
         for p in [&mut self.mqtt.ca_file, &mut self.workflow.rules]
             .into_iter()
@@ -427,52 +423,14 @@ impl Config {
     }
 }
 
-/// Parses `mqtt://host[:port]` / `tcp://` / `mqtts://` / `ssl://`.
+/// The broker a `[mqtt] url` names, by the protocol crate's one URL parser.
 fn parse_broker_url(url: &str) -> Result<BrokerTarget, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} has no scheme; expected mqtt://host:port"))?;
-    let (tls, default_port) = match scheme {
-        "mqtt" | "tcp" => (false, 1883),
-        "mqtts" | "ssl" => (true, 8883),
-        other => {
-            return Err(format!(
-                "scheme {other:?} is not supported; use mqtt:// or mqtts://"
-            ))
-        }
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains(['/', '?', '@']) {
-        return Err(format!(
-            "{url:?} must be scheme://host[:port] (credentials go in mqtt.username/password)"
-        ));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, tail) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            None if tail.is_empty() => default_port,
-            None => return Err(format!("{url:?}: unexpected {tail:?} after the address")),
-        };
-        (h.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            ),
-            None => (authority.to_string(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    if port == 0 {
-        return Err(format!("{url:?}: port 0 is not a broker port"));
-    }
-    Ok(BrokerTarget::External { tls, host, port })
+    let b = BrokerUrl::parse(url)?;
+    Ok(BrokerTarget::External {
+        tls: b.tls,
+        host: b.host,
+        port: b.port,
+    })
 }
 
 #[cfg(test)]
@@ -573,6 +531,8 @@ mod tests {
         assert!(parse_broker_url("mqtt://u:p@x").is_err());
         assert!(parse_broker_url("x:1883").is_err());
         assert!(parse_broker_url("mqtt://:1883").is_err());
+        // One parser for both programs: a fragment is refused here as in the agent.
+        assert!(parse_broker_url("mqtt://x#frag").is_err());
     }
 
     #[test]

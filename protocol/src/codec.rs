@@ -15,7 +15,15 @@ use serde::Serialize;
 
 use crate::device::bounded;
 use crate::payload::RejectReason;
-use crate::VERSION;
+
+/// The major version every payload carries as `"v"`. A different major is rejected.
+pub const VERSION: u8 = 1;
+
+/// The MQTT packet limit, both ways, in every client and broker of the system (rumqttc
+/// in both programs, the embedded rumqttd, `broker-config/mosquitto.conf`): a payload of
+/// [`MAX_PAYLOAD`] plus room for the topic and headers. A larger packet is refused by the
+/// broker before anyone decodes it.
+pub const MAX_PACKET: usize = 32 * 1024;
 
 /// The largest payload accepted or produced, in bytes. Brokers and rumqttc must allow
 /// packets at least this large plus the topic (the agent and collector set 32 KiB).

@@ -18,10 +18,11 @@ use serde_json::Value;
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::http::{parse_instant, DeviceSummary};
+use crate::http::DeviceSummary;
 use crate::workflow::{
     self, ClassifyChange, Command as WfCommand, Dur, IncidentSummary, ProviderRequestSpec, Role,
 };
+use vigia_protocol::time::parse_instant;
 
 mod client;
 mod render;

@@ -34,7 +34,7 @@ mod incidents;
 mod state;
 
 pub use devices::DeviceSummary;
-pub use export::{parse_instant, ExportQuery};
+pub use export::ExportQuery;
 pub use incidents::{
     command_of, ActionBody, IncidentDetail, IncidentQuery, DEFAULT_LIMIT, MAX_LIMIT,
 };

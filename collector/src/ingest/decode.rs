@@ -6,10 +6,9 @@ use rumqttc::Publish;
 use tracing::warn;
 use vigia_protocol::{
     decode, peek_header, Birth, CodecError, DeviceId, Event, RejectReason, Status, Topic, Topics,
-    UpKind, VERSION,
+    UpKind, MAX_PACKET, VERSION,
 };
 
-use crate::broker::MAX_PACKET;
 use crate::metrics::{Metrics, Rejected};
 
 /// What one incoming publish turned into, before the store.

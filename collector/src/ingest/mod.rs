@@ -28,10 +28,10 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vigia_protocol::{
-    encode, CmdBody, CollectorStatus, DeviceId, DownKind, Millis, Rejection, Topics, VERSION,
+    encode, CmdBody, CollectorStatus, DeviceId, DownKind, Millis, Rejection, Topics, MAX_PACKET,
+    VERSION,
 };
 
-use crate::broker::MAX_PACKET;
 use crate::clock::{now_ms, Clock};
 use crate::metrics::Metrics;
 use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent};

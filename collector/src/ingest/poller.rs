@@ -1,13 +1,11 @@
 //! The poller: polls rumqttc's event loop continuously (publishing from this task could
 //! deadlock), reconnects with backoff and jitter, and hands packets to the worker.
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use rumqttc::{ConnectionError, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
-
-use crate::clock::now_ms;
+use vigia_protocol::{now_ms, Backoff};
 
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -23,29 +21,21 @@ pub(super) enum PollerEvent {
     Publish(Publish),
 }
 
-/// A small random factor in [0.75, 1.25) so many collectors (or a restarted broker's
-/// clients) do not reconnect in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(now_ms().into());
-    let r = (h.finish() % 1000) as f64 / 1000.0;
-    d.mul_f64(0.75 + r * 0.5)
-}
-
 pub(super) async fn poll_loop(
     mut eventloop: EventLoop,
     work: mpsc::UnboundedSender<PollerEvent>,
     mut stop: watch::Receiver<bool>,
     broker: String,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failures: u32 = 0;
+    // Seeded per process, so several collectors (or a restarted broker's clients) do not
+    // reconnect in lockstep.
+    let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, seed);
     loop {
         match eventloop.poll().await {
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                 info!(%broker, session_present = ack.session_present, "connected to broker");
-                backoff = BACKOFF_MIN;
-                failures = 0;
+                backoff.reset();
                 let _ = work.send(PollerEvent::Connected {
                     session_present: ack.session_present,
                 });
@@ -67,8 +57,8 @@ pub(super) async fn poll_loop(
                 if *stop.borrow() {
                     return;
                 }
-                failures += 1;
-                let wait = jitter(backoff);
+                let wait = backoff.next_delay();
+                let failures = backoff.attempts();
                 if failures == 1 || failures.is_multiple_of(10) {
                     warn!(%broker, error = %e, retry_in_ms = wait.as_millis() as u64, failures,
                         "broker connection failed");
@@ -82,22 +72,7 @@ pub(super) async fn poll_loop(
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_in_bounds() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(1000));
-            assert!(j >= Duration::from_millis(750) && j < Duration::from_millis(1250));
         }
     }
 }
