@@ -23,7 +23,6 @@ use vigia_protocol::{
 use crate::config::Config;
 use crate::link::{lock, now_ms, LinkState, Shared};
 use crate::probe::Detectors;
-use crate::run::AgentError;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -153,6 +152,16 @@ pub enum IpcError {
     /// The answer was not understood.
     #[error("ipc: bad answer from the agent: {0}")]
     Protocol(String),
+}
+
+/// Why the socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("ipc socket {path}: {source}")]
+pub struct BindError {
+    /// The socket path.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 /// Sends one request to the agent listening on `socket` and reads its answer.
@@ -307,10 +316,10 @@ impl Server {
         cfg: &Config,
         shared: Arc<Shared>,
         detectors: Arc<Mutex<Detectors>>,
-    ) -> Result<Self, AgentError> {
+    ) -> Result<Self, BindError> {
         use std::os::unix::fs::PermissionsExt;
         let path = cfg.socket.clone();
-        let err = |source| AgentError::Ipc {
+        let err = |source| BindError {
             path: path.clone(),
             source,
         };

@@ -47,13 +47,8 @@ pub enum AgentError {
     #[error("mqtt link: {0}")]
     Link(#[from] LinkError),
     /// The IPC socket could not be opened.
-    #[error("ipc socket {path}: {source}")]
-    Ipc {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::BindError),
     /// A task ended abnormally.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -37,4 +37,3 @@ pub use time::now_ms;
 pub use time::{Dur, DurError};
 pub use topic::{DownKind, Topic, TopicError, Topics, UpKind, DEFAULT_PREFIX};
 pub use url::BrokerUrl;
-
