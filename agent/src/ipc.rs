@@ -21,7 +21,7 @@ use vigia_protocol::{
 };
 
 use crate::config::Config;
-use crate::link::{lock, now_ms, LinkState, Shared};
+use crate::link::{lock, now_ms, AgentState, LinkState};
 use crate::probe::Detectors;
 
 /// Longest request line accepted.
@@ -304,7 +304,7 @@ impl Store {
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
     store: Arc<Store>,
     cmds: tokio::sync::broadcast::Receiver<vigia_protocol::Cmd>,
@@ -314,7 +314,7 @@ impl Server {
     /// Binds the socket (replacing a stale one left by a crash) and sets its mode.
     pub fn bind(
         cfg: &Config,
-        shared: Arc<Shared>,
+        shared: Arc<AgentState>,
         detectors: Arc<Mutex<Detectors>>,
     ) -> Result<Self, BindError> {
         use std::os::unix::fs::PermissionsExt;
@@ -403,7 +403,7 @@ fn user_name(uid: u32) -> Option<String> {
 
 async fn handle(
     stream: UnixStream,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
     store: Arc<Store>,
 ) -> std::io::Result<()> {
@@ -440,7 +440,7 @@ async fn handle(
 async fn answer(
     req: Request,
     reporter: &str,
-    shared: &Shared,
+    shared: &AgentState,
     detectors: &Mutex<Detectors>,
     store: &Store,
 ) -> Response {
@@ -549,7 +549,7 @@ async fn answer(
     }
 }
 
-fn status(shared: &Shared, detectors: &Mutex<Detectors>, store: &Store) -> StatusView {
+fn status(shared: &AgentState, detectors: &Mutex<Detectors>, store: &Store) -> StatusView {
     let (connected, attempts, last_error) = match &*lock(&shared.state) {
         LinkState::Connected { .. } => (true, 0, None),
         LinkState::Connecting {

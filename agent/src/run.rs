@@ -1,6 +1,6 @@
 //! `vigia-agent run`: wires the parts together and runs them until shutdown.
 //!
-//! Three tasks share one [`Shared`] state: the sampling loop (every interval, one
+//! Three tasks share one [`AgentState`] state: the sampling loop (every interval, one
 //! detector pass; each fault transition becomes an event in the spool and wakes the
 //! link), the MQTT link (see [`crate::link`]) and the local IPC server (see
 //! [`crate::ipc`]). An event is in the spool, flushed, before anything tries to publish
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use vigia_protocol::EventBody;
 
 use crate::config::Config;
-use crate::link::{self, lock, now_ms, LinkConfig, LinkError, Shared};
+use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError};
 use crate::probe::{Detectors, ProbeError};
 use crate::spool::{Spool, SpoolError};
 
@@ -89,7 +89,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         "vigia-agent starting"
     );
     let instance = spool.instance();
-    let shared = Arc::new(Shared::new(spool));
+    let shared = Arc::new(AgentState::new(spool));
     let mut link_cfg = LinkConfig::from_config(&cfg)?;
     link_cfg.instance = instance;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -130,7 +130,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 /// Every `interval` (or on a `Recheck` command): one detector pass; its fault
 /// transitions go to the spool, then the link is woken.
 async fn sample_loop(
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,

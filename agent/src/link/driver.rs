@@ -1,0 +1,283 @@
+//! The driver: polls rumqttc's event loop continuously (publishing from the polling task
+//! can deadlock, so the session task publishes), reconnects with the protocol's backoff,
+//! raises `boot` for every new session so its Last Will says the same `boot` as its
+//! `online`, and handles what arrives on `down/`: acks leave the spool, commands are kept
+//! and broadcast, the collector's `online` asks for a replay.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, Outgoing};
+use tokio::sync::{mpsc, watch};
+use vigia_protocol::{
+    decode, now_ms, Ack, Backoff, Cmd, CmdBody, CollectorStatus, DownKind, Topic,
+};
+
+use super::session::{self, SessionMsg};
+use super::state::{
+    lock, AgentState, LinkConfig, LinkError, LinkState, BACKOFF_BASE, BACKOFF_CAP, SHUTDOWN_GRACE,
+    STABLE_AFTER,
+};
+use crate::inventory;
+
+/// Runs the link until `shutdown` turns true: connects, reconnects, publishes, and on
+/// shutdown sends the offline status and disconnects.
+pub async fn run(
+    shared: Arc<AgentState>,
+    cfg: LinkConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let host = tokio::task::spawn_blocking(inventory::host_facts)
+        .await
+        .unwrap_or_default();
+    let mut boot = lock(&shared.spool).raise_boot()?;
+    let (client, mut eventloop) = AsyncClient::new(cfg.options(boot, now_ms())?, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut session = tokio::spawn(session::run(
+        client.clone(),
+        Arc::clone(&shared),
+        cfg.clone(),
+        host,
+        rx,
+    ));
+    let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, seed);
+    let mut session_used = false;
+    let mut up_since: Option<Instant> = None;
+    tracing::info!(broker = %format!("{}:{}", cfg.host, cfg.port), device = %cfg.device, boot, "mqtt link starting");
+
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            p = eventloop.poll() => p,
+        };
+        match polled {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                session_used = true;
+                up_since = Some(Instant::now());
+                shared.connected.store(true, Ordering::SeqCst);
+                *lock(&shared.state) = LinkState::Connected { since: now_ms() };
+                tracing::info!(
+                    boot,
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                let _ = tx.send(SessionMsg::Up { boot });
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                handle_down(&shared, &cfg, &p.topic, &p.payload);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.connected.store(false, Ordering::SeqCst);
+                let _ = tx.send(SessionMsg::Down);
+                if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                let attempts = backoff.attempts();
+                log_failure(&e, attempts, delay, session_used);
+                *lock(&shared.state) = LinkState::Connecting {
+                    attempts,
+                    last_error: Some(e.to_string()),
+                };
+                if session_used {
+                    // A new session gets a new boot, and its Last Will must say so.
+                    boot = lock(&shared.spool).raise_boot()?;
+                    eventloop
+                        .mqtt_options
+                        .set_last_will(cfg.will(boot, now_ms())?);
+                    session_used = false;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    // Clean shutdown: the session task sends `offline` and DISCONNECT if connected; keep
+    // polling so they reach the broker, within a grace period.
+    let _ = tx.send(SessionMsg::Shutdown);
+    let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
+    tokio::pin!(deadline);
+    let mut session_done = false;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                tracing::warn!("shutdown: broker did not take the offline status in time");
+                break;
+            }
+            r = &mut session, if !session_done => {
+                session_done = true;
+                if !matches!(r, Ok(true)) {
+                    break; // not connected: nothing to flush
+                }
+            }
+            p = eventloop.poll() => match p {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+    }
+    if !session_done {
+        session.abort();
+    }
+    shared.connected.store(false, Ordering::SeqCst);
+    *lock(&shared.state) = LinkState::Stopped;
+    tracing::info!("mqtt link stopped");
+    Ok(())
+}
+
+fn log_failure(e: &ConnectionError, attempts: u32, delay: Duration, was_connected: bool) {
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    if let ConnectionError::ConnectionRefused(code) = e {
+        // Credentials or ACLs: retrying will not fix it, a person must.
+        tracing::error!(code = ?code, attempts, retry_in_ms = delay_ms, "the broker refused the connection; check mqtt.username/password and the broker's ACLs");
+    } else if was_connected {
+        tracing::warn!(error = %e, retry_in_ms = delay_ms, "connection to the broker lost");
+    } else if attempts == 1 || attempts.is_multiple_of(10) {
+        tracing::warn!(error = %e, attempts, retry_in_ms = delay_ms, "cannot reach the broker; events stay in the spool");
+    } else {
+        tracing::debug!(error = %e, attempts, retry_in_ms = delay_ms, "broker still unreachable");
+    }
+}
+
+/// Handles a message on a `down/` topic: acks leave the spool, commands are kept.
+pub(super) fn handle_down(shared: &AgentState, cfg: &LinkConfig, topic: &str, payload: &[u8]) {
+    match cfg.topics.parse(topic) {
+        Ok(Topic::Down(id, DownKind::Ack)) if id == cfg.device => match decode::<Ack>(payload) {
+            Ok(ack) if ack.device == cfg.device => {
+                let mut spool = lock(&shared.spool);
+                match spool.ack(&ack, now_ms()) {
+                    Ok(n) => {
+                        tracing::debug!(removed = n, left = spool.len(), "ack");
+                        // Acking a drop notice may have enqueued the next one.
+                        if n > 0 {
+                            shared.wake.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "spool: cannot apply ack"),
+                }
+            }
+            Ok(ack) => tracing::warn!(device = %ack.device, "ack for another device ignored"),
+            Err(e) => tracing::warn!(error = %e, "malformed ack ignored"),
+        },
+        Ok(Topic::Down(id, DownKind::Cmd)) if id == cfg.device => match decode::<Cmd>(payload) {
+            Ok(cmd) if cmd.device == cfg.device => {
+                tracing::info!(cmd = ?cmd.body, "command from the collector");
+                if matches!(cmd.body, CmdBody::Recheck) {
+                    shared.recheck.notify_one();
+                }
+                lock(&shared.inbox).push(cmd.clone());
+                let _ = shared.cmds.send(cmd);
+            }
+            Ok(cmd) => tracing::warn!(device = %cmd.device, "command for another device ignored"),
+            Err(e) => tracing::warn!(error = %e, "malformed command ignored"),
+        },
+        Ok(Topic::CollectorStatus) => match decode::<CollectorStatus>(payload) {
+            Ok(status) if status.online => {
+                let new = lock(&shared.collector_online_ts).replace(status.ts) != Some(status.ts);
+                if new {
+                    tracing::info!(ts = status.ts, "collector online: replaying unacked events");
+                    shared.replay.store(true, Ordering::SeqCst);
+                    shared.wake.notify_one();
+                }
+            }
+            Ok(_) => tracing::info!("collector offline; events wait in the spool"),
+            Err(e) => tracing::warn!(error = %e, "malformed collector status ignored"),
+        },
+        _ => tracing::warn!(topic, "message on an unexpected topic ignored"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spool::Spool;
+    use std::path::PathBuf;
+    use vigia_protocol::{DeviceId, Topics};
+
+    fn link_cfg() -> LinkConfig {
+        LinkConfig {
+            device: DeviceId::new("ws-1").unwrap(),
+            topics: Topics::default(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+            tls_ca: None,
+            credentials: Some(("ws-1".into(), "pw".into())),
+            keep_alive: Duration::from_secs(30),
+            tags: Vec::new(),
+            root: PathBuf::from("/"),
+            instance: 42,
+        }
+    }
+
+    fn shared_with(n: usize) -> (Arc<AgentState>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), DeviceId::new("ws-1").unwrap(), 1 << 20).unwrap();
+        for i in 0..n {
+            let body = vigia_protocol::EventBody::Reply(vigia_protocol::Reply {
+                incident: i as u64,
+                text: vigia_protocol::bounded("x"),
+            });
+            spool.push(1, body).unwrap();
+        }
+        (Arc::new(AgentState::new(spool)), dir)
+    }
+
+    #[test]
+    fn an_ack_removes_exactly_its_seqs_from_the_spool() {
+        let (shared, _dir) = shared_with(5);
+        let cfg = link_cfg();
+        let ack = br#"{"v":1,"device":"ws-1","stored":[{"from":1,"to":2}],"rejected":[{"seq":4,"reason":"malformed"}]}"#;
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", ack);
+        assert_eq!(lock(&shared.spool).seqs().collect::<Vec<_>>(), [3, 5]);
+    }
+
+    #[test]
+    fn acks_for_another_device_or_malformed_change_nothing() {
+        let (shared, _dir) = shared_with(3);
+        let cfg = link_cfg();
+        let other = br#"{"v":1,"device":"ws-2","stored":[{"from":1,"to":3}]}"#;
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", other);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-2/ack", other);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", b"{not json");
+        handle_down(
+            &shared,
+            &cfg,
+            "vigia/v1/down/ws-1/ack",
+            br#"{"device":"ws-1","stored":[{"from":1,"to":3}]}"#,
+        );
+        assert_eq!(lock(&shared.spool).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn commands_are_kept_broadcast_and_recheck_wakes_the_sampler() {
+        let (shared, _dir) = shared_with(0);
+        let cfg = link_cfg();
+        let mut rx = shared.cmds.subscribe();
+        let cmd = br#"{"v":1,"device":"ws-1","ts":5,"body":{"type":"report_accepted","report_id":9,"incident":42}}"#;
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd);
+        let got = rx.try_recv().unwrap();
+        assert_eq!(
+            got.body,
+            CmdBody::ReportAccepted {
+                report_id: 9,
+                incident: 42
+            }
+        );
+        assert_eq!(lock(&shared.inbox).recent.len(), 1);
+        let recheck = br#"{"v":1,"device":"ws-1","ts":6,"body":{"type":"recheck"}}"#;
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", recheck);
+        // The permit is stored: the sampler's next wait returns at once.
+        tokio::time::timeout(Duration::from_secs(1), shared.recheck.notified())
+            .await
+            .unwrap();
+    }
+}
