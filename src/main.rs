@@ -135,7 +135,7 @@ fn all_in_one(cli: Cli) -> Result<()> {
         // relative paths are relative to the file.
         let data_dir = std::fs::canonicalize(&cli.data_dir)
             .with_context(|| format!("resolving {}", cli.data_dir.display()))?;
-        let mut afile = vigia_agent::config::ConfigFile {
+        let mut afile = vigia_agent::config::ConfigToml {
             data_dir: Some(data_dir.join("agent")),
             interval: Some(cli.interval.clone()),
             ..Default::default()

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vigia_protocol::{FaultAction, FaultEvent, Urgency};
 
-use crate::config::{Config, ConfigFile, SOCKET_NAME, SYSTEM_CONFIG, SYSTEM_DATA_DIR};
+use crate::config::{Config, ConfigToml, SOCKET_NAME, SYSTEM_CONFIG, SYSTEM_DATA_DIR};
 use crate::i18n::{t, Lang, Msg};
 use crate::ipc::{self, IpcError, Request, Response};
 use crate::probe::Detectors;
@@ -189,7 +189,7 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn print_config() -> anyhow::Result<ExitCode> {
-    let text = ConfigFile::default_toml().context("cannot print the default config")?;
+    let text = ConfigToml::default_toml().context("cannot print the default config")?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! The agent's configuration: a TOML file ([`ConfigFile`], what the operator writes) and
+//! The agent's configuration: a TOML file ([`ConfigToml`], what the operator writes) and
 //! the validated runtime form ([`Config`], what the agent runs with).
 //!
 //! Every section has its defaults in code, so an empty file (or no file) is a working
@@ -26,10 +26,10 @@ pub const SOCKET_NAME: &str = "agent.sock";
 /// Tags kept per device (the protocol's bound).
 pub const MAX_TAGS: usize = 8;
 
-/// The config file as written. Every field is optional; see [`ConfigFile::default`].
+/// The config file as written. Every field is optional; see [`ConfigToml::default`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ConfigFile {
+pub struct ConfigToml {
     /// How often the detectors sample: a number with a unit, `ms`, `s`, `m` or `h`
     /// ("30s", "50ms"). Default 30 s.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,13 +44,13 @@ pub struct ConfigFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// This device.
-    pub device: DeviceSection,
+    pub device: DeviceToml,
     /// The MQTT broker.
-    pub mqtt: MqttSection,
+    pub mqtt: MqttToml,
     /// The durable event spool.
-    pub spool: SpoolSection,
+    pub spool: SpoolToml,
     /// The local socket `vigia-agent report` and `status` talk to.
-    pub ipc: IpcSection,
+    pub ipc: IpcToml,
     /// Detector thresholds, hysteresis and debounce.
     pub detect: DetectConfig,
 }
@@ -58,7 +58,7 @@ pub struct ConfigFile {
 /// `[device]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DeviceSection {
+pub struct DeviceToml {
     /// The device id (also the MQTT client id and username): ASCII letters, digits, `-`,
     /// `_`, `.`, at most 64 bytes. Default: the host name, lowercased and sanitized.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,7 +70,7 @@ pub struct DeviceSection {
 /// `[mqtt]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MqttSection {
+pub struct MqttToml {
     /// Broker URL: `mqtt://host:port` (default port 1883) or `mqtts://host:port` (TLS,
     /// default port 8883).
     pub url: String,
@@ -93,7 +93,7 @@ pub struct MqttSection {
 /// `[spool]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SpoolSection {
+pub struct SpoolToml {
     /// Most bytes of unacknowledged events kept; when full, the least severe, oldest
     /// events are dropped first (and a notice says so).
     pub max_bytes: u64,
@@ -102,7 +102,7 @@ pub struct SpoolSection {
 /// `[ipc]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct IpcSection {
+pub struct IpcToml {
     /// Path of the Unix socket. Default: `agent.sock` in the data directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
@@ -118,23 +118,23 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// The default spool bound: 8 MiB.
 pub const DEFAULT_SPOOL_BYTES: u64 = 8 * 1024 * 1024;
 
-impl Default for ConfigFile {
+impl Default for ConfigToml {
     fn default() -> Self {
         Self {
             interval: None,
             interval_ms: None,
             root: PathBuf::from("/"),
             data_dir: None,
-            device: DeviceSection::default(),
-            mqtt: MqttSection::default(),
-            spool: SpoolSection::default(),
-            ipc: IpcSection::default(),
+            device: DeviceToml::default(),
+            mqtt: MqttToml::default(),
+            spool: SpoolToml::default(),
+            ipc: IpcToml::default(),
             detect: DetectConfig::default(),
         }
     }
 }
 
-impl Default for MqttSection {
+impl Default for MqttToml {
     fn default() -> Self {
         Self {
             url: DEFAULT_URL.into(),
@@ -147,7 +147,7 @@ impl Default for MqttSection {
     }
 }
 
-impl Default for SpoolSection {
+impl Default for SpoolToml {
     fn default() -> Self {
         Self {
             max_bytes: DEFAULT_SPOOL_BYTES,
@@ -155,7 +155,7 @@ impl Default for SpoolSection {
     }
 }
 
-impl Default for IpcSection {
+impl Default for IpcToml {
     fn default() -> Self {
         Self {
             socket: None,
@@ -202,7 +202,7 @@ pub use vigia_protocol::BrokerUrl as Broker;
 
 /// Validated MQTT settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mqtt {
+pub struct MqttSettings {
     /// The broker.
     pub broker: Broker,
     /// Topic names under the configured prefix.
@@ -225,7 +225,7 @@ pub struct Config {
     /// Its tags.
     pub tags: heapless::Vec<heapless::String<32>, MAX_TAGS>,
     /// The broker and topics.
-    pub mqtt: Mqtt,
+    pub mqtt: MqttSettings,
     /// The spool bound.
     pub spool_max_bytes: u64,
     /// Sampling interval.
@@ -250,7 +250,7 @@ impl Config {
             source,
         })?;
         let origin = path.display().to_string();
-        let mut file = ConfigFile::parse(&text, &origin)?;
+        let mut file = ConfigToml::parse(&text, &origin)?;
         if let Some(dir) = path.parent() {
             file.resolve_relative(dir, &origin)?;
         }
@@ -259,13 +259,13 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let file = ConfigFile::parse(text, origin)?;
+        let file = ConfigToml::parse(text, origin)?;
         file.validate(origin)
     }
 
     /// The defaults for this host, as if from an empty file.
     pub fn defaults() -> Result<Self, ConfigError> {
-        ConfigFile::default().validate("<defaults>")
+        ConfigToml::default().validate("<defaults>")
     }
 
     /// The path of the spool database inside the data directory.
@@ -274,7 +274,7 @@ impl Config {
     }
 }
 
-impl ConfigFile {
+impl ConfigToml {
     /// Parses TOML text, naming the key at fault when the parser reports where it was.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
@@ -292,11 +292,11 @@ impl ConfigFile {
     }
 
     /// The default config as TOML, with a header documenting the optional keys. Parses
-    /// back to [`ConfigFile::default`].
+    /// back to [`ConfigToml::default`].
     pub fn default_toml() -> Result<String, toml::ser::Error> {
-        let d = ConfigFile {
+        let d = ConfigToml {
             interval: Some(Dur::from(DEFAULT_INTERVAL).to_string()),
-            ..ConfigFile::default()
+            ..ConfigToml::default()
         };
         let body = toml::to_string_pretty(&d)?;
         Ok(format!("{DEFAULT_HEADER}\n{body}"))
@@ -467,7 +467,7 @@ impl ConfigFile {
             origin: origin.to_string(),
             device,
             tags,
-            mqtt: Mqtt {
+            mqtt: MqttSettings {
                 broker,
                 topics,
                 credentials,
@@ -506,7 +506,7 @@ pub fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The default data directory for this process (see [`ConfigFile::data_dir`]).
+/// The default data directory for this process (see [`ConfigToml::data_dir`]).
 pub fn default_data_dir() -> Option<PathBuf> {
     if running_as_root() {
         return Some(PathBuf::from(SYSTEM_DATA_DIR));
@@ -582,11 +582,11 @@ mod tests {
 
     #[test]
     fn printed_default_parses_back_to_the_default() {
-        let text = ConfigFile::default_toml().unwrap();
-        let parsed = ConfigFile::parse(&text, "printed").unwrap();
-        let expected = ConfigFile {
+        let text = ConfigToml::default_toml().unwrap();
+        let parsed = ConfigToml::parse(&text, "printed").unwrap();
+        let expected = ConfigToml {
             interval: Some("30s".into()),
-            ..ConfigFile::default()
+            ..ConfigToml::default()
         };
         assert_eq!(parsed, expected);
         // And it validates to the same runtime config as no file at all.

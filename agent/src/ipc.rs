@@ -190,14 +190,14 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Response, IpcError>
 
 /// Reports sent and questions received, persisted in the agent's database so `status`
 /// still shows them after a restart (trees `reports` and `questions`).
-struct Store {
+struct ReportsAndQuestions {
     reports: sled::Tree,
     questions: sled::Tree,
 }
 
 const MAX_REPORTS: usize = 20;
 
-impl Store {
+impl ReportsAndQuestions {
     fn open(db: &sled::Db) -> sled::Result<Self> {
         Ok(Self {
             reports: db.open_tree("reports")?,
@@ -306,7 +306,7 @@ pub struct Server {
     path: PathBuf,
     shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
-    store: Arc<Store>,
+    store: Arc<ReportsAndQuestions>,
     cmds: tokio::sync::broadcast::Receiver<vigia_protocol::Cmd>,
 }
 
@@ -336,7 +336,8 @@ impl Server {
             }
             std::fs::remove_file(&path).map_err(err)?;
         }
-        let store = Store::open(lock(&shared.spool).db()).map_err(|e| err(e.into()))?;
+        let store =
+            ReportsAndQuestions::open(lock(&shared.spool).db()).map_err(|e| err(e.into()))?;
         // Subscribe before the link starts, so no command slips past.
         let cmds = shared.cmds.subscribe();
         let listener = UnixListener::bind(&path).map_err(err)?;
@@ -405,7 +406,7 @@ async fn handle(
     stream: UnixStream,
     shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
-    store: Arc<Store>,
+    store: Arc<ReportsAndQuestions>,
 ) -> std::io::Result<()> {
     let reporter = stream
         .peer_cred()
@@ -442,7 +443,7 @@ async fn answer(
     reporter: &str,
     shared: &AgentState,
     detectors: &Mutex<Detectors>,
-    store: &Store,
+    store: &ReportsAndQuestions,
 ) -> Response {
     match req {
         Request::Status => Response::Status(status(shared, detectors, store)),
@@ -549,7 +550,11 @@ async fn answer(
     }
 }
 
-fn status(shared: &AgentState, detectors: &Mutex<Detectors>, store: &Store) -> StatusView {
+fn status(
+    shared: &AgentState,
+    detectors: &Mutex<Detectors>,
+    store: &ReportsAndQuestions,
+) -> StatusView {
     let (connected, attempts, last_error) = match &*lock(&shared.state) {
         LinkState::Connected { .. } => (true, 0, None),
         LinkState::Connecting {

@@ -136,18 +136,24 @@ impl FromStr for Dur {
             } else {
                 int.parse().map_err(|_| err("number too large"))?
             };
-            // The fraction, in units of 10^-len, at most 9 digits (nanosecond precision of
-            // a millisecond unit is more than enough).
-            let frac = &frac[..frac.len().min(9)];
+            // The fraction, in units of 10^-len; more than 9 digits is finer than any
+            // millisecond count can hold, and refused below like any sub-ms remainder.
+            if frac.len() > 9 {
+                return Err(err("finer than a millisecond"));
+            }
             let frac_value: u128 = if frac.is_empty() {
                 0
             } else {
                 frac.parse().map_err(|_| err("number too large"))?
             };
             let scale = 10u128.pow(u32::try_from(frac.len()).unwrap_or(9));
+            let frac_ms = frac_value * u128::from(unit);
+            if !frac_ms.is_multiple_of(scale) {
+                return Err(err("finer than a millisecond"));
+            }
             let part = whole
                 .checked_mul(u128::from(unit))
-                .and_then(|w| w.checked_add(frac_value * u128::from(unit) / scale))
+                .and_then(|w| w.checked_add(frac_ms / scale))
                 .ok_or_else(|| err("too large"))?;
             total = total.checked_add(part).ok_or_else(|| err("too large"))?;
             rest = after.trim_start();
