@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::ProbeError;
 use crate::detect::config::BatteryConfig;
 use crate::detect::{Debounce, Engine, Levels, Obs, Severities};
 

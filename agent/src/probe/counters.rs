@@ -17,9 +17,10 @@
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::baseline::Baselines;
 use super::baseline::Scope;
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::{Baselines, ProbeError};
 use crate::detect::config::CounterConfig;
 use crate::detect::{CounterClear, CounterRule, CounterStart, Engine, Obs};
 

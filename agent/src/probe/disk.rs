@@ -35,10 +35,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultKind, Severity};
 
+use super::baseline::Baselines;
 use super::baseline::Scope;
 use super::counters::feed_counter;
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::{Baselines, ProbeError};
 use crate::detect::config::is_ignored;
 use crate::detect::{CounterClear, CounterRule, DetectConfig, Engine, Obs, Severities};
 

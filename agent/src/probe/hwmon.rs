@@ -18,8 +18,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::ProbeError;
 use crate::detect::config::{is_ignored, FanConfig, TempConfig};
 use crate::detect::{Debounce, Engine, Num, Obs, Severities};
 

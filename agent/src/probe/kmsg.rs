@@ -21,8 +21,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use super::counters::IoErrors;
+use super::error::ProbeError;
 use super::sysfs::Root;
-use super::ProbeError;
 
 fn first_word(s: &str) -> Option<&str> {
     let w = s.split([',', ' ', ':']).next()?;

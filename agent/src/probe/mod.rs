@@ -18,21 +18,22 @@
 //! warning at start say why.
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, OpenFault, Reading};
 
-use crate::detect::{DetectConfig, Engine, InvalidConfig};
+use crate::detect::{DetectConfig, Engine};
 
 pub mod baseline;
 pub mod battery;
 pub mod counters;
 pub mod disk;
+mod error;
 pub mod hwmon;
 pub mod kmsg;
 pub mod memory;
 pub mod net;
 pub mod raid;
 pub mod replay;
+pub mod sample;
 pub mod smart;
 pub mod sysfs;
 
@@ -40,89 +41,16 @@ pub use baseline::Baselines;
 pub use battery::Battery;
 pub use counters::{AerDevice, EdacMc, IoErrors};
 pub use disk::{DiskUsage, MountState};
+pub use error::ProbeError;
 pub use hwmon::{FanReading, TempReading};
 pub use memory::MemInfo;
 pub use net::{Link, Nic};
 pub use raid::RaidArray;
 pub use replay::Replay;
+pub use sample::Sample;
 pub use smart::{SmartDisk, SmartRunner};
 
 use sysfs::Root;
-
-/// Why a probe could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// A file or directory could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The source exists but says nothing usable.
-    #[error("{what}: {reason}")]
-    Unusable {
-        /// What was read.
-        what: String,
-        /// Why it is of no use.
-        reason: String,
-    },
-    /// The baseline store failed.
-    #[error("baseline store: {0}")]
-    Store(#[from] sled::Error),
-    /// The `[detect]` settings are out of range.
-    #[error("invalid config: {0}")]
-    Config(#[from] InvalidConfig),
-}
-
-/// What one sampling pass read, per source; `None` means "not read this pass" (a
-/// replay line without that key, a probe that is off, unsupported or failed this time).
-/// A replay line deserializes into this type: see [`replay`] for the format.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Sample {
-    /// Filesystem space and inodes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk: Option<Vec<DiskUsage>>,
-    /// Filesystem read-only states.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mounts: Option<Vec<MountState>>,
-    /// Block device I/O error counters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub io_errors: Option<Vec<IoErrors>>,
-    /// SMART / NVMe health.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub smart: Option<Vec<SmartDisk>>,
-    /// Software RAID arrays.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raid: Option<Vec<RaidArray>>,
-    /// `/proc/meminfo`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemInfo>,
-    /// EDAC memory controllers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ecc: Option<Vec<EdacMc>>,
-    /// PCIe AER totals.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aer: Option<Vec<AerDevice>>,
-    /// Temperatures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub temps: Option<Vec<TempReading>>,
-    /// Fans.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fans: Option<Vec<FanReading>>,
-    /// Batteries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batteries: Option<Vec<Battery>>,
-    /// Network interface counters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nics: Option<Vec<Nic>>,
-    /// Physical interfaces' link state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub links: Option<Vec<Link>>,
-}
 
 /// Detector names as [`Detectors::unsupported`] reports them (the fault kinds' wire
 /// names; disk space and inodes share one probe, reported as `disk_space`).

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::ProbeError;
 use crate::detect::config::{is_ignored, NicErrorsConfig, NicLinkConfig};
 use crate::detect::{Debounce, Engine, Levels, Obs, Severities};
 

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::error::ProbeError;
 use super::sysfs::{self, Root};
-use super::ProbeError;
 use crate::detect::config::FlagConfig;
 use crate::detect::{Engine, Obs};
 

@@ -30,7 +30,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{ProbeError, Sample};
+use super::error::ProbeError;
+use super::sample::Sample;
 
 /// The replay source.
 #[derive(Debug)]

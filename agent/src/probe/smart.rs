@@ -29,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigia_protocol::{FaultEvent, FaultKind, Severity};
 
+use super::baseline::Baselines;
 use super::baseline::Scope;
 use super::counters::feed_counter;
-use super::{Baselines, ProbeError};
+use super::error::ProbeError;
 use crate::detect::config::SmartConfig;
 use crate::detect::{CounterClear, CounterRule, Debounce, Engine, Num, Obs};
 
