@@ -198,25 +198,10 @@ pub(super) fn handle_down(shared: &AgentState, cfg: &LinkConfig, topic: &str, pa
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::state::test_config;
     use super::*;
     use crate::spool::Spool;
-    use std::path::PathBuf;
-    use vigia_protocol::{DeviceId, Topics};
-
-    fn link_cfg() -> LinkConfig {
-        LinkConfig {
-            device: DeviceId::new("ws-1").unwrap(),
-            topics: Topics::default(),
-            host: "127.0.0.1".into(),
-            port: 1883,
-            tls_ca: None,
-            credentials: Some(("ws-1".into(), "pw".into())),
-            keep_alive: Duration::from_secs(30),
-            tags: Vec::new(),
-            root: PathBuf::from("/"),
-            instance: 42,
-        }
-    }
+    use vigia_protocol::DeviceId;
 
     fn shared_with(n: usize) -> (Arc<AgentState>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -234,7 +219,7 @@ mod tests {
     #[test]
     fn an_ack_removes_exactly_its_seqs_from_the_spool() {
         let (shared, _dir) = shared_with(5);
-        let cfg = link_cfg();
+        let cfg = test_config();
         let ack = br#"{"v":1,"device":"ws-1","stored":[{"from":1,"to":2}],"rejected":[{"seq":4,"reason":"malformed"}]}"#;
         handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", ack);
         assert_eq!(lock(&shared.spool).seqs().collect::<Vec<_>>(), [3, 5]);
@@ -243,7 +228,7 @@ mod tests {
     #[test]
     fn acks_for_another_device_or_malformed_change_nothing() {
         let (shared, _dir) = shared_with(3);
-        let cfg = link_cfg();
+        let cfg = test_config();
         let other = br#"{"v":1,"device":"ws-2","stored":[{"from":1,"to":3}]}"#;
         handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", other);
         handle_down(&shared, &cfg, "vigia/v1/down/ws-2/ack", other);
@@ -260,7 +245,7 @@ mod tests {
     #[tokio::test]
     async fn commands_are_kept_broadcast_and_recheck_wakes_the_sampler() {
         let (shared, _dir) = shared_with(0);
-        let cfg = link_cfg();
+        let cfg = test_config();
         let mut rx = shared.cmds.subscribe();
         let cmd = br#"{"v":1,"device":"ws-1","ts":5,"body":{"type":"report_accepted","report_id":9,"incident":42}}"#;
         handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd);

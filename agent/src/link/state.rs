@@ -234,30 +234,33 @@ pub fn options_for(cfg: &LinkConfig, boot: u64, now: u64) -> Result<MqttOptions,
     cfg.options(boot, now)
 }
 
+/// A config for the link's unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) fn test_config() -> LinkConfig {
+    LinkConfig {
+        device: DeviceId::new("ws-1").unwrap(),
+        topics: Topics::default(),
+        host: "127.0.0.1".into(),
+        port: 1883,
+        tls_ca: None,
+        credentials: Some(("ws-1".into(), "pw".into())),
+        keep_alive: Duration::from_secs(30),
+        tags: Vec::new(),
+        root: PathBuf::from("/"),
+        instance: 42,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use vigia_protocol::decode;
 
-    fn link_cfg() -> LinkConfig {
-        LinkConfig {
-            device: DeviceId::new("ws-1").unwrap(),
-            topics: Topics::default(),
-            host: "127.0.0.1".into(),
-            port: 1883,
-            tls_ca: None,
-            credentials: Some(("ws-1".into(), "pw".into())),
-            keep_alive: Duration::from_secs(30),
-            tags: Vec::new(),
-            root: PathBuf::from("/"),
-            instance: 42,
-        }
-    }
-
     #[test]
     fn options_carry_the_will_with_the_session_boot_and_a_persistent_session() {
-        let o = options_for(&link_cfg(), 7, 1234).unwrap();
+        let o = options_for(&test_config(), 7, 1234).unwrap();
         assert!(!o.clean_session());
         assert_eq!(o.client_id(), "ws-1");
         assert_eq!(o.max_packet_size(), MAX_PACKET);

@@ -413,14 +413,11 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    /// Makes every write so far durable. Call before acknowledging or sending anything.
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
 
-    /// Stores an event once per `(device, seq)` and applies its workflow change (correlate,
-    /// then open or apply), all in one transaction. `now` is the collector's clock.
     fn record_event(
         &self,
         ev: &Event,
@@ -430,8 +427,6 @@ impl Store for SledStore {
         self.transact(|tx| tx.record_event(ev, now, policy))
     }
 
-    /// Applies a person's command to incident `number` in one transaction. A refusal by
-    /// the workflow writes nothing and comes back as [`StoreError::Workflow`].
     fn apply_command(
         &self,
         number: IncidentNo,
@@ -455,7 +450,6 @@ impl Store for SledStore {
         })
     }
 
-    /// The earliest pending timer, if any.
     fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
         match self.timers.first()? {
             Some((k, _)) => Ok(Some(u64_of("timer key", &k[..8.min(k.len())])?)),
@@ -463,10 +457,6 @@ impl Store for SledStore {
         }
     }
 
-    /// Runs the workflow's timers of every incident due at `now` (at most `max`
-    /// incidents), each in its own transaction; returns the decisions taken. An
-    /// incident whose timer moved (policy changed, already handled) just gets its timer
-    /// rewritten.
     fn tick_due(
         &self,
         now: Millis,
@@ -500,8 +490,6 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    /// Recomputes every pending timer with `policy` (at start-up: the SLA targets in the
-    /// config may have changed since the timers were written). Returns how many moved.
     fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError> {
         let mut numbers = Vec::new();
         for kv in self.timers.iter() {
@@ -536,7 +524,6 @@ impl Store for SledStore {
         self.update_device(&st.device, now, |rec| rec.apply_status(st, now))
     }
 
-    /// One incident, with its whole audit trail.
     fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
         match self.incidents.get(number.to_be_bytes())? {
             Some(b) => Ok(Some(dec("incident", &b)?)),
@@ -544,7 +531,6 @@ impl Store for SledStore {
         }
     }
 
-    /// One incident's list summary.
     fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError> {
         match self.summaries.get(number.to_be_bytes())? {
             Some(b) => Ok(Some(dec("summary", &b)?)),
@@ -552,10 +538,9 @@ impl Store for SledStore {
         }
     }
 
-    /// Incidents matching `filter`, newest (highest number) first. Served from the most
-    /// selective index the filter names; the other filters are checked on the summaries
-    /// read, so the cost is one page plus what those filters skip.
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentSummary>, StoreError> {
+        // Served from the most selective index the filter names; the other filters are
+        // checked on the summaries read, so the cost is one page plus what they skip.
         let scope: &[u8] = if filter.state == Some(StateFilter::Open) {
             b"o"
         } else {
@@ -621,7 +606,6 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    /// How many incidents are in each state.
     fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
         let mut out = BTreeMap::new();
         for s in State::ALL {
@@ -634,9 +618,8 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    /// The "Servicios soporte" rows (004) of the incidents registered in `period`, from
-    /// the time index (only that period is read).
     fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
+        // From the time index: only the period is read.
         // A bare `T time` sorts before every key of that millisecond.
         let from = [&b"T"[..], &period.from.unwrap_or(0).to_be_bytes()].concat();
         let to = match period.to {
@@ -653,7 +636,6 @@ impl Store for SledStore {
         Ok(workflow::rows(&incidents, period))
     }
 
-    /// One device.
     fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(id.as_str())? {
             Some(b) => Ok(Some(dec("device", &b)?)),
@@ -661,7 +643,6 @@ impl Store for SledStore {
         }
     }
 
-    /// Every device, by id.
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices
             .iter()
@@ -672,7 +653,6 @@ impl Store for SledStore {
             .collect()
     }
 
-    /// One stored event.
     fn event(
         &self,
         device: &DeviceId,
@@ -685,7 +665,6 @@ impl Store for SledStore {
         }
     }
 
-    /// The seqs stored for a device, ascending.
     fn event_seqs(&self, device: &DeviceId, instance: u64) -> Result<Vec<u64>, StoreError> {
         let prefix = event_prefix(device, instance);
         self.events
@@ -697,7 +676,6 @@ impl Store for SledStore {
             .collect()
     }
 
-    /// How many events are stored, all devices.
     fn event_count(&self) -> usize {
         self.events.len()
     }
