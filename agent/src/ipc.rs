@@ -9,7 +9,7 @@
 //! kernel (`SO_PEERCRED`), not from the client, so a report cannot claim to be someone
 //! else. The trade-off: Unix-only, which is what the agent targets.
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,6 @@ use vigia_protocol::{
 
 use crate::config::Config;
 use crate::link::{lock, now_ms, AgentState, LinkState};
-use crate::probe::Detectors;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -305,18 +304,13 @@ pub struct Server {
     listener: UnixListener,
     path: PathBuf,
     shared: Arc<AgentState>,
-    detectors: Arc<Mutex<Detectors>>,
     store: Arc<ReportsAndQuestions>,
     cmds: tokio::sync::broadcast::Receiver<vigia_protocol::Cmd>,
 }
 
 impl Server {
     /// Binds the socket (replacing a stale one left by a crash) and sets its mode.
-    pub fn bind(
-        cfg: &Config,
-        shared: Arc<AgentState>,
-        detectors: Arc<Mutex<Detectors>>,
-    ) -> Result<Self, BindError> {
+    pub fn bind(cfg: &Config, shared: Arc<AgentState>) -> Result<Self, BindError> {
         use std::os::unix::fs::PermissionsExt;
         let path = cfg.socket.clone();
         let err = |source| BindError {
@@ -348,7 +342,6 @@ impl Server {
             listener,
             path,
             shared,
-            detectors,
             store: Arc::new(store),
             cmds,
         })
@@ -369,10 +362,9 @@ impl Server {
                 a = self.listener.accept() => match a {
                     Ok((stream, _)) => {
                         let shared = Arc::clone(&self.shared);
-                        let det = Arc::clone(&self.detectors);
                         let store = Arc::clone(&self.store);
                         tokio::spawn(async move {
-                            if let Err(e) = handle(stream, shared, det, store).await {
+                            if let Err(e) = handle(stream, shared, store).await {
                                 tracing::debug!(error = %e, "ipc client");
                             }
                         });
@@ -405,7 +397,6 @@ fn user_name(uid: u32) -> Option<String> {
 async fn handle(
     stream: UnixStream,
     shared: Arc<AgentState>,
-    detectors: Arc<Mutex<Detectors>>,
     store: Arc<ReportsAndQuestions>,
 ) -> std::io::Result<()> {
     let reporter = stream
@@ -426,7 +417,7 @@ async fn handle(
         },
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => answer(req, &reporter, &shared, &detectors, &store).await,
+            Ok(req) => answer(req, &reporter, &shared, &store).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -442,11 +433,10 @@ async fn answer(
     req: Request,
     reporter: &str,
     shared: &AgentState,
-    detectors: &Mutex<Detectors>,
     store: &ReportsAndQuestions,
 ) -> Response {
     match req {
-        Request::Status => Response::Status(status(shared, detectors, store)),
+        Request::Status => Response::Status(status(shared, store)),
         Request::Reply { incident, text } => {
             let body = EventBody::Reply(ReplyBody {
                 incident,
@@ -474,9 +464,11 @@ async fn answer(
             contact,
             wait_ms,
         } => {
+            // The last pass's readings, never the detectors themselves: a pass may hold
+            // them for as long as smartctl takes.
             let (snapshot, open_faults) = {
-                let d = lock(detectors);
-                (d.snapshot(), d.open_faults())
+                let p = lock(&shared.pass);
+                (p.snapshot.clone(), p.open_faults.clone())
             };
             let mut cmds = shared.cmds.subscribe();
             let ts = now_ms();
@@ -550,11 +542,7 @@ async fn answer(
     }
 }
 
-fn status(
-    shared: &AgentState,
-    detectors: &Mutex<Detectors>,
-    store: &ReportsAndQuestions,
-) -> StatusView {
+fn status(shared: &AgentState, store: &ReportsAndQuestions) -> StatusView {
     let (connected, attempts, last_error) = match &*lock(&shared.state) {
         LinkState::Connected { .. } => (true, 0, None),
         LinkState::Connecting {
@@ -567,7 +555,7 @@ fn status(
         let s = lock(&shared.spool);
         (s.len(), s.dropped_total())
     };
-    let open_faults = lock(detectors).open_faults().into_iter().collect();
+    let open_faults = lock(&shared.pass).open_faults.iter().cloned().collect();
     StatusView {
         device: shared.device.to_string(),
         connected,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use vigia_protocol::EventBody;
 
 use crate::config::Config;
-use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError};
+use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError, PassView};
 use crate::probe::{Detectors, ProbeError};
 use crate::spool::{Spool, SpoolError};
 
@@ -77,9 +77,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .open_tree("baselines")
         .map_err(|e| AgentError::Spool(SpoolError::Db(e)))?;
     let detectors = Detectors::new(&cfg.detect, &cfg.root, baselines)?;
-    for (name, reason) in detectors.unsupported() {
-        tracing::warn!(detector = name, reason = %reason, "probe unsupported here; not watched");
+    // One line for the first screen: on a laptop or a VM most of the hardware detectors
+    // have nothing to read, which is information, not a degradation. The reasons are
+    // logged at debug and printed by `vigia-agent check`.
+    let unsupported = detectors.unsupported();
+    if !unsupported.is_empty() {
+        let names: Vec<&str> = unsupported.iter().map(|(n, _)| *n).collect();
+        tracing::info!(
+            detectors = %names.join(", "),
+            "not watched here (nothing to read on this machine; `vigia-agent check` says why)"
+        );
+        for (name, reason) in unsupported {
+            tracing::debug!(detector = name, reason = %reason, "probe unsupported here");
+        }
     }
+    let first_view = PassView::of(&detectors);
     let detectors = Arc::new(Mutex::new(detectors));
     tracing::info!(
         device = %cfg.device,
@@ -90,11 +102,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     );
     let instance = spool.instance();
     let shared = Arc::new(AgentState::new(spool));
+    *lock(&shared.pass) = first_view;
     let mut link_cfg = LinkConfig::from_config(&cfg)?;
     link_cfg.instance = instance;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared), Arc::clone(&detectors))?;
+    let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared))?;
     let ipc = tokio::spawn(ipc.serve(stop_rx.clone()));
     let mut link = tokio::spawn(link::run(Arc::clone(&shared), link_cfg, stop_rx.clone()));
     let sampler = tokio::spawn(sample_loop(
@@ -146,14 +159,20 @@ async fn sample_loop(
         }
         let now = now_ms();
         let det = Arc::clone(&detectors);
+        // Off the runtime thread: a pass may take as long as smartctl does, and the link's
+        // keep-alive and the local socket must go on meanwhile.
         let pass = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            lock(&det).tick(now, &mut out);
-            out
+            let mut d = lock(&det);
+            d.tick(now, &mut out);
+            (out, PassView::of(&d))
         })
         .await;
         let faults = match pass {
-            Ok(f) => f,
+            Ok((f, view)) => {
+                *lock(&shared.pass) = view;
+                f
+            }
             Err(e) => {
                 tracing::error!(error = %e, "detector pass failed");
                 continue;

@@ -31,7 +31,7 @@ mod state;
 pub use driver::run;
 pub use publisher::Publisher;
 pub use state::{
-    lock, options_for, AgentState, Inbox, LinkConfig, LinkError, LinkState, BACKOFF_BASE,
+    lock, options_for, AgentState, Inbox, LinkConfig, LinkError, LinkState, PassView, BACKOFF_BASE,
     BACKOFF_CAP, RESEND_AFTER, SYSTEM_CA_BUNDLE,
 };
 pub use vigia_protocol::now_ms;

@@ -12,7 +12,10 @@ use vigia_protocol::{
     encode, Cmd, CodecError, DeviceId, Status, Topics, UpKind, MAX_PACKET, VERSION,
 };
 
+use vigia_protocol::{OpenFault, Reading};
+
 use crate::config::Config;
+use crate::probe::Detectors;
 use crate::spool::{Spool, SpoolError};
 
 /// First reconnect delay.
@@ -84,6 +87,25 @@ impl Inbox {
     }
 }
 
+/// The readings and open faults of the last detector pass.
+#[derive(Debug, Clone, Default)]
+pub struct PassView {
+    /// Current readings (a user report's snapshot).
+    pub snapshot: heapless::Vec<Reading, 32>,
+    /// The faults open now.
+    pub open_faults: heapless::Vec<OpenFault, 16>,
+}
+
+impl PassView {
+    /// What `detectors` hold now.
+    pub fn of(detectors: &Detectors) -> Self {
+        Self {
+            snapshot: detectors.snapshot(),
+            open_faults: detectors.open_faults(),
+        }
+    }
+}
+
 /// State shared by the link, the sampling loop and the IPC server.
 pub struct AgentState {
     /// The device.
@@ -104,6 +126,9 @@ pub struct AgentState {
     pub cmds: broadcast::Sender<Cmd>,
     /// Set when the whole spool must be published again (the collector came online).
     pub replay: AtomicBool,
+    /// What the last detector pass saw, for `status` and a report's snapshot: the IPC
+    /// server reads this, never the detectors, which a slow pass may hold for long.
+    pub pass: Mutex<PassView>,
     /// The `ts` of the last collector `online` status seen, to ignore re-deliveries of
     /// the same retained message.
     pub collector_online_ts: Mutex<Option<u64>>,
@@ -132,6 +157,7 @@ impl AgentState {
             inbox: Mutex::new(Inbox::default()),
             cmds,
             replay: AtomicBool::new(false),
+            pass: Mutex::new(PassView::default()),
             collector_online_ts: Mutex::new(None),
         }
     }
