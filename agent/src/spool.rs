@@ -543,8 +543,11 @@ impl Spool {
                 self.drops_worst = None;
                 return Ok((Some(seq), evicted));
             }
+            // A notice never costs an event more severe than those it announces: it
+            // would trade a critical fault for the news that a warning was lost.
+            let announces = severity_rank(self.drops_worst.unwrap_or(Severity::Info));
             match self.by_rank.first().copied() {
-                Some((r, victim)) if r < RANK_NOTICE => {
+                Some((r, victim)) if r < RANK_NOTICE && r <= announces => {
                     self.evict(batch, victim);
                     evicted += 1;
                 }
@@ -728,6 +731,47 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_notice_never_evicts_an_event_more_severe_than_it_announces() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for three critical events and no more (measured with the longest instance).
+        let one = entry_size(
+            encode(&Event {
+                v: 1,
+                device: dev(),
+                instance: u64::MAX,
+                seq: 1,
+                boot: 0,
+                ts: 1,
+                body: fault(Severity::Critical, 300),
+            })
+            .unwrap()
+            .len(),
+        );
+        let mut s = Spool::open(dir.path(), dev(), one * 3 + 10).unwrap();
+        let criticals: Vec<u64> = (0..3)
+            .map(|_| s.push(1, fault(Severity::Critical, 300)).unwrap().seq)
+            .collect();
+        assert_eq!(s.seqs().collect::<Vec<_>>(), criticals);
+        // A warning finds no room and is dropped; the notice saying so would need the room
+        // of a critical event, and must not take it.
+        let p = s.push(2, fault(Severity::Warning, 300)).unwrap();
+        assert!(!p.stored);
+        assert_eq!(s.seqs().collect::<Vec<_>>(), criticals);
+        assert_eq!(s.drops_pending(), 1);
+        // Room again (one acked): the notice goes in, announcing a warning.
+        s.ack(&ack(&[(criticals[0], criticals[0])], &[]), 3)
+            .unwrap();
+        assert_eq!(s.drops_pending(), 0);
+        assert!(all(&s).iter().any(|e| matches!(
+            e.body,
+            EventBody::Dropped(Dropped {
+                count: 1,
+                worst: Severity::Warning
+            })
+        )));
+    }
+
+    #[test]
     fn overflow_drops_least_severe_oldest_first_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         // Measure one event to size the spool for exactly four of them plus a notice.
@@ -903,7 +947,7 @@ mod tests {
                     self.worst = None;
                     return;
                 }
-                match self.victim(RANK_NOTICE) {
+                match self.victim(severity_rank(self.worst.unwrap_or(Severity::Info))) {
                     Some(v) => self.evict(v),
                     None => return,
                 }
