@@ -730,23 +730,26 @@ mod tests {
         assert_eq!(s.seqs().collect::<Vec<_>>(), [2]);
     }
 
+    /// The spool size of one 300-byte fault event, with the longest instance id (so a
+    /// spool sized from it holds at least as many real events).
+    fn largest_entry(severity: Severity) -> u64 {
+        let e = Event {
+            v: 1,
+            device: dev(),
+            instance: u64::MAX,
+            seq: 1,
+            boot: 0,
+            ts: 1,
+            body: fault(severity, 300),
+        };
+        entry_size(encode(&e).unwrap().len())
+    }
+
     #[test]
     fn a_drop_notice_never_evicts_an_event_more_severe_than_it_announces() {
         let dir = tempfile::tempdir().unwrap();
         // Room for three critical events and no more (measured with the longest instance).
-        let one = entry_size(
-            encode(&Event {
-                v: 1,
-                device: dev(),
-                instance: u64::MAX,
-                seq: 1,
-                boot: 0,
-                ts: 1,
-                body: fault(Severity::Critical, 300),
-            })
-            .unwrap()
-            .len(),
-        );
+        let one = largest_entry(Severity::Critical);
         let mut s = Spool::open(dir.path(), dev(), one * 3 + 10).unwrap();
         let criticals: Vec<u64> = (0..3)
             .map(|_| s.push(1, fault(Severity::Critical, 300)).unwrap().seq)
@@ -775,19 +778,7 @@ mod tests {
     fn overflow_drops_least_severe_oldest_first_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         // Measure one event to size the spool for exactly four of them plus a notice.
-        let one = entry_size(
-            encode(&Event {
-                v: 1,
-                device: dev(),
-                instance: u64::MAX,
-                seq: 1,
-                boot: 0,
-                ts: 1,
-                body: fault(Severity::Info, 300),
-            })
-            .unwrap()
-            .len(),
-        );
+        let one = largest_entry(Severity::Info);
         let max = one * 4 + 200;
         let mut s = Spool::open(dir.path(), dev(), max).unwrap();
         let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq; // 1
