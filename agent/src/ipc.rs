@@ -9,7 +9,7 @@
 //! kernel (`SO_PEERCRED`), not from the client, so a report cannot claim to be someone
 //! else. The trade-off: Unix-only, which is what the agent targets.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,16 @@ const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a report request may wait for its incident number.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Reports one user may send in [`RATE_WINDOW`].
+const MAX_REPORTS_PER_WINDOW: usize = 5;
+/// Replies one user may send in [`RATE_WINDOW`].
+const MAX_REPLIES_PER_WINDOW: usize = 20;
+/// The window of the per-user limits.
+const RATE_WINDOW: u64 = 10 * 60 * 1000;
+/// Replies kept per incident: past this, IT has the user's attention by other means.
+const MAX_REPLIES_PER_INCIDENT: u32 = 20;
+/// The longest reply, in characters (the wire's limit).
+const MAX_REPLY_CHARS: usize = 2000;
 
 /// What a user asks the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +75,9 @@ pub enum Request {
 pub struct ReportView {
     /// The agent's number for it.
     pub report_id: u64,
+    /// Who sent it (the login the kernel gave for the socket's peer).
+    #[serde(default)]
+    pub reporter: String,
     /// Its summary.
     pub summary: String,
     /// When it was sent (ms since the epoch).
@@ -103,9 +116,9 @@ pub struct StatusView {
     pub dropped_total: u64,
     /// Faults open now.
     pub open_faults: Vec<OpenFault>,
-    /// Reports sent by this agent, newest last.
+    /// The asking user's reports, newest last (each user sees only their own).
     pub reports: Vec<ReportView>,
-    /// Questions waiting for an answer.
+    /// Questions about the asking user's reports, waiting for an answer.
     pub questions: Vec<Question>,
 }
 
@@ -192,6 +205,7 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Response, IpcError>
 struct ReportsAndQuestions {
     reports: sled::Tree,
     questions: sled::Tree,
+    replies: sled::Tree,
 }
 
 const MAX_REPORTS: usize = 20;
@@ -201,6 +215,7 @@ impl ReportsAndQuestions {
         Ok(Self {
             reports: db.open_tree("reports")?,
             questions: db.open_tree("questions")?,
+            replies: db.open_tree("replies")?,
         })
     }
 
@@ -280,6 +295,34 @@ impl ReportsAndQuestions {
         }
     }
 
+    /// The incidents of `reporter`'s reports.
+    fn incidents_of(&self, reporter: &str) -> Vec<u64> {
+        self.reports()
+            .into_iter()
+            .filter(|r| r.reporter == reporter)
+            .filter_map(|r| r.incident)
+            .collect()
+    }
+
+    /// Counts one more reply on `incident`; `false` when it already has the most allowed.
+    fn count_reply(&self, incident: u64) -> bool {
+        let key = incident.to_be_bytes();
+        let n = self
+            .replies
+            .get(key)
+            .ok()
+            .flatten()
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(0, u32::from_be_bytes);
+        if n >= MAX_REPLIES_PER_INCIDENT {
+            return false;
+        }
+        if let Err(e) = self.replies.insert(key, &(n + 1).to_be_bytes()) {
+            tracing::warn!(error = %e, "cannot count a reply");
+        }
+        true
+    }
+
     fn answered(&self, incident: u64) {
         let _ = self.questions.remove(incident.to_be_bytes());
     }
@@ -305,6 +348,7 @@ pub struct Server {
     path: PathBuf,
     shared: Arc<AgentState>,
     store: Arc<ReportsAndQuestions>,
+    limits: Arc<Mutex<RateLimit>>,
     cmds: tokio::sync::broadcast::Receiver<vigia_protocol::Cmd>,
 }
 
@@ -343,6 +387,7 @@ impl Server {
             path,
             shared,
             store: Arc::new(store),
+            limits: Arc::new(Mutex::new(RateLimit::default())),
             cmds,
         })
     }
@@ -363,8 +408,9 @@ impl Server {
                     Ok((stream, _)) => {
                         let shared = Arc::clone(&self.shared);
                         let store = Arc::clone(&self.store);
+                        let limits = Arc::clone(&self.limits);
                         tokio::spawn(async move {
-                            if let Err(e) = handle(stream, shared, store).await {
+                            if let Err(e) = handle(stream, shared, store, limits).await {
                                 tracing::debug!(error = %e, "ipc client");
                             }
                         });
@@ -398,6 +444,7 @@ async fn handle(
     stream: UnixStream,
     shared: Arc<AgentState>,
     store: Arc<ReportsAndQuestions>,
+    limits: Arc<Mutex<RateLimit>>,
 ) -> std::io::Result<()> {
     let reporter = stream
         .peer_cred()
@@ -417,7 +464,7 @@ async fn handle(
         },
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => answer(req, &reporter, &shared, &store).await,
+            Ok(req) => answer(req, &reporter, &shared, &store, &limits).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -429,15 +476,45 @@ async fn handle(
     wr.flush().await
 }
 
+/// Refused, with a message for the user.
+fn refuse(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
 async fn answer(
     req: Request,
     reporter: &str,
     shared: &AgentState,
     store: &ReportsAndQuestions,
+    limits: &Mutex<RateLimit>,
 ) -> Response {
+    let now = now_ms();
     match req {
-        Request::Status => Response::Status(status(shared, store)),
+        Request::Status => Response::Status(status(shared, store, reporter)),
         Request::Reply { incident, text } => {
+            if text.chars().count() > MAX_REPLY_CHARS {
+                return refuse(format!(
+                    "the reply is longer than {MAX_REPLY_CHARS} characters; shorten it"
+                ));
+            }
+            // A user answers for their own reports only.
+            if !store.incidents_of(reporter).contains(&incident) {
+                return refuse(format!("incident {incident} is not one of your reports"));
+            }
+            if let Err(wait) = lock(limits).allow(Limit::Reply, reporter, now) {
+                return refuse(format!(
+                    "too many replies; try again in {} minutes",
+                    wait.div_ceil(60_000)
+                ));
+            }
+            if !store.count_reply(incident) {
+                return refuse(format!(
+                    "incident {incident} already has {MAX_REPLIES_PER_INCIDENT} replies; \
+                     call IT instead"
+                ));
+            }
             let body = EventBody::Reply(ReplyBody {
                 incident,
                 text: bounded(&text),
@@ -464,6 +541,12 @@ async fn answer(
             contact,
             wait_ms,
         } => {
+            if let Err(wait) = lock(limits).allow(Limit::Report, reporter, now) {
+                return refuse(format!(
+                    "too many reports; try again in {} minutes",
+                    wait.div_ceil(60_000)
+                ));
+            }
             // The last pass's readings, never the detectors themselves: a pass may hold
             // them for as long as smartctl takes.
             let (snapshot, open_faults) = {
@@ -498,6 +581,7 @@ async fn answer(
             };
             store.put_report(&ReportView {
                 report_id,
+                reporter: reporter.to_owned(),
                 summary,
                 ts,
                 ..ReportView::default()
@@ -542,7 +626,7 @@ async fn answer(
     }
 }
 
-fn status(shared: &AgentState, store: &ReportsAndQuestions) -> StatusView {
+fn status(shared: &AgentState, store: &ReportsAndQuestions, reporter: &str) -> StatusView {
     let (connected, attempts, last_error) = match &*lock(&shared.state) {
         LinkState::Connected { .. } => (true, 0, None),
         LinkState::Connecting {
@@ -564,7 +648,197 @@ fn status(shared: &AgentState, store: &ReportsAndQuestions) -> StatusView {
         spooled,
         dropped_total,
         open_faults,
-        reports: store.reports(),
-        questions: store.questions(),
+        reports: store
+            .reports()
+            .into_iter()
+            .filter(|r| r.reporter == reporter)
+            .collect(),
+        questions: {
+            let mine = store.incidents_of(reporter);
+            store
+                .questions()
+                .into_iter()
+                .filter(|q| mine.contains(&q.incident))
+                .collect()
+        },
+    }
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Limit {
+    Report,
+    Reply,
+}
+
+/// Per-user limits on reports and replies: at most so many in a sliding window, so one
+/// user (or a script gone wrong) cannot fill the spool that carries everyone's faults.
+#[derive(Debug, Default)]
+struct RateLimit {
+    seen: std::collections::HashMap<(Limit, String), std::collections::VecDeque<u64>>,
+}
+
+impl RateLimit {
+    /// Counts one `what` by `user` at `now` (ms), or says how many ms until one is allowed.
+    fn allow(&mut self, what: Limit, user: &str, now: u64) -> Result<(), u64> {
+        let max = match what {
+            Limit::Report => MAX_REPORTS_PER_WINDOW,
+            Limit::Reply => MAX_REPLIES_PER_WINDOW,
+        };
+        let times = self.seen.entry((what, user.to_owned())).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= RATE_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.len() >= max {
+            let oldest = times.front().copied().unwrap_or(now);
+            return Err(RATE_WINDOW - now.saturating_sub(oldest));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spool::Spool;
+    use vigia_protocol::DeviceId;
+
+    fn agent() -> (AgentState, ReportsAndQuestions, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), DeviceId::new("ws-1").unwrap(), 1 << 20).unwrap();
+        let store = ReportsAndQuestions::open(spool.db()).unwrap();
+        (AgentState::new(spool), store, dir)
+    }
+
+    fn report(summary: &str) -> Request {
+        Request::Report {
+            category: "hardware".into(),
+            summary: summary.into(),
+            text: "x".into(),
+            urgency: Urgency::Low,
+            contact: "ext 1".into(),
+            wait_ms: 0,
+        }
+    }
+
+    fn reply(incident: u64, text: &str) -> Request {
+        Request::Reply {
+            incident,
+            text: text.into(),
+        }
+    }
+
+    /// Reports `summary` as `user` and has the collector number it `incident`.
+    async fn reported(
+        who: &str,
+        summary: &str,
+        incident: u64,
+        a: &(AgentState, ReportsAndQuestions, tempfile::TempDir),
+        limits: &Mutex<RateLimit>,
+    ) {
+        let Response::Reported { report_id, .. } =
+            answer(report(summary), who, &a.0, &a.1, limits).await
+        else {
+            panic!("not reported")
+        };
+        a.1.note_cmd(&CmdBody::ReportAccepted {
+            report_id,
+            incident,
+        });
+    }
+
+    #[tokio::test]
+    async fn each_user_sees_only_their_own_reports_and_questions() {
+        let a = agent();
+        let limits = Mutex::new(RateLimit::default());
+        reported("ana", "pantalla", 10, &a, &limits).await;
+        reported("luis", "impresora", 11, &a, &limits).await;
+        for i in [10, 11] {
+            a.1.note_cmd(&CmdBody::RequestInfo {
+                incident: i,
+                question: bounded("¿desde cuándo?"),
+            });
+        }
+        let Response::Status(s) = answer(Request::Status, "ana", &a.0, &a.1, &limits).await else {
+            panic!()
+        };
+        assert_eq!(s.reports.len(), 1);
+        assert_eq!(s.reports[0].summary, "pantalla");
+        assert_eq!(
+            s.questions.iter().map(|q| q.incident).collect::<Vec<_>>(),
+            [10]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_replies_only_about_their_own_reports_within_the_caps() {
+        let a = agent();
+        let limits = Mutex::new(RateLimit::default());
+        reported("ana", "pantalla", 10, &a, &limits).await;
+        reported("luis", "impresora", 11, &a, &limits).await;
+        let err = |r: Response| match r {
+            Response::Error { message } => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            err(answer(reply(11, "x"), "ana", &a.0, &a.1, &limits).await)
+                .contains("not one of your reports")
+        );
+        let long = "a".repeat(MAX_REPLY_CHARS + 1);
+        assert!(
+            err(answer(reply(10, &long), "ana", &a.0, &a.1, &limits).await).contains("longer than")
+        );
+        for _ in 0..MAX_REPLIES_PER_WINDOW {
+            let r = answer(reply(10, "sí"), "ana", &a.0, &a.1, &limits).await;
+            assert!(matches!(r, Response::Replied { .. }), "{r:?}");
+        }
+        assert!(
+            err(answer(reply(10, "sí"), "ana", &a.0, &a.1, &limits).await)
+                .contains("too many replies")
+        );
+        // Another user is not slowed down by ana.
+        let r = answer(reply(11, "hola"), "luis", &a.0, &a.1, &limits).await;
+        assert!(matches!(r, Response::Replied { .. }), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn reports_are_limited_per_user() {
+        let a = agent();
+        let limits = Mutex::new(RateLimit::default());
+        for n in 0..MAX_REPORTS_PER_WINDOW {
+            reported("ana", "x", 100 + n as u64, &a, &limits).await;
+        }
+        let r = answer(report("once more"), "ana", &a.0, &a.1, &limits).await;
+        assert!(
+            matches!(&r, Response::Error { message } if message.contains("too many reports")),
+            "{r:?}"
+        );
+        reported("luis", "mine", 200, &a, &limits).await;
+    }
+
+    #[test]
+    fn the_window_slides() {
+        let mut l = RateLimit::default();
+        for t in 0..MAX_REPORTS_PER_WINDOW as u64 {
+            l.allow(Limit::Report, "ana", t * 1000).unwrap();
+        }
+        let wait = l.allow(Limit::Report, "ana", 10_000).unwrap_err();
+        assert_eq!(wait, RATE_WINDOW - 10_000);
+        assert!(l.allow(Limit::Report, "ana", RATE_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn replies_per_incident_are_capped() {
+        let (_, store, _dir) = agent();
+        for _ in 0..MAX_REPLIES_PER_INCIDENT {
+            assert!(store.count_reply(5));
+        }
+        assert!(!store.count_reply(5));
+        assert!(store.count_reply(6));
     }
 }
