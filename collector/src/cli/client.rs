@@ -63,18 +63,7 @@ impl ApiClient {
     /// A text answer (the CSV export); errors still come as JSON.
     pub(super) fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let mut resp = match self.agent.get(&url).call() {
-            Ok(r) => r,
-            Err(e) => bail!(
-                "no collector answers at {} ({e}); is `vigia-collector run` running?",
-                self.base
-            ),
-        };
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("cannot read the answer from {url}"))?;
+        let (status, body) = self.read(&url, self.agent.get(&url).call())?;
         if status >= 400 {
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             bail!("{} (HTTP {status})", v["error"].as_str().unwrap_or(&body));
@@ -82,11 +71,28 @@ impl ApiClient {
         Ok(body)
     }
 
+    /// A JSON answer; an HTTP error is its `error` text.
     fn answer(
         &self,
         url: &str,
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Value> {
+        let (status, body) = self.read(url, resp)?;
+        let v: Value = serde_json::from_str(&body)
+            .with_context(|| format!("{url} answered HTTP {status} with non-JSON: {body:.200}"))?;
+        if status >= 400 {
+            let msg = v["error"].as_str().unwrap_or("(no message)");
+            bail!("{msg} (HTTP {status})");
+        }
+        Ok(v)
+    }
+
+    /// The status and body of an answer, or a plain "nobody answers" when none came.
+    fn read(
+        &self,
+        url: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<(u16, String)> {
         let mut resp = match resp {
             Ok(r) => r,
             Err(e) => bail!(
@@ -100,13 +106,7 @@ impl ApiClient {
             .body_mut()
             .read_to_string()
             .with_context(|| format!("cannot read the answer from {url}"))?;
-        let v: Value = serde_json::from_str(&body)
-            .with_context(|| format!("{url} answered HTTP {status} with non-JSON: {body:.200}"))?;
-        if status >= 400 {
-            let msg = v["error"].as_str().unwrap_or("(no message)");
-            bail!("{msg} (HTTP {status})");
-        }
-        Ok(v)
+        Ok((status, body))
     }
 }
 
