@@ -262,17 +262,7 @@ impl Worker {
         }
         // Clean shutdown: say so (retained), then disconnect. Unacked messages stay with
         // the broker's persistent session and come back on the next start.
-        let topic = self.topics.collector_status();
-        if let Err(e) = self
-            .client
-            .publish(
-                topic.as_str(),
-                QoS::AtLeastOnce,
-                true,
-                collector_status(false),
-            )
-            .await
-        {
+        if let Err(e) = self.publish_status(false).await {
             debug!(error = %e, "could not queue the offline status");
         }
         let _ = self.client.disconnect().await;
@@ -293,19 +283,22 @@ impl Worker {
                 error!(error = %e, "cannot queue the subscription");
             }
         }
+        if let Err(e) = self.publish_status(true).await {
+            warn!(error = %e, "cannot queue the online status");
+        }
+    }
+
+    /// Queues the collector's retained online/offline status.
+    async fn publish_status(&self, online: bool) -> Result<(), rumqttc::ClientError> {
         let topic = self.topics.collector_status();
-        if let Err(e) = self
-            .client
+        self.client
             .publish(
                 topic.as_str(),
                 QoS::AtLeastOnce,
                 true,
-                collector_status(true),
+                collector_status(online),
             )
             .await
-        {
-            warn!(error = %e, "cannot queue the online status");
-        }
     }
 
     async fn handle_batch(&self, publishes: Vec<Publish>) {
