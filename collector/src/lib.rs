@@ -15,6 +15,7 @@
 //! No module imports a module that imports it back: the dependencies point from the
 //! edges (ingest, http, cli, timers) through the store and the outbox to the workflow.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -38,6 +38,7 @@ use super::{
     device_context, DeviceRecord, EventOutcome, IncidentFilter, StateFilter, StatusOutcome, Store,
     StoreError, StoredEvent,
 };
+use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::workflow::{
     self, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input, Period,
     Person, Plan, Policy, Related, State,
@@ -64,6 +65,9 @@ pub struct SledStore {
     idx: sled::Tree,
     timers: sled::Tree,
     meta: sled::Tree,
+    accounts: sled::Tree,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -302,6 +306,9 @@ impl SledStore {
             idx: db.open_tree("idx")?,
             timers: db.open_tree("timers")?,
             meta: db.open_tree("meta")?,
+            accounts: db.open_tree("accounts")?,
+            sessions: db.open_tree("sessions")?,
+            tokens: db.open_tree("tokens")?,
             db,
         })
     }
@@ -679,6 +686,98 @@ impl Store for SledStore {
     fn event_count(&self) -> usize {
         self.events.len()
     }
+
+    fn account(&self, login: &str) -> Result<Option<Account>, StoreError> {
+        get(&self.accounts, "account", login)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        all(&self.accounts, "account")
+    }
+
+    fn account_count(&self) -> Result<usize, StoreError> {
+        Ok(self.accounts.len())
+    }
+
+    fn insert_account(&self, account: &Account) -> Result<bool, StoreError> {
+        let v = enc("account", account)?;
+        let swapped =
+            self.accounts
+                .compare_and_swap(account.login.as_str(), None::<&[u8]>, Some(v))?;
+        Ok(swapped.is_ok())
+    }
+
+    fn put_account(&self, account: &Account) -> Result<(), StoreError> {
+        self.accounts
+            .insert(account.login.as_str(), enc("account", account)?)?;
+        Ok(())
+    }
+
+    fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        get(&self.sessions, "session", key)
+    }
+
+    fn put_session(&self, key: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions.insert(key, enc("session", session)?)?;
+        Ok(())
+    }
+
+    fn remove_session(&self, key: &str) -> Result<(), StoreError> {
+        self.sessions.remove(key)?;
+        Ok(())
+    }
+
+    fn prune_sessions(&self, now: Millis) -> Result<usize, StoreError> {
+        let mut gone = 0;
+        for kv in self.sessions.iter() {
+            let (k, v) = kv?;
+            // An unreadable record signs no one in: drop it too.
+            let expired = dec::<SessionRecord>("session", &v).map_or(true, |s| s.expired(now));
+            if expired {
+                self.sessions.remove(k)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        get(&self.tokens, "token", id)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        all(&self.tokens, "token")
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens
+            .insert(token.id.as_str(), enc("token", token)?)?;
+        Ok(())
+    }
+
+    fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.tokens.remove(id)?.is_some())
+    }
+}
+
+fn get<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|b| dec(what, &b)).transpose()
+}
+
+fn all<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (_, v) = kv?;
+            dec(what, &v)
+        })
+        .collect()
 }
 
 #[cfg(test)]

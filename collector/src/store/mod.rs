@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{Birth, CmdBody, DeviceId, Dropped, Event, Millis, Severity, Status};
 
+use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::workflow::{
     Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo, IncidentSummary, Level,
     Period, Person, Policy, Priority, State, WorkflowError,
@@ -115,6 +116,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many events are stored, all devices.
     fn event_count(&self) -> usize;
+
+    // Accounts, sessions and API tokens: small records outside the incident
+    // transactions (a sign-in never waits for ingest).
+
+    /// The account `login`.
+    fn account(&self, login: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Every account, by login.
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// How many accounts exist.
+    fn account_count(&self) -> Result<usize, StoreError>;
+
+    /// Creates `account`; `false` (and nothing written) if the login is taken.
+    fn insert_account(&self, account: &Account) -> Result<bool, StoreError>;
+
+    /// Writes `account` over the stored one.
+    fn put_account(&self, account: &Account) -> Result<(), StoreError>;
+
+    /// The session stored under `key` (the digest of its cookie).
+    fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Stores a session under `key`.
+    fn put_session(&self, key: &str, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// Ends the session under `key`.
+    fn remove_session(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Removes the sessions expired at `now`; returns how many.
+    fn prune_sessions(&self, now: Millis) -> Result<usize, StoreError>;
+
+    /// The API token with public id `id`.
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every API token.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Stores a token.
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// Revokes the token `id`; `false` if there was none.
+    fn remove_token(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// A store failure.

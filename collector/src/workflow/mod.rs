@@ -23,6 +23,7 @@
 //! A fault that returns to a resolved incident, or within the reopen window after it
 //! closed, reopens it too.
 
+pub mod actions;
 mod correlate;
 mod engine;
 mod export;
