@@ -164,14 +164,34 @@ fn all_in_one(cli: Cli) -> Result<()> {
 
         let feed = format!("http://{}", collector.http_addr);
         println!("Vigía is running on this machine.");
-        println!("  live incident feed  {feed}/");
+        println!("  console             {feed}/");
+        let first = cli
+            .data_dir
+            .join("collector")
+            .join(vigia_collector::auth::FIRST_ADMIN_FILE);
+        match &collector.first_admin {
+            Some(a) => println!(
+                "  sign in as          {} / {}   (first start: kept in {} until you change it)",
+                a.login,
+                a.password,
+                a.file.display()
+            ),
+            None if first.exists() => println!(
+                "  sign in as          {} (its password is in {})",
+                vigia_collector::auth::FIRST_ADMIN,
+                first.display()
+            ),
+            None => println!("  sign in as          your account (an admin adds accounts)"),
+        }
         println!("  MQTT broker         {} (embedded)", collector.mqtt_url);
         println!(
             "  this machine        device \"{device}\", checked every {}",
             cli.interval
         );
-        println!("  incidents (CLI)     cargo run --release -- collector incidents --api {feed}");
-        println!("  devices (CLI)       cargo run --release -- collector devices --api {feed}");
+        println!(
+            "  CLI sign-in         cargo run --release -- collector --api {feed} login --user admin"
+        );
+        println!("  incidents (CLI)     cargo run --release -- collector --api {feed} incidents");
         println!(
             "  report a problem    cargo run --release -- agent report   (then: agent status)"
         );

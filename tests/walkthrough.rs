@@ -18,12 +18,17 @@ fn demo(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `vigia collector --api URL <args>` as the README runs it; returns stdout.
+/// The service desk's API token (the first admin, who holds that role too), as
+/// `vigia collector login` would keep it.
+static DESK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `vigia collector --api URL <args>` as the README runs it, signed in as the service
+/// desk; returns stdout.
 fn cli(api: &str, args: &[&str]) -> String {
     let mut full = vec!["collector", "--api", api];
     full.extend_from_slice(args);
     let out = vigia(&full)
-        .env("VIGIA_AS", "ana.mesa")
+        .env("VIGIA_TOKEN", DESK.get().map_or("", String::as_str))
         .output()
         .unwrap_or_else(|e| panic!("vigia collector: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -75,6 +80,26 @@ fn readme_walkthrough_from_fault_to_closure() {
     std::fs::write(d.join("collector.toml"), c).unwrap_or_else(|e| panic!("{e}"));
     let collector = start_collector_with(&d.join("collector.toml"));
     let api = collector.http.clone();
+    DESK.get_or_init(|| collector.token.clone());
+    // A technician at level 2, as the README adds one.
+    let added = cli(
+        &api,
+        &[
+            "user",
+            "add",
+            "tecnico",
+            "--role",
+            "technician",
+            "--level",
+            "2",
+        ],
+    );
+    let tech_password = added
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .unwrap_or_else(|| panic!("no password in {added}"))
+        .to_owned();
+    let tech = issue_token(&api, "tecnico", &tech_password, "act");
 
     // demo/agent.toml and its readings, pointed at that collector.
     std::fs::write(d.join("readings.jsonl"), demo("readings.jsonl"))
@@ -161,7 +186,7 @@ fn readme_walkthrough_from_fault_to_closure() {
     assert_eq!(show(1)["state"], "resolved");
     let mut refused = vigia(&["collector", "--api", &api, "incidents", "close", "1"]);
     let refused = refused
-        .env("VIGIA_AS", "tecnico")
+        .env("VIGIA_TOKEN", &tech)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -175,9 +200,15 @@ fn readme_walkthrough_from_fault_to_closure() {
         "refused for another reason: {why}"
     );
     assert_eq!(show(1)["state"], "resolved", "the refused close changed it");
-    cli(&api, &["--role", "service_desk", "incidents", "close", "1"]);
+    cli(&api, &["incidents", "close", "1"]);
     let closed = show(1);
     assert_eq!(closed["state"], "closed");
+    // The audit trail names the signed-in account, not a name from the request.
+    let close = closed["audit"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|r| r["to"] == "closed"))
+        .unwrap_or_else(|| panic!("no close record in {closed}"));
+    assert_eq!(close["actor"]["name"], "admin", "{close}");
 
     // Every step is in the audit trail...
     let visited: Vec<&str> = closed["audit"]

@@ -5,12 +5,14 @@
 //! ignored: a typo in a production config must stop start-up, not silently fall back to a
 //! default. Validation happens once, here, and errors name the file and the field.
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{relative_to, BrokerUrl, Topics};
 
+use crate::auth::SessionLimits;
 use crate::workflow::{
     Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules,
     ValidationConfig,
@@ -35,6 +37,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The support workflow: triage rules file, SLA targets, windows.
     pub workflow: WorkflowConfig,
+    /// The client commands (`incidents`, `user`, `export`...).
+    pub cli: CliConfig,
 }
 
 /// `[workflow]`: the policy of the support workflow (defaults from the engine).
@@ -134,9 +138,37 @@ impl fmt::Debug for MqttConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address the API listens on (`127.0.0.1:8790`; port 0 picks a free one). It has no
-    /// authentication: keep it on loopback or behind a proxy that adds it.
+    /// Address the console and API listen on (`127.0.0.1:8790`; port 0 picks a free one).
+    /// Every request but sign-in, `/healthz` and `/metrics` needs a session or a token.
     pub listen: String,
+    /// PEM certificate chain: with `tls_key`, the console is served over HTTPS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Host names (as in the browser's address bar, without port) the console answers
+    /// to. Empty: on a loopback address, `localhost` and the loopback addresses only (so a
+    /// web page elsewhere cannot reach it through DNS rebinding); on any other address,
+    /// every host name.
+    pub allowed_hosts: Vec<String>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed. Empty: none are.
+    pub trusted_proxies: Vec<String>,
+    /// A console session ends after this long without use.
+    pub session_idle: Dur,
+    /// A console session ends this long after sign-in, used or not.
+    pub session_max: Dur,
+}
+
+/// `[cli]`: the client commands' own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CliConfig {
+    /// File holding the API token the client commands send (`VIGIA_TOKEN` overrides it;
+    /// absent: the file `vigia-collector login` writes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -146,6 +178,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             workflow: WorkflowConfig::default(),
+            cli: CliConfig::default(),
         }
     }
 }
@@ -168,6 +201,12 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_HTTP_LISTEN.to_string(),
+            tls_cert: None,
+            tls_key: None,
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            session_idle: Dur(2 * crate::workflow::HOUR),
+            session_max: Dur(12 * crate::workflow::HOUR),
         }
     }
 }
@@ -260,6 +299,30 @@ pub enum BrokerTarget {
     },
 }
 
+/// The console's validated HTTP settings.
+#[derive(Clone)]
+pub struct WebSettings {
+    /// TLS, when a certificate and key are configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Host names the console answers to; empty: any.
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Session lifetimes.
+    pub session: SessionLimits,
+}
+
+impl fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSettings")
+            .field("tls", &self.tls.is_some())
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
 /// Validated settings: what [`crate::start`] runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -277,6 +340,8 @@ pub struct Settings {
     pub ca_pem: Option<Vec<u8>>,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
+    /// How the console is served and who it trusts.
+    pub web: WebSettings,
     /// The validated workflow policy and triage rules.
     pub policy: Policy,
 }
@@ -310,9 +375,15 @@ impl Config {
     pub fn resolve_relative(&mut self, dir: &Path) {
         let fix = |p: &mut PathBuf| *p = relative_to(dir, p);
         fix(&mut self.data_dir);
-        for p in [&mut self.mqtt.ca_file, &mut self.workflow.rules]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.mqtt.ca_file,
+            &mut self.workflow.rules,
+            &mut self.http.tls_cert,
+            &mut self.http.tls_key,
+            &mut self.cli.token_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }
@@ -333,7 +404,10 @@ impl Config {
              # Optional [mqtt] fields not shown: url = \"mqtt://broker:1883\" (absent: embedded\n\
              # broker), username, password, ca_file (PEM, required for mqtts://).\n\
              # Optional [workflow] field not shown: rules = \"/etc/vigia/rules.toml\" (triage\n\
-             # rules; absent: the built-in ones, which `vigia-collector print-rules` prints).\n\n{body}"
+             # rules; absent: the built-in ones, which `vigia-collector print-rules` prints).\n\
+             # Optional [http] fields not shown: tls_cert, tls_key (PEM files: serve HTTPS).\n\
+             # Optional [cli] field not shown: token_file (the API token the client commands\n\
+             # send; absent: VIGIA_TOKEN, else the file `vigia-collector login` writes).\n\n{body}"
         )
     }
 
@@ -395,6 +469,10 @@ impl Config {
                 ),
             )
         })?;
+        let web = self
+            .http
+            .web(&http_listen)
+            .map_err(|(f, r)| invalid(f, r))?;
         let rules = match &self.workflow.rules {
             None => TriageRules::default(),
             Some(p) => {
@@ -419,6 +497,72 @@ impl Config {
             credentials,
             ca_pem,
             http_listen,
+            web,
+        })
+    }
+}
+
+impl HttpConfig {
+    fn web(&self, listen: &SocketAddr) -> Result<WebSettings, (&'static str, String)> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(
+                crate::http::tls::server_config(cert, key).map_err(|e| ("http.tls_cert", e))?,
+            )),
+            (Some(_), None) => {
+                return Err(("http.tls_key", "is required with http.tls_cert".into()))
+            }
+            (None, Some(_)) => {
+                return Err(("http.tls_cert", "is required with http.tls_key".into()))
+            }
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.trim().parse::<IpAddr>().map_err(|e| {
+                    (
+                        "http.trusted_proxies",
+                        format!("{p:?} is not an IP address: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut allowed_hosts: Vec<String> = self
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        if let Some(bad) = allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains([':', '/']) && !h.starts_with('['))
+        {
+            return Err((
+                "http.allowed_hosts",
+                format!("{bad:?}: give host names without scheme or port"),
+            ));
+        }
+        if allowed_hosts.is_empty() && listen.ip().is_loopback() {
+            allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
+                .map(String::from)
+                .to_vec();
+        }
+        for (field, d) in [
+            ("http.session_idle", self.session_idle),
+            ("http.session_max", self.session_max),
+        ] {
+            if d.ms() < crate::workflow::MINUTE {
+                return Err((field, format!("{d} is too short (at least 1m)")));
+            }
+        }
+        Ok(WebSettings {
+            tls,
+            allowed_hosts,
+            trusted_proxies,
+            session: SessionLimits {
+                idle: self.session_idle,
+                max: self.session_max,
+            },
         })
     }
 }

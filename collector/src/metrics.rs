@@ -77,6 +77,96 @@ pub struct Metrics {
     events_deferred: AtomicU64,
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
+    logins: [AtomicU64; 3],
+    actions: [AtomicU64; ACTION_SLOTS],
+    forbidden: AtomicU64,
+    unauthenticated: AtomicU64,
+    live_clients: AtomicU64,
+    feed_latency: Histogram,
+}
+
+/// The outcome of a sign-in, as a counter label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// Signed in (or a token issued against a password).
+    Ok,
+    /// Wrong login or password.
+    Failed,
+    /// Refused by the rate limit without checking.
+    Limited,
+}
+
+impl Login {
+    const ALL: [Login; 3] = [Self::Ok, Self::Failed, Self::Limited];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Limited => "rate_limited",
+        }
+    }
+}
+
+const ACTION_SLOTS: usize = 16;
+
+/// Upper bounds (seconds) of the feed latency buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A Prometheus histogram of durations, in microseconds inside.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} histogram");
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            let n = self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(s, "{name}_sum {sum}");
+        let _ = writeln!(s, "{name}_count {count}");
+    }
+}
+
+fn action_slot(name: &str) -> usize {
+    crate::workflow::actions::ACTIONS
+        .iter()
+        .position(|a| a.action == name)
+        .unwrap_or(ACTION_SLOTS - 1)
+        .min(ACTION_SLOTS - 1)
+}
+
+/// Decrements the live-client gauge when a stream ends.
+#[derive(Debug)]
+pub struct LiveClientOwned(std::sync::Arc<Metrics>);
+
+impl Drop for LiveClientOwned {
+    fn drop(&mut self) {
+        self.0.live_clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -118,6 +208,38 @@ impl Metrics {
     /// An application ack was published.
     pub fn ack_sent(&self) {
         self.acks_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A sign-in ended so.
+    pub fn login(&self, outcome: Login) {
+        let i = Login::ALL.iter().position(|l| *l == outcome).unwrap_or(0);
+        self.logins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A workflow action was taken through the API.
+    pub fn action(&self, name: &str) {
+        self.actions[action_slot(name)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused as forbidden (role, CSRF, origin, host).
+    pub fn forbidden(&self) {
+        self.forbidden.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request came without valid credentials.
+    pub fn unauthenticated(&self) {
+        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A live stream opened; the gauge goes down when the returned guard drops.
+    pub fn live_client(self: &std::sync::Arc<Self>) -> LiveClientOwned {
+        self.live_clients.fetch_add(1, Ordering::Relaxed);
+        LiveClientOwned(self.clone())
+    }
+
+    /// A feed event reached a stream this long after it was stored.
+    pub fn feed_latency(&self, d: std::time::Duration) {
+        self.feed_latency.observe(d);
     }
 
     /// The Prometheus text exposition, with the store's gauges.
@@ -181,6 +303,54 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} counter");
             let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
         }
+        let _ = writeln!(s, "# HELP vigia_logins_total Console sign-ins, by outcome.");
+        let _ = writeln!(s, "# TYPE vigia_logins_total counter");
+        for l in Login::ALL {
+            let i = Login::ALL.iter().position(|x| *x == l).unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "vigia_logins_total{{outcome=\"{}\"}} {}",
+                l.as_str(),
+                self.logins[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vigia_actions_total Workflow actions taken by people, by action."
+        );
+        let _ = writeln!(s, "# TYPE vigia_actions_total counter");
+        for a in crate::workflow::actions::ACTIONS {
+            let n = self.actions[action_slot(a.action)].load(Ordering::Relaxed);
+            let _ = writeln!(s, "vigia_actions_total{{action=\"{}\"}} {n}", a.action);
+        }
+        for (name, help, c) in [
+            (
+                "vigia_forbidden_total",
+                "Requests refused as forbidden (role, CSRF token, origin or host).",
+                &self.forbidden,
+            ),
+            (
+                "vigia_unauthenticated_total",
+                "Requests without a valid session or token.",
+                &self.unauthenticated,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} counter");
+            let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(s, "# HELP vigia_live_clients Live feed streams open.");
+        let _ = writeln!(s, "# TYPE vigia_live_clients gauge");
+        let _ = writeln!(
+            s,
+            "vigia_live_clients {}",
+            self.live_clients.load(Ordering::Relaxed)
+        );
+        self.feed_latency.render(
+            &mut s,
+            "vigia_feed_latency_seconds",
+            "Time from a change being stored to its feed event being written to a stream.",
+        );
         let _ = writeln!(s, "# HELP vigia_incidents Incidents, by state.");
         let _ = writeln!(s, "# TYPE vigia_incidents gauge");
         for (state, n) in incidents_by_state {
@@ -223,5 +393,32 @@ mod tests {
         assert!(text.contains("vigia_rejected_total{reason=\"unknown_topic\"} 1\n"));
         assert!(text.contains("vigia_incidents{state=\"open\"} 3\n"));
         assert!(text.contains("vigia_devices_online 1\n"));
+    }
+
+    #[test]
+    fn renders_the_console_counters_and_the_feed_latency_histogram() {
+        let m = std::sync::Arc::new(Metrics::default());
+        m.login(Login::Ok);
+        m.login(Login::Failed);
+        m.login(Login::Failed);
+        m.action("escalate");
+        m.forbidden();
+        let guard = m.live_client();
+        m.feed_latency(std::time::Duration::from_millis(3));
+        m.feed_latency(std::time::Duration::from_millis(300));
+        let text = m.render(&[], 0, 0);
+        assert!(
+            text.contains("vigia_logins_total{outcome=\"failed\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("vigia_actions_total{action=\"escalate\"} 1\n"));
+        assert!(text.contains("vigia_actions_total{action=\"close\"} 0\n"));
+        assert!(text.contains("vigia_forbidden_total 1\n"));
+        assert!(text.contains("vigia_live_clients 1\n"));
+        assert!(text.contains("vigia_feed_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("vigia_feed_latency_seconds_bucket{le=\"0.5\"} 2\n"));
+        assert!(text.contains("vigia_feed_latency_seconds_count 2\n"));
+        drop(guard);
+        assert!(m.render(&[], 0, 0).contains("vigia_live_clients 0\n"));
     }
 }

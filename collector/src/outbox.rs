@@ -3,14 +3,20 @@
 //! opened or changed, devices going online or offline, the workflow's notifications).
 //!
 //! Everything here is sent only after the change that causes it is flushed to the store,
-//! by [`deliver`], which ingest, the API and the timers share. The feed is a
-//! `tokio::sync::broadcast` channel that the HTTP side turns into Server-Sent Events: a
-//! slow browser misses events (the channel is bounded and lagging receivers skip) rather
-//! than slowing ingest down, and the page reloads its lists when told it lagged.
+//! by [`deliver`], which ingest, the API and the timers share. The feed is a [`FeedHub`]:
+//! every event gets the next number, is kept in a ring of the [`FEED_HISTORY`] most recent
+//! ones and broadcast on a bounded channel that the HTTP side turns into Server-Sent
+//! Events. A browser that reconnects names the last number it saw and gets exactly what
+//! followed from the ring; one that fell further behind (or lagged on the channel: a slow
+//! browser never slows ingest down) is told to reload its lists.
 //! Device commands live only in the MQTT client's queue for now; a durable outbox that
 //! survives restarts is planned (see `docs/design.md`).
 use rumqttc::{AsyncClient, QoS};
 use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use tokio::sync::broadcast;
 use tracing::{debug, error, info, warn};
 use vigia_protocol::{encode, Cmd, CmdBody, DeviceId, DownKind, Millis, Topics, VERSION};
@@ -19,6 +25,8 @@ use crate::workflow::{self, Decision, IncidentSummary, Notification, Policy};
 
 /// How many feed events are buffered for slow subscribers.
 pub const FEED_CAPACITY: usize = 256;
+/// How many recent feed events a reconnecting stream can resume from.
+pub const FEED_HISTORY: usize = 2048;
 
 /// A feed event.
 // Short-lived values on a bounded channel; boxing would only add allocations.
@@ -118,7 +126,7 @@ pub enum DeviceCommands {
 pub async fn deliver(
     decisions: &[(Decision, bool)],
     downlink: &Downlink,
-    feed: &broadcast::Sender<FeedEvent>,
+    feed: &FeedHub,
     policy: &Policy,
     now: Millis,
     commands: DeviceCommands,
@@ -134,14 +142,208 @@ pub async fn deliver(
                 workflow::Outgoing::Notify(n) => {
                     info!(incident = n.incident, audience = ?n.audience, text = %n.text,
                         "notification");
-                    let _ = feed.send(FeedEvent::Notification(n.clone()));
+                    feed.publish(FeedEvent::Notification(n.clone()));
                 }
             }
         }
         let inc = &d.incident;
-        let _ = feed.send(FeedEvent::Incident {
+        feed.publish(FeedEvent::Incident {
             opened: *opened,
-            incident: IncidentSummary::new(inc, workflow::next_deadline(inc, policy)),
+            incident: IncidentSummary::of(inc, policy),
         });
+    }
+}
+
+/// One numbered feed event.
+#[derive(Debug)]
+pub struct FeedEntry {
+    /// Its number in this collector's run.
+    pub id: u64,
+    /// When it was published (after its change was stored): the feed's latency is
+    /// measured from here to the moment a stream writes it.
+    pub at: Instant,
+    /// The event.
+    pub event: FeedEvent,
+}
+
+/// Where a stream starts.
+#[derive(Debug)]
+pub enum Resume {
+    /// After these events, which the caller missed.
+    Replay(Vec<Arc<FeedEntry>>),
+    /// The position is unknown (another run of the collector) or too old: reload.
+    Reset,
+}
+
+#[derive(Debug)]
+struct Ring {
+    next: u64,
+    recent: VecDeque<Arc<FeedEntry>>,
+}
+
+#[derive(Debug)]
+struct Hub {
+    run: String,
+    ring: Mutex<Ring>,
+    tx: broadcast::Sender<Arc<FeedEntry>>,
+}
+
+/// The live feed: numbered events, their recent past, and the channel streams follow.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FeedHub(Arc<Hub>);
+
+impl Default for FeedHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FeedHub {
+    /// A hub for one run of the collector: positions are `run-number`, so a position
+    /// from an earlier run is never mistaken for one of this run.
+    pub fn new() -> Self {
+        let run = format!("{:x}", crate::clock::now_ms());
+        let (tx, _) = broadcast::channel(FEED_CAPACITY);
+        Self(Arc::new(Hub {
+            run,
+            ring: Mutex::new(Ring {
+                next: 1,
+                recent: VecDeque::with_capacity(FEED_HISTORY),
+            }),
+            tx,
+        }))
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.0
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Numbers `event`, keeps it, and sends it to every stream.
+    pub fn publish(&self, event: FeedEvent) {
+        let mut ring = self.ring();
+        let entry = Arc::new(FeedEntry {
+            id: ring.next,
+            at: Instant::now(),
+            event,
+        });
+        ring.next += 1;
+        if ring.recent.len() == FEED_HISTORY {
+            ring.recent.pop_front();
+        }
+        ring.recent.push_back(entry.clone());
+        // Sent under the lock, so the ring and the channel agree on the order; no
+        // subscriber is fine.
+        let _ = self.0.tx.send(entry);
+    }
+
+    /// The position of the newest event, as a stream's event id (`run-number`).
+    pub fn position(&self) -> String {
+        let next = self.ring().next;
+        self.id_of(next - 1)
+    }
+
+    /// The event id of number `id`.
+    pub fn id_of(&self, id: u64) -> String {
+        format!("{}-{id}", self.0.run)
+    }
+
+    /// Subscribes after position `after` (an event id a stream sent, or `None` for "from
+    /// now"): what was missed since, and the channel for what follows, with nothing lost
+    /// or repeated between the two.
+    pub fn subscribe(
+        &self,
+        after: Option<&str>,
+    ) -> (Resume, u64, broadcast::Receiver<Arc<FeedEntry>>) {
+        let ring = self.ring();
+        let rx = self.0.tx.subscribe();
+        let newest = ring.next - 1;
+        let resume = match after {
+            None => Resume::Replay(Vec::new()),
+            Some(pos) => match pos
+                .split_once('-')
+                .filter(|(run, _)| *run == self.0.run)
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+            {
+                Some(n) if n == newest => Resume::Replay(Vec::new()),
+                Some(n)
+                    if n < newest
+                        && ring.recent.front().is_some_and(|oldest| oldest.id <= n + 1) =>
+                {
+                    Resume::Replay(ring.recent.iter().filter(|e| e.id > n).cloned().collect())
+                }
+                _ => Resume::Reset,
+            },
+        };
+        (resume, newest, rx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod feed_tests {
+    use super::*;
+
+    fn dev(n: u64) -> FeedEvent {
+        FeedEvent::Device {
+            device: DeviceId::new("d").unwrap(),
+            online: true,
+            boot: n,
+        }
+    }
+
+    fn boots(v: &[Arc<FeedEntry>]) -> Vec<u64> {
+        v.iter()
+            .map(|e| match &e.event {
+                FeedEvent::Device { boot, .. } => *boot,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_resumes_after_its_last_event_without_gap_or_repeat() {
+        let hub = FeedHub::new();
+        for n in 1..=5 {
+            hub.publish(dev(n));
+        }
+        let pos = hub.id_of(3);
+        let (resume, newest, mut rx) = hub.subscribe(Some(&pos));
+        assert_eq!(newest, 5);
+        let Resume::Replay(missed) = resume else {
+            panic!("reset")
+        };
+        assert_eq!(boots(&missed), [4, 5]);
+        hub.publish(dev(6));
+        assert_eq!(rx.try_recv().unwrap().id, 6);
+        // Up to date: nothing to replay.
+        let (resume, _, _) = hub.subscribe(Some(&hub.position()));
+        assert!(matches!(resume, Resume::Replay(v) if v.is_empty()));
+    }
+
+    #[test]
+    fn an_unknown_or_too_old_position_means_reload() {
+        let hub = FeedHub::new();
+        for n in 0..(FEED_HISTORY as u64 + 10) {
+            hub.publish(dev(n));
+        }
+        assert!(matches!(
+            hub.subscribe(Some(&hub.id_of(2))).0,
+            Resume::Reset
+        ));
+        assert!(matches!(
+            hub.subscribe(Some("other-run-3")).0,
+            Resume::Reset
+        ));
+        assert!(matches!(hub.subscribe(Some("garbage")).0, Resume::Reset));
+        // The oldest kept position still resumes.
+        let oldest = hub.ring().recent.front().unwrap().id;
+        assert!(matches!(
+            hub.subscribe(Some(&hub.id_of(oldest - 1))).0,
+            Resume::Replay(v) if v.len() == FEED_HISTORY
+        ));
     }
 }

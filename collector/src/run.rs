@@ -16,17 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::auth::{ensure_first_admin, Auth, FirstAdmin, FirstAdminError, FIRST_ADMIN_ENV};
 use crate::broker::{self, BrokerError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BrokerTarget, Config, ConfigError};
 use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestConfig, IngestDeps};
 use crate::metrics::Metrics;
-use crate::outbox::FEED_CAPACITY;
+use crate::outbox::FeedHub;
 use crate::store::embedded::SledStore;
 use crate::store::{SharedStore, Store, StoreError};
 use crate::timers::Timers;
@@ -76,6 +77,9 @@ pub enum CollectorError {
     /// A background task panicked.
     #[error("a collector task failed: {0}")]
     Task(String),
+    /// The first admin account could not be created.
+    #[error(transparent)]
+    FirstAdmin(#[from] FirstAdminError),
 }
 
 /// A running collector.
@@ -84,6 +88,11 @@ pub struct Running {
     pub mqtt_url: String,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Whether the console is served over HTTPS.
+    pub https: bool,
+    /// The admin account created at this start, when the store had no account: whoever
+    /// started the collector tells its user how to sign in.
+    pub first_admin: Option<FirstAdmin>,
     /// Whether the broker is the embedded one.
     pub embedded_broker: bool,
     store: SharedStore,
@@ -99,6 +108,7 @@ impl std::fmt::Debug for Running {
         f.debug_struct("Running")
             .field("mqtt_url", &self.mqtt_url)
             .field("http_addr", &self.http_addr)
+            .field("https", &self.https)
             .field("embedded_broker", &self.embedded_broker)
             .finish_non_exhaustive()
     }
@@ -133,6 +143,13 @@ pub async fn start_with_clock(
         })?;
     info!(data_dir = %dir.display(), events = store.event_count(), "store opened");
     let store: SharedStore = Arc::new(store);
+    let first_admin = {
+        let (store, dir, now) = (store.clone(), dir.clone(), clock.now());
+        let password = std::env::var(FIRST_ADMIN_ENV).ok();
+        tokio::task::spawn_blocking(move || ensure_first_admin(&store, &dir, now, password))
+            .await
+            .map_err(|e| CollectorError::Task(e.to_string()))??
+    };
 
     let (host, port, mqtt_url, embedded) = match &settings.broker {
         BrokerTarget::Embedded { port } => {
@@ -161,7 +178,7 @@ pub async fn start_with_clock(
         })?;
 
     let metrics = Arc::new(Metrics::default());
-    let (feed, _) = broadcast::channel(FEED_CAPACITY);
+    let feed = FeedHub::new();
     let wake = Arc::new(Notify::new());
     let mut ingest = Ingest::spawn(
         IngestConfig {
@@ -201,9 +218,16 @@ pub async fn start_with_clock(
         feed,
         stopping: stop_rx.clone(),
         policy,
-        clock,
+        clock: clock.clone(),
         downlink: ingest.downlink(),
         wake,
+        auth: Arc::new(Auth::new(
+            store.clone(),
+            clock.clone(),
+            settings.web.session,
+        )),
+        web: Arc::new(settings.web.clone()),
+        data_dir: dir.clone(),
     };
     let mut api_stop = stop_rx;
     let api = tokio::spawn(http::serve(listener, state, async move {
@@ -213,6 +237,8 @@ pub async fn start_with_clock(
     Ok(Running {
         mqtt_url,
         http_addr,
+        https: settings.web.tls.is_some(),
+        first_admin,
         embedded_broker: embedded,
         store,
         stop,

@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::clock::Clock;
-use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent};
+use crate::outbox::{deliver, DeviceCommands, Downlink, FeedHub};
 use crate::store::{SharedStore, StoreError};
 use crate::workflow::Policy;
 
@@ -48,7 +48,7 @@ pub struct Timers {
     /// Where commands to devices go.
     pub downlink: Downlink,
     /// The live feed.
-    pub feed: broadcast::Sender<FeedEvent>,
+    pub feed: FeedHub,
     /// Poked by writers when a deadline may have moved earlier.
     pub wake: Arc<Notify>,
 }

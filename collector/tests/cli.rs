@@ -65,6 +65,138 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
     assert!(mqtt.starts_with("mqtt://127.0.0.1:"), "{mqtt}");
     assert!(http.starts_with("http://127.0.0.1:"), "{http}");
 
+    // Without a token the client commands are refused, and told how to sign in.
+    let home = dir.path().join("home");
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vigia-collector"));
+        c.env("XDG_CONFIG_HOME", &home).env_remove("VIGIA_TOKEN");
+        c
+    };
+    let out = bin().args(["--api", &http, "incidents"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("vigia-collector login"),
+        "{err}"
+    );
+    // `login` with the first admin's password keeps a token for the other commands.
+    let password = std::fs::read_to_string(dir.path().join("data/initial-admin-password")).unwrap();
+    let login = |user: &str, password: &str| {
+        let mut c = bin()
+            .args(["--api", &http, "login", "--user", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = login("admin", "wrong password");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong login or password"));
+    let out = login("admin", &password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token_file = home.join("vigia/collector-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+    }
+    // An admin adds a technician; the made-up password is shown once.
+    let out = bin()
+        .args([
+            "--api",
+            &http,
+            "user",
+            "add",
+            "tomas",
+            "--role",
+            "technician",
+            "--level",
+            "2",
+        ])
+        .args(["--group", "soporte"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let tomas_password = said
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .unwrap_or_else(|| panic!("no password in {said}"))
+        .to_owned();
+    let out = bin()
+        .args(["--api", &http, "user", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("tomas") && list.contains("technician") && list.contains("soporte"),
+        "{list}"
+    );
+    // A technician may not manage accounts.
+    let out = bin()
+        .args([
+            "--api", &http, "token", "create", "--name", "x", "--scope", "read",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tech = Command::new(env!("CARGO_BIN_EXE_vigia-collector"))
+        .env("XDG_CONFIG_HOME", dir.path().join("tomas"))
+        .args([
+            "--api",
+            &http,
+            "login",
+            "--user",
+            "tomas",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(tomas_password.as_bytes())
+                .unwrap();
+            c.wait().unwrap()
+        })
+        .unwrap();
+    assert!(tech.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_vigia-collector"))
+        .env("XDG_CONFIG_HOME", dir.path().join("tomas"))
+        .args(["--api", &http, "user", "add", "eve", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403") && err.contains("only an admin"),
+        "{err}"
+    );
+
     let out = bin().args(["--api", &http, "incidents"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no incidents\n");
@@ -102,17 +234,7 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no incidents\n");
     // An action on an incident that does not exist: the API's 404 in plain words.
     let out = bin()
-        .args([
-            "--api",
-            &http,
-            "--as",
-            "ana",
-            "--role",
-            "service_desk",
-            "incidents",
-            "close",
-            "7",
-        ])
+        .args(["--api", &http, "incidents", "close", "7"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -155,6 +277,7 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "{exit:?}");
+    assert!(token_file.exists());
 
     // Stopped: the client commands say so plainly.
     let out = bin().args(["--api", &http, "devices"]).output().unwrap();

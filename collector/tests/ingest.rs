@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{config, TestClient, DEADLINE};
+use common::{config, Api, TestClient, DEADLINE};
 use serde_json::{json, Value};
 use vigia_protocol::{bounded, encode, Birth, DeviceId, Dmi, Status, VERSION};
 
@@ -62,28 +62,21 @@ fn status(online: bool, boot: u64) -> Vec<u8> {
     .unwrap()
 }
 
-async fn get(base: &str, path: &str) -> (u16, String) {
-    let url = format!("http://{base}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent.get(&url).call().unwrap();
-        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
-    })
-    .await
-    .unwrap()
+async fn get(base: &Api, path: &str) -> (u16, String) {
+    let (api, path) = (base.clone(), path.to_owned());
+    tokio::task::spawn_blocking(move || api.call("GET", &path, None))
+        .await
+        .unwrap()
 }
 
-async fn get_json(base: &str, path: &str) -> Value {
+async fn get_json(base: &Api, path: &str) -> Value {
     let (status, body) = get(base, path).await;
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
 
 /// Polls the API until `f` accepts what `path` returns.
-async fn poll_json(base: &str, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+async fn poll_json(base: &Api, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let end = tokio::time::Instant::now() + DEADLINE;
     loop {
         let v = get_json(base, path).await;
@@ -127,7 +120,7 @@ async fn events_are_stored_once_rejections_acked_and_incident_opens_then_clears(
     let running = vigia_collector::start(config(dir.path())).await.unwrap();
     assert!(running.mqtt_url.starts_with("mqtt://127.0.0.1:"));
     assert_ne!(running.http_addr.port(), 0);
-    let http = running.http_addr.to_string();
+    let http = Api::admin(&running).await;
     assert_eq!(get(&http, "/healthz").await.0, 200);
 
     let up = |k: &str| format!("vigia/v1/up/{DEV}/{k}");
@@ -320,10 +313,21 @@ async fn events_are_stored_once_rejections_acked_and_incident_opens_then_clears(
     let dev = get_json(&http, &format!("/api/devices/{DEV}")).await;
     assert_eq!(dev["status"]["boot"], 1);
 
-    // The page is served and self-contained.
+    // The page is served and self-contained: its script is a file of the console's
+    // own, never inline, nothing from elsewhere.
     let (status, page) = get(&http, "/").await;
     assert_eq!(status, 200);
-    assert!(page.contains("EventSource(\"/api/feed\")") && !page.contains("https://"));
+    assert!(page.contains("/assets/console.js"), "{page}");
+    assert!(
+        !page.contains("https://") && !page.contains("<script>"),
+        "{page}"
+    );
+    let (status, script) = get(&http, "/assets/console.js").await;
+    assert_eq!(status, 200);
+    assert!(
+        script.contains("EventSource"),
+        "the console follows the feed"
+    );
 
     // Clean shutdown publishes the collector's retained offline status.
     running.shutdown().await.unwrap();
@@ -365,7 +369,7 @@ async fn restart_keeps_incidents_and_redelivery_stays_a_no_op() {
             acked.len() == 20
         })
         .await;
-    let http = running.http_addr.to_string();
+    let http = Api::admin(&running).await;
     let before = get_json(&http, "/api/incidents").await;
     assert_eq!(before.as_array().unwrap().len(), 5);
     running.shutdown().await.unwrap();
@@ -373,7 +377,7 @@ async fn restart_keeps_incidents_and_redelivery_stays_a_no_op() {
 
     // Reopen the same store (a new embedded broker: rumqttd cannot be stopped).
     let running = vigia_collector::start(config(dir.path())).await.unwrap();
-    let http = running.http_addr.to_string();
+    let http = http.at(&running);
     assert_eq!(get_json(&http, "/api/incidents").await, before);
     let mut agent = TestClient::connect(&running.mqtt_url, "agent-b", &[down]).await;
     // The agent resends everything (it lost its acks): all acked, nothing stored twice.
@@ -426,7 +430,7 @@ async fn restart_keeps_incidents_and_redelivery_stays_a_no_op() {
 async fn user_report_gets_its_incident_number_and_reply_becomes_a_note() {
     let dir = tempfile::tempdir().unwrap();
     let running = vigia_collector::start(config(dir.path())).await.unwrap();
-    let http = running.http_addr.to_string();
+    let http = Api::admin(&running).await;
     let mut agent = TestClient::connect(
         &running.mqtt_url,
         "agent-r",
@@ -477,13 +481,17 @@ async fn live_feed_streams_incidents_and_devices_and_does_not_block_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let running = vigia_collector::start(config(dir.path())).await.unwrap();
+    let api = Api::admin(&running).await;
     // A browser on the feed.
     let mut sse = tokio::net::TcpStream::connect(running.http_addr)
         .await
         .unwrap();
-    sse.write_all(b"GET /api/feed HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    let head = format!(
+        "GET /api/feed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Accept: text/event-stream\r\n\r\n",
+        api.token
+    );
+    sse.write_all(head.as_bytes()).await.unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     // Wait for the response head so the subscription exists before we publish.

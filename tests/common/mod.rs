@@ -165,12 +165,47 @@ pub fn vigia(args: &[&str]) -> Command {
     cmd
 }
 
-/// A running collector process and its addresses.
+/// A running collector process and its addresses, with an API token of its first admin
+/// (who also holds the service-desk role).
 pub struct Collector {
     pub proc: Proc,
     pub mqtt_url: String,
     pub http: String,
     pub config: PathBuf,
+    pub token: String,
+}
+
+/// The data directory a collector config names (relative to the file).
+fn data_dir_of(config: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap_or_else(|e| panic!("read config: {e}"));
+    let v: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("config: {e}"));
+    let dir = PathBuf::from(
+        v.get("data_dir")
+            .and_then(|d| d.as_str())
+            .unwrap_or_else(|| panic!("no data_dir in {}", config.display())),
+    );
+    config.parent().unwrap_or(Path::new(".")).join(dir)
+}
+
+/// Issues an API token for `login` at `http` (`http://host:port`).
+pub fn issue_token(http: &str, login: &str, password: &str, scope: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("{http}/api/tokens"))
+        .send_json(serde_json::json!({
+            "login": login, "password": password, "scope": scope, "name": "e2e test"
+        }))
+        .unwrap_or_else(|e| panic!("token request: {e}"));
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(r.status().as_u16(), 201, "token for {login}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {text}"))
+        .to_owned()
 }
 
 /// Writes a collector config under `dir` and starts `vigia collector run`. `broker` is an
@@ -202,11 +237,17 @@ pub fn start_collector_with(config: &Path) -> Collector {
     );
     let mqtt_url = url_after(&proc.wait_line("mqtt listening on"), "mqtt listening on");
     let http = url_after(&proc.wait_line("http listening on"), "http listening on");
+    // The first admin's password stays in the data directory until it is changed.
+    let file = data_dir_of(config).join("initial-admin-password");
+    let password =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let token = issue_token(&http, "admin", password.trim(), "admin");
     Collector {
         proc,
         mqtt_url,
         http,
         config: config.to_path_buf(),
+        token,
     }
 }
 
@@ -220,7 +261,7 @@ fn url_after(line: &str, marker: &str) -> String {
 
 impl Collector {
     pub fn get(&self, path: &str) -> Option<Value> {
-        http_get_json(&format!("{}{path}", self.http))
+        http_get_json_as(&format!("{}{path}", self.http), &self.token)
     }
 
     /// The incidents the collector lists (all states; the API pages by 50 by default,
@@ -246,6 +287,15 @@ impl Collector {
 /// GET a URL and parse JSON; `None` on any failure (the caller polls).
 pub fn http_get_json(url: &str) -> Option<Value> {
     let mut resp = ureq::get(url).call().ok()?;
+    resp.body_mut().read_json::<Value>().ok()
+}
+
+/// [`http_get_json`] with an API token.
+pub fn http_get_json_as(url: &str, token: &str) -> Option<Value> {
+    let mut resp = ureq::get(url)
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .ok()?;
     resp.body_mut().read_json::<Value>().ok()
 }
 
@@ -452,3 +502,6 @@ pub fn reported_incident(out: &str) -> u64 {
         .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
         .unwrap_or_else(|| panic!("no incident number in:\n{out}"))
 }
+
+/// The WebDriver client of the browser tests (`tests/console_browser.rs`).
+pub mod webdriver;

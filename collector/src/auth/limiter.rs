@@ -95,6 +95,7 @@ fn prune(q: &mut VecDeque<Instant>, now: Instant) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

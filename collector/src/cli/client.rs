@@ -5,17 +5,18 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::config::DEFAULT_HTTP_LISTEN;
-use crate::workflow::{Command, Role};
+use crate::workflow::Command;
 
 /// A client of the running collector's API.
 pub(super) struct ApiClient {
     pub(super) base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl ApiClient {
-    /// A client of the API at `base` (`http://127.0.0.1:8790`).
-    pub(super) fn new(base: &str) -> Self {
+    /// A client of the API at `base` (`http://127.0.0.1:8790`) sending `token`.
+    pub(super) fn new(base: &str, token: Option<String>) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -24,36 +25,70 @@ impl ApiClient {
         Self {
             base: base.trim_end_matches('/').to_string(),
             agent,
+            token,
         }
+    }
+
+    fn bearer(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
     pub(super) fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.get(&url).call();
-        self.answer(&url, resp)
+        let mut req = self.agent.get(&url);
+        if let Some(b) = self.bearer() {
+            req = req.header("authorization", b);
+        }
+        self.answer(&url, req.call())
     }
 
     pub(super) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send("POST", path, Some(body))
+    }
+
+    /// A request with a JSON body (or none) by `method`.
+    pub(super) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.post(&url).send_json(body);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(b) = self.bearer() {
+            req = req.header("authorization", b);
+        }
+        let resp = match body {
+            Some(b) => {
+                let req = req
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(b)?)
+                    .context("cannot build the request")?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = req.body(()).context("cannot build the request")?;
+                self.agent.run(req)
+            }
+        };
+        if method == "DELETE" {
+            let (status, body) = self.read(&url, resp)?;
+            if status >= 400 {
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                bail!("{}", error_text(&v, &body, status));
+            }
+            return Ok(Value::Null);
+        }
         self.answer(&url, resp)
     }
 
-    /// Posts a workflow command to incident `number` as `actor` with `roles`: the URL
-    /// names it by its tag, the body carries its fields.
-    pub(super) fn act(
-        &self,
-        number: u64,
-        command: &Command,
-        actor: &str,
-        roles: &[Role],
-    ) -> anyhow::Result<Value> {
+    /// Posts a workflow command to incident `number`: the URL names it by its tag, the
+    /// body carries its fields; the server records the token's account as who acted.
+    pub(super) fn act(&self, number: u64, command: &Command) -> anyhow::Result<Value> {
         let Value::Object(mut body) = serde_json::to_value(command)? else {
             bail!("a workflow command did not encode as an object");
         };
         body.remove("command");
-        body.insert("as".into(), Value::String(actor.to_owned()));
-        body.insert("roles".into(), serde_json::to_value(roles)?);
         self.post(
             &format!("/api/incidents/{number}/{}", command.name()),
             &Value::Object(body),
@@ -63,10 +98,14 @@ impl ApiClient {
     /// A text answer (the CSV export); errors still come as JSON.
     pub(super) fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let (status, body) = self.read(&url, self.agent.get(&url).call())?;
+        let mut req = self.agent.get(&url);
+        if let Some(b) = self.bearer() {
+            req = req.header("authorization", b);
+        }
+        let (status, body) = self.read(&url, req.call())?;
         if status >= 400 {
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            bail!("{} (HTTP {status})", v["error"].as_str().unwrap_or(&body));
+            bail!("{}", error_text(&v, &body, status));
         }
         Ok(body)
     }
@@ -81,8 +120,7 @@ impl ApiClient {
         let v: Value = serde_json::from_str(&body)
             .with_context(|| format!("{url} answered HTTP {status} with non-JSON: {body:.200}"))?;
         if status >= 400 {
-            let msg = v["error"].as_str().unwrap_or("(no message)");
-            bail!("{msg} (HTTP {status})");
+            bail!("{}", error_text(&v, "(no message)", status));
         }
         Ok(v)
     }
@@ -110,10 +148,21 @@ impl ApiClient {
     }
 }
 
+/// An error answer as people read it, with what to do about a missing sign-in.
+fn error_text(v: &Value, fallback: &str, status: u16) -> String {
+    let msg = v["error"].as_str().unwrap_or(fallback);
+    let hint = match (status, v["code"].as_str()) {
+        (401, _) => "; sign in with `vigia-collector login` (or set VIGIA_TOKEN to an API token)",
+        _ => "",
+    };
+    format!("{msg} (HTTP {status}){hint}")
+}
+
 /// The API base URL for a `[http] listen` address: an unspecified host (0.0.0.0, ::)
 /// becomes loopback, and port 0 (known only to the running process) falls back to the
 /// default address.
-pub(super) fn api_from_listen(listen: &str) -> String {
+pub(super) fn api_from_listen(listen: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     match listen.parse::<std::net::SocketAddr>() {
         Ok(a) if a.port() != 0 => {
             let host = if a.ip().is_unspecified() {
@@ -123,8 +172,8 @@ pub(super) fn api_from_listen(listen: &str) -> String {
             } else {
                 a.ip().to_string()
             };
-            format!("http://{host}:{}", a.port())
+            format!("{scheme}://{host}:{}", a.port())
         }
-        _ => format!("http://{DEFAULT_HTTP_LISTEN}"),
+        _ => format!("{scheme}://{DEFAULT_HTTP_LISTEN}"),
     }
 }

@@ -1,12 +1,15 @@
-//! The `vigia-collector` command line: `run`, `incidents list|show|assign|escalate|
+//! The `vigia-collector` command line: `run`, `login`, `logout`, `user add|list|passwd|
+//! disable|enable|set`, `token create|list|revoke`, `incidents list|show|assign|escalate|
 //! resolve|close|reopen|note|request-info|verify|classify|provider|...`, `export`,
 //! `devices`, `print-config`, `print-rules`.
 //!
 //! `run` is the server. The other commands are clients of a running collector's HTTP API
 //! (sled allows one process per database, so they never open the store themselves); when
-//! nothing answers they say so plainly instead of printing an empty list. An incident
-//! action is a workflow [`Command`](crate::workflow::Command) built here and posted
-//! (`client`); answers are rendered as text by `render`.
+//! nothing answers they say so plainly instead of printing an empty list. They send an
+//! API token: `VIGIA_TOKEN`, else the file `[cli] token_file` names, else the one `login`
+//! wrote; the server knows who acts from it. An incident action is a workflow
+//! [`Command`](crate::workflow::Command) built here and posted (`client`); answers are
+//! rendered as text by `render`.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,12 +23,13 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::http::DeviceSummary;
 use crate::workflow::{
-    self, ClassifyChange, Command as WfCommand, Dur, IncidentSummary, ProviderRequestSpec, Role,
+    self, ClassifyChange, Command as WfCommand, Dur, IncidentSummary, ProviderRequestSpec,
 };
 use vigia_protocol::time::parse_instant;
 
 mod client;
 mod render;
+mod users;
 
 use client::{api_from_listen, ApiClient};
 use render::{devices_table, incident_text, incidents_table};
@@ -41,14 +45,6 @@ struct Cli {
     /// `[http] listen`, else http://127.0.0.1:8790).
     #[arg(long, global = true, env = "VIGIA_COLLECTOR_API")]
     api: Option<String>,
-    /// Who acts, for incident actions (recorded in the audit trail; no authentication
-    /// yet). Default: $USER.
-    #[arg(long = "as", global = true, env = "VIGIA_AS")]
-    actor: Option<String>,
-    /// A role of whoever acts (repeat for several): service_desk, on_site, specialist,
-    /// provider, coordinator. Only the service desk closes incidents.
-    #[arg(long = "role", global = true, value_parser = parse_role)]
-    roles: Vec<Role>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,6 +93,127 @@ enum Command {
     },
     /// Print the default configuration (TOML).
     PrintConfig,
+    /// Sign in: get an API token for the client commands and keep it (mode 0600) in the
+    /// token file.
+    Login {
+        /// The account (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the password from standard input instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        /// What the token may do: read, act (default) or admin (account management).
+        #[arg(long, default_value = "admin")]
+        scope: String,
+    },
+    /// Revoke the token `login` kept, and forget it.
+    Logout,
+    /// Accounts (admin): add, list, change.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// API tokens for scripts: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Add an account. Without --password-stdin a password is made up and printed once.
+    Add {
+        /// Login (lower case letters, digits, '.', '_', '-').
+        login: String,
+        /// A role (repeat): viewer, technician, service_desk, provider, admin.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// A technician's level (1, 2 or 3).
+        #[arg(long)]
+        level: Option<u8>,
+        /// A support group (repeat).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The person's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// For a provider's contact: the provider it speaks for.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set an account's password (made up and printed unless --password-stdin); ends its
+    /// sessions.
+    Passwd {
+        /// The account.
+        login: String,
+        /// Read the new password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account: it cannot sign in, and its sessions and tokens stop working.
+    Disable {
+        /// The account.
+        login: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The account.
+        login: String,
+    },
+    /// Change roles, level, groups or name.
+    Set {
+        /// The account.
+        login: String,
+        /// Replace the roles (repeat).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Set the level (1-3).
+        #[arg(long)]
+        level: Option<u8>,
+        /// Add to a group (repeat).
+        #[arg(long = "add-group")]
+        add_groups: Vec<String>,
+        /// Remove from a group (repeat).
+        #[arg(long = "remove-group")]
+        remove_groups: Vec<String>,
+        /// Set the name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token for the signed-in account; prints it once.
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        name: String,
+        /// read, act or admin (at most the scope of the token you use).
+        #[arg(long, default_value = "read")]
+        scope: String,
+    },
+    /// List your tokens (--all: everyone's, for an admin).
+    List {
+        /// Everyone's.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        /// The id `list` shows.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -174,7 +291,7 @@ enum IncidentCmd {
         #[command(flatten)]
         out: OutputFormat,
     },
-    /// Close definitively (service desk only: --role service_desk).
+    /// Close definitively (service desk only).
     Close {
         /// The incident.
         number: u64,
@@ -322,14 +439,6 @@ struct OutputFormat {
     json: bool,
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    serde_json::from_value(Value::String(s.replace('-', "_"))).map_err(|_| {
-        format!(
-            "unknown role {s:?}; use service_desk, on_site, specialist, provider or coordinator"
-        )
-    })
-}
-
 /// Runs the CLI on `args` (argv[0] included) and returns the process exit code.
 pub fn main<I, T>(args: I) -> ExitCode
 where
@@ -397,13 +506,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 Some(IncidentCmd::Show { number, json }) => show(&api, *number, *json),
                 Some(cmd) => {
                     let (number, command, out) = command_of(cmd)?;
-                    let actor = cli
-                        .actor
-                        .clone()
-                        .or_else(|| std::env::var("USER").ok())
-                        .filter(|a| !a.trim().is_empty())
-                        .ok_or_else(|| anyhow!("say who acts with --as NAME"))?;
-                    let v = api.act(number, &command, &actor, &cli.roles)?;
+                    let v = api.act(number, &command)?;
                     if out.json {
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
@@ -429,6 +532,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let api = api_client(&cli)?;
             show(&api, *number, *json)
         }
+        Command::Login {
+            user,
+            password_stdin,
+            scope,
+        } => login(&cli, user.as_deref(), *password_stdin, scope),
+        Command::Logout => logout(&cli),
+        Command::User { cmd } => users::run(&api_client(&cli)?, cmd),
+        Command::Token { cmd } => users::tokens(&api_client(&cli)?, cmd),
         Command::Devices { json } => {
             let api = api_client(&cli)?;
             let v = api.get("/api/devices")?;
@@ -485,12 +596,67 @@ fn show(api: &ApiClient, number: u64, json: bool) -> anyhow::Result<()> {
 }
 
 /// The client of the collector's API: `--api`, else the config's `[http] listen`.
-fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
-    let base = match &cli.api {
+fn api_base(cli: &Cli, cfg: &Config) -> String {
+    match &cli.api {
         Some(a) => a.clone(),
-        None => api_from_listen(&load_config(cli.config.as_ref())?.http.listen),
+        None => api_from_listen(&cfg.http.listen, cfg.http.tls_cert.is_some()),
+    }
+}
+
+fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
+    let cfg = load_config(cli.config.as_ref())?;
+    let token = users::read_token(&cfg)?;
+    Ok(ApiClient::new(&api_base(cli, &cfg), token))
+}
+
+fn login(cli: &Cli, user: Option<&str>, password_stdin: bool, scope: &str) -> anyhow::Result<()> {
+    let cfg = load_config(cli.config.as_ref())?;
+    let user = user
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| anyhow!("say which account with --user LOGIN"))?;
+    let password = users::read_password(password_stdin, &format!("password for {user}: "))?;
+    let api = ApiClient::new(&api_base(cli, &cfg), None);
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let v = api.post(
+        "/api/tokens",
+        &serde_json::json!({
+            "login": user, "password": password, "scope": scope,
+            "name": format!("vigia-collector CLI on {}", host.trim()),
+        }),
+    )?;
+    let token = v["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the collector answered without a token: {v}"))?;
+    let file = users::token_file(&cfg)?;
+    users::write_token(&file, token)?;
+    println!(
+        "signed in as {user}; the token ({}) is in {}",
+        v["id"].as_str().unwrap_or("?"),
+        file.display()
+    );
+    Ok(())
+}
+
+fn logout(cli: &Cli) -> anyhow::Result<()> {
+    let cfg = load_config(cli.config.as_ref())?;
+    let file = users::token_file(&cfg)?;
+    let Some(token) = users::read_token(&cfg)? else {
+        println!("not signed in");
+        return Ok(());
     };
-    Ok(ApiClient::new(&base))
+    let api = ApiClient::new(&api_base(cli, &cfg), Some(token));
+    api.send("DELETE", "/api/tokens/current", None)?;
+    match std::fs::remove_file(&file) {
+        Ok(()) => println!("signed out; removed {}", file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("signed out"),
+        Err(e) => bail!(
+            "revoked the token but cannot remove {}: {e}",
+            file.display()
+        ),
+    }
+    Ok(())
 }
 
 /// An agreed time: an instant, or a delay from now (`8d`).
@@ -658,11 +824,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     use std::io::Write;
     let running = crate::start(cfg).await?;
     // Tests and scripts read these two lines to find the ports.
+    let scheme = if running.https { "https" } else { "http" };
     println!("mqtt listening on {}", running.mqtt_url);
-    println!("http listening on http://{}", running.http_addr);
+    println!("http listening on {scheme}://{}", running.http_addr);
+    if let Some(a) = &running.first_admin {
+        println!(
+            "first start: sign in as {} with the password in {} (then change it: \
+             vigia-collector login --user {}; vigia-collector user passwd {})",
+            a.login,
+            a.file.display(),
+            a.login,
+            a.login
+        );
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(url = %running.mqtt_url, "mqtt listening");
-    tracing::info!(url = %format!("http://{}", running.http_addr), "http listening");
+    tracing::info!(url = %format!("{scheme}://{}", running.http_addr), "http listening");
     wait_for_signal().await?;
     tracing::info!("stopping");
     running.shutdown().await?;
@@ -706,10 +883,19 @@ mod tests {
 
     #[test]
     fn api_base_from_listen_address() {
-        assert_eq!(api_from_listen("127.0.0.1:8790"), "http://127.0.0.1:8790");
-        assert_eq!(api_from_listen("0.0.0.0:9000"), "http://127.0.0.1:9000");
-        assert_eq!(api_from_listen("[::1]:9000"), "http://[::1]:9000");
-        assert_eq!(api_from_listen("127.0.0.1:0"), "http://127.0.0.1:8790");
+        assert_eq!(
+            api_from_listen("127.0.0.1:8790", false),
+            "http://127.0.0.1:8790"
+        );
+        assert_eq!(
+            api_from_listen("0.0.0.0:9000", false),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(api_from_listen("[::1]:9000", false), "http://[::1]:9000");
+        assert_eq!(
+            api_from_listen("127.0.0.1:0", false),
+            "http://127.0.0.1:8790"
+        );
     }
 
     #[test]

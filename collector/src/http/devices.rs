@@ -1,14 +1,17 @@
 //! Devices: the fleet list, one device with its incidents, and whether every event a
 //! device sent arrived.
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::{DeviceId, Millis};
 
-use super::incidents::{parse_device, DEFAULT_LIMIT};
-use super::state::{not_found, ApiError, HttpState};
-use crate::store::{DeviceRecord, IncidentFilter};
+use super::auth::Authed;
+use super::incidents::{parse_device, reads_all, DEFAULT_LIMIT, MAX_SCAN};
+use super::state::{blocking, not_found, ApiError, HttpState};
+use crate::store::{DeviceRecord, IncidentFilter, StateFilter};
 use crate::workflow::IncidentSummary;
 
 /// One row of `GET /api/devices`.
@@ -49,6 +52,9 @@ pub struct DeviceSummary {
     /// Events the agent dropped from a full spool.
     #[serde(default)]
     pub dropped_events: u64,
+    /// Open incidents of the device (in lists; 0 elsewhere).
+    #[serde(default)]
+    pub open_incidents: u64,
 }
 
 impl From<&DeviceRecord> for DeviceSummary {
@@ -75,20 +81,39 @@ impl From<&DeviceRecord> for DeviceSummary {
             model,
             agent_version: b.map(|b| b.agent_version.to_string()),
             dropped_events: r.dropped.as_ref().map_or(0, |d| d.total),
+            open_incidents: 0,
         }
     }
 }
 
 pub(super) async fn list(
     State(st): State<HttpState>,
+    a: Authed,
 ) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
-    Ok(Json(
-        st.store
+    reads_all(&a.caller)?;
+    let store = st.store.clone();
+    let list = blocking(move || {
+        // One pass over the open incidents (bounded by what is open, not by history).
+        let mut open: HashMap<DeviceId, u64> = HashMap::new();
+        for s in store.incidents(&IncidentFilter {
+            state: Some(StateFilter::Open),
+            limit: Some(MAX_SCAN),
+            ..Default::default()
+        })? {
+            *open.entry(s.device).or_default() += 1;
+        }
+        Ok(store
             .devices()?
             .iter()
-            .map(DeviceSummary::from)
-            .collect(),
-    ))
+            .map(|r| {
+                let mut d = DeviceSummary::from(r);
+                d.open_incidents = open.get(&r.device).copied().unwrap_or(0);
+                d
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(list))
 }
 
 /// `GET /api/devices/{id}`: the full record, whether it is online, and its incidents.
@@ -106,9 +131,11 @@ struct DeviceDetail {
 /// device sent arrive?
 pub(super) async fn events(
     State(st): State<HttpState>,
+    a: Authed,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    reads_all(&a.caller)?;
     let device = parse_device(&id)?;
     let instance = match q.instance {
         Some(i) => i,
@@ -142,8 +169,10 @@ pub(super) struct EventsQuery {
 
 pub(super) async fn show(
     State(st): State<HttpState>,
+    a: Authed,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    reads_all(&a.caller)?;
     let device = parse_device(&id)?;
     let Some(record) = st.store.device(&device)? else {
         return Err(not_found(format!("no device {device}")));

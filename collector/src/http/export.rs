@@ -1,11 +1,12 @@
 //! The *Servicios soporte* record of a period, as CSV or JSON.
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use vigia_protocol::time::parse_instant;
 
-use super::state::{bad_request, task_failed, ApiError, HttpState};
+use super::auth::Authed;
+use super::state::{bad_request, internal, task_failed, ApiError, HttpState};
 use crate::workflow::{self, Period};
 
 /// Query of `GET /api/export`.
@@ -22,8 +23,10 @@ pub struct ExportQuery {
 
 pub(super) async fn export(
     State(st): State<HttpState>,
+    a: Authed,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    super::incidents::reads_all(&a.caller)?;
     let parse = |v: &Option<String>| {
         v.as_deref()
             .filter(|s| !s.is_empty())
@@ -46,8 +49,7 @@ pub(super) async fn export(
         )
             .into_response()),
         "json" => {
-            let text = workflow::to_json(&rows)
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("export: {e}")))?;
+            let text = workflow::to_json(&rows).map_err(|e| internal(format!("export: {e}")))?;
             Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
         }
         other => Err(bad_request(format!(

@@ -1,19 +1,35 @@
-//! Incidents: lists (one page, newest first, from the store's indexes), one incident
-//! with its audit trail, and the workflow actions.
+//! Incidents: lists (one page, newest first, from the store's indexes, narrowed by the
+//! filters the indexes do not cover), counts, one incident with its audit trail and the
+//! actions its viewer may take, the workflow actions one at a time or in bulk.
+//!
+//! Every handler takes an [`Authed`] caller and asks [`crate::auth::access`] before it
+//! reads or changes anything; the audit trail records the authenticated account.
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use vigia_protocol::{DeviceId, Millis};
 
-use super::state::{bad_request, not_found, task_failed, ApiError, HttpState};
+use super::auth::Authed;
+use super::devices::DeviceSummary;
+use super::state::{bad_request, blocking, internal, not_found, ApiError, HttpState};
+use crate::auth::{Caller, Denied};
 use crate::outbox::{deliver, DeviceCommands};
-use crate::store::{IncidentFilter, StateFilter, StoreError};
+use crate::store::{IncidentFilter, SharedStore, StateFilter};
+use crate::workflow::actions::{available, ActionSpec};
 use crate::workflow::{
-    self, Command, Incident, IncidentSummary, Level, Person, Policy, Priority, Role,
+    self, Command, Decision, Incident, IncidentSummary, Level, Policy, Priority, SlaStatus,
     State as WfState,
 };
+
+/// The most summaries one list request reads to apply the filters the indexes do not
+/// cover (group, assignee, kind, tag, text, mine): a list over all history with such a
+/// filter answers from the newest this many.
+pub const MAX_SCAN: usize = 20_000;
 
 /// Default page of an incident list.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -32,6 +48,18 @@ pub struct IncidentQuery {
     pub priority: Option<String>,
     /// A device id.
     pub device: Option<String>,
+    /// A support group.
+    pub group: Option<String>,
+    /// A person's login (`none`: unassigned).
+    pub assignee: Option<String>,
+    /// A fault kind or report category.
+    pub kind: Option<String>,
+    /// A device tag (`site=madrid`).
+    pub tag: Option<String>,
+    /// Words in the title, subject, device, kind, category or assignee.
+    pub q: Option<String>,
+    /// Only mine: assigned to me, in my groups, or unassigned at my level.
+    pub mine: Option<bool>,
     /// Page, from 1.
     pub page: Option<usize>,
     /// Page size (default 50, at most 1000), newest first.
@@ -43,6 +71,24 @@ pub(super) fn parse_device(s: &str) -> Result<DeviceId, ApiError> {
 }
 
 impl IncidentQuery {
+    /// A query without any filter.
+    pub fn empty() -> Self {
+        Self {
+            state: None,
+            level: None,
+            priority: None,
+            device: None,
+            group: None,
+            assignee: None,
+            kind: None,
+            tag: None,
+            q: None,
+            mine: None,
+            page: None,
+            limit: None,
+        }
+    }
+
     /// The store filter this query asks for.
     pub fn filter(&self) -> Result<IncidentFilter, ApiError> {
         let state = match self.state.as_deref() {
@@ -78,16 +124,203 @@ impl IncidentQuery {
     }
 }
 
+/// The filters a list applies to summaries after the store's indexes.
+#[derive(Debug, Clone, Default)]
+struct Narrow {
+    group: Option<String>,
+    assignee: Option<Option<String>>,
+    kind: Option<String>,
+    tag: Option<String>,
+    words: Vec<String>,
+    mine: bool,
+}
+
+impl Narrow {
+    fn of(q: &IncidentQuery) -> Self {
+        let some = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            group: some(&q.group),
+            assignee: some(&q.assignee).map(|a| (a != "none").then_some(a)),
+            kind: some(&q.kind),
+            tag: some(&q.tag),
+            words: q
+                .q
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect(),
+            mine: q.mine.unwrap_or(false),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.group.is_none()
+            && self.assignee.is_none()
+            && self.kind.is_none()
+            && self.tag.is_none()
+            && self.words.is_empty()
+            && !self.mine
+    }
+
+    fn keeps(&self, s: &IncidentSummary, caller: &Caller) -> bool {
+        let eq = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+        if self
+            .group
+            .as_deref()
+            .is_some_and(|g| !eq(s.group.as_deref(), g))
+        {
+            return false;
+        }
+        if let Some(a) = &self.assignee {
+            if s.assignee.as_deref() != a.as_deref() {
+                return false;
+            }
+        }
+        if let Some(k) = &self.kind {
+            if !s.kind.eq_ignore_ascii_case(k) && !eq(s.category.as_deref(), k) {
+                return false;
+            }
+        }
+        if let Some(t) = &self.tag {
+            if !s.tags.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+                return false;
+            }
+        }
+        if !self.words.is_empty() {
+            let hay = format!(
+                "{} {} {} {} {} {} #{}",
+                s.title,
+                s.subject,
+                s.device,
+                s.kind,
+                s.category.as_deref().unwrap_or(""),
+                s.assignee.as_deref().unwrap_or(""),
+                s.number
+            )
+            .to_lowercase();
+            if !self.words.iter().all(|w| hay.contains(w.as_str())) {
+                return false;
+            }
+        }
+        !self.mine || caller.is_mine_summary(s)
+    }
+}
+
+/// The page `filter` and `narrow` select, as `caller` may see it.
+fn select(
+    store: &SharedStore,
+    caller: &Caller,
+    mut filter: IncidentFilter,
+    narrow: &Narrow,
+) -> Result<Vec<IncidentSummary>, ApiError> {
+    let providers_view = !caller.reads_all();
+    if narrow.is_empty() && !providers_view {
+        return Ok(store.incidents(&filter)?);
+    }
+    // A provider's contact sees only what is addressed to it, among open incidents.
+    if providers_view && filter.state.is_none() {
+        filter.state = Some(StateFilter::Open);
+    }
+    let (offset, limit) = (filter.offset, filter.limit.unwrap_or(MAX_LIMIT));
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    let mut scanned = 0;
+    const CHUNK: usize = 500;
+    while scanned < MAX_SCAN && out.len() < limit {
+        let chunk = store.incidents(&IncidentFilter {
+            offset: scanned,
+            limit: Some(CHUNK),
+            ..filter.clone()
+        })?;
+        scanned += chunk.len();
+        let last = chunk.len() < CHUNK;
+        for s in chunk {
+            if !narrow.keeps(&s, caller) {
+                continue;
+            }
+            if providers_view {
+                match store.incident(s.number)? {
+                    Some(inc) if caller.may_see(&inc) => {}
+                    _ => continue,
+                }
+            }
+            if skipped < offset {
+                skipped += 1;
+            } else if out.len() < limit {
+                out.push(s);
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 pub(super) async fn list(
     State(st): State<HttpState>,
+    a: Authed,
     Query(q): Query<IncidentQuery>,
-) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let filter = q.filter()?;
+    let narrow = Narrow::of(&q);
+    // The feed's position before the store is read: a stream started after it misses
+    // nothing the list does not show.
+    let position = st.feed.position();
     let store = st.store.clone();
-    let list = tokio::task::spawn_blocking(move || store.incidents(&filter))
-        .await
-        .map_err(task_failed)??;
-    Ok(Json(list))
+    let list = blocking(move || select(&store, &a.caller, filter, &narrow)).await?;
+    let mut resp = Json(list).into_response();
+    if let Ok(v) = HeaderValue::from_str(&position) {
+        resp.headers_mut().insert("x-feed-position", v);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/counts`: open incidents by state and by level, as the caller sees them.
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    /// Open incidents per state.
+    pub by_state: BTreeMap<String, u64>,
+    /// Open incidents per level.
+    pub by_level: BTreeMap<String, u64>,
+    /// Mine (assigned to me, my groups', unassigned at my level), open.
+    pub mine: u64,
+}
+
+pub(super) async fn counts(
+    State(st): State<HttpState>,
+    a: Authed,
+) -> Result<Json<Counts>, ApiError> {
+    let store = st.store.clone();
+    let open = blocking(move || {
+        let filter = IncidentFilter {
+            state: Some(StateFilter::Open),
+            limit: Some(MAX_SCAN),
+            ..Default::default()
+        };
+        select(&store, &a.caller, filter, &Narrow::default()).map(|v| (v, a))
+    })
+    .await?;
+    let (open, a) = open;
+    let mut c = Counts {
+        by_state: BTreeMap::new(),
+        by_level: BTreeMap::new(),
+        mine: 0,
+    };
+    for s in &open {
+        *c.by_state.entry(s.state.to_string()).or_default() += 1;
+        *c.by_level.entry(s.level.to_string()).or_default() += 1;
+        if a.caller.is_mine_summary(s) {
+            c.mine += 1;
+        }
+    }
+    Ok(Json(c))
 }
 
 /// `GET /api/incidents/{id}`: the whole incident (audit trail, notes, questions,
@@ -114,13 +347,43 @@ pub struct IncidentDetail {
     /// When the next timer falls due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Millis>,
+    /// The SLA at a glance (as lists show it).
+    pub sla_brief: workflow::SlaBrief,
+    /// The SLA in full.
+    pub sla_status: SlaStatus,
+    /// The device as the collector knows it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_info: Option<DeviceSummary>,
+    /// What the caller may do now (their role, the incident's state), with each action's
+    /// fields: the console draws its buttons from this.
+    pub allowed: Vec<&'static ActionSpec>,
 }
 
 impl IncidentDetail {
-    /// The detail of `incident` under `policy`.
+    /// The detail of `incident` under `policy`, without the caller's actions.
     pub fn new(incident: Incident, policy: &Policy) -> Self {
-        let s = IncidentSummary::new(&incident, workflow::next_deadline(&incident, policy));
+        Self::for_caller(incident, policy, None, 0, None)
+    }
+
+    /// The detail of `incident` as `caller` sees it at `now`.
+    pub fn for_caller(
+        incident: Incident,
+        policy: &Policy,
+        caller: Option<&Caller>,
+        now: Millis,
+        device_info: Option<DeviceSummary>,
+    ) -> Self {
+        let s = IncidentSummary::of(&incident, policy);
+        let allowed = caller.map_or_else(Vec::new, |c| {
+            available(&incident, &c.account.person(), now, policy, |cmd| {
+                c.may_act(&incident, cmd).is_ok()
+            })
+        });
         Self {
+            sla_brief: s.sla,
+            sla_status: workflow::sla_status(&incident, now, policy),
+            device_info,
+            allowed,
             kind: s.kind,
             subject: s.subject,
             severity: s.severity,
@@ -139,35 +402,36 @@ fn parse_number(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| bad_request(format!("incident id {id:?} is not a number")))
 }
 
+/// The detail of incident `n` for `caller`, or 404 when it does not exist or the
+/// caller may not see it (a provider's contact learns nothing of other incidents).
+fn detail(st: &HttpState, caller: &Caller, n: u64) -> Result<IncidentDetail, ApiError> {
+    let inc = st
+        .store
+        .incident(n)?
+        .filter(|i| caller.may_see(i))
+        .ok_or_else(|| not_found(format!("no incident {n}")))?;
+    let device = st
+        .store
+        .device(&inc.device)?
+        .as_ref()
+        .map(DeviceSummary::from);
+    Ok(IncidentDetail::for_caller(
+        inc,
+        &st.policy,
+        Some(caller),
+        st.clock.now(),
+        device,
+    ))
+}
+
 pub(super) async fn show(
     State(st): State<HttpState>,
+    a: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let n = parse_number(&id)?;
-    let store = st.store.clone();
-    match tokio::task::spawn_blocking(move || store.incident(n))
-        .await
-        .map_err(task_failed)??
-    {
-        Some(inc) => Ok(Json(IncidentDetail::new(inc, &st.policy))),
-        None => Err(not_found(format!("no incident {n}"))),
-    }
-}
-
-/// The body of `POST /api/incidents/{n}/{action}`: who acts, and the action's fields
-/// (those of [`Command`]'s variant, e.g. `{"as": "ana", "roles": ["service_desk"],
-/// "solution": "disk replaced"}` for `resolve`).
-#[derive(Debug, Deserialize)]
-pub struct ActionBody {
-    /// Who acts (no authentication yet: trusted as given, recorded in the audit trail).
-    #[serde(rename = "as")]
-    pub actor: String,
-    /// Their roles.
-    #[serde(default)]
-    pub roles: Vec<Role>,
-    /// The action's own fields.
-    #[serde(flatten)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    let st2 = st.clone();
+    Ok(Json(blocking(move || detail(&st2, &a.caller, n)).await?))
 }
 
 /// The [`Command`] that `action` names (its `command` tag, with `-` for `_` allowed:
@@ -191,31 +455,33 @@ pub fn command_of(
     })
 }
 
-pub(super) async fn act(
-    State(st): State<HttpState>,
-    Path((id, action)): Path<(String, String)>,
-    Json(body): Json<ActionBody>,
-) -> Result<Json<IncidentDetail>, ApiError> {
-    let n = parse_number(&id)?;
-    if body.actor.trim().is_empty() {
-        return Err(bad_request("\"as\" must name who acts".into()));
-    }
-    let command = command_of(&action, body.fields).map_err(bad_request)?;
-    let by = Person::new(body.actor, body.roles);
+/// Runs `command` on incident `n` as `caller`: authorised, applied in one store
+/// transaction, flushed, and only then delivered.
+async fn run_command(
+    st: &HttpState,
+    caller: &Caller,
+    n: u64,
+    command: Command,
+) -> Result<Decision, ApiError> {
     let now = st.clock.now();
-    let (store, policy) = (st.store.clone(), st.policy.clone());
-    let (who, what) = (by.name.clone(), command.name());
-    let decision = tokio::task::spawn_blocking(move || {
-        let d = store.apply_command(n, &by, &command, now, &policy)?;
+    let (store, policy, c) = (st.store.clone(), st.policy.clone(), caller.clone());
+    let what = command.name();
+    let decision = blocking(move || {
+        let inc = store
+            .incident(n)?
+            .filter(|i| c.may_see(i))
+            .ok_or_else(|| not_found(format!("no incident {n}")))?;
+        c.may_act(&inc, &command)?;
+        let d = store.apply_command(n, &c.account.person(), &command, now, &policy)?;
         // Durable before anything leaves.
         store.flush()?;
-        Ok::<_, StoreError>(d)
+        Ok::<_, ApiError>(d)
     })
-    .await
-    .map_err(task_failed)??;
-    info!(incident = n, actor = %who, action = what, state = %decision.incident.state,
-        "incident action");
-    let mut pairs = vec![(decision, false)];
+    .await?;
+    st.metrics.action(what);
+    info!(incident = n, actor = %caller.account.login, action = what,
+        state = %decision.incident.state, "incident action");
+    let pairs = vec![(decision, false)];
     deliver(
         &pairs,
         &st.downlink,
@@ -226,13 +492,122 @@ pub(super) async fn act(
     )
     .await;
     st.wake.notify_one();
-    let (d, _) = pairs.pop().ok_or_else(|| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "lost the decision".into(),
-        )
-    })?;
-    Ok(Json(IncidentDetail::new(d.incident, &st.policy)))
+    pairs
+        .into_iter()
+        .next()
+        .map(|(d, _)| d)
+        .ok_or_else(|| internal("lost the decision".into()))
+}
+
+pub(super) async fn act(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path((id, action)): Path<(String, String)>,
+    Json(fields): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let n = parse_number(&id)?;
+    for old in ["as", "roles"] {
+        if fields.contains_key(old) {
+            return Err(bad_request(format!(
+                "the body must not name {old:?}: the actor is the signed-in account"
+            )));
+        }
+    }
+    let command = command_of(&action, fields).map_err(bad_request)?;
+    let d = run_command(&st, &a.caller, n, command).await?;
+    let device = {
+        let store = st.store.clone();
+        let dev = d.incident.device.clone();
+        blocking(move || Ok(store.device(&dev)?.as_ref().map(DeviceSummary::from))).await?
+    };
+    Ok(Json(IncidentDetail::for_caller(
+        d.incident,
+        &st.policy,
+        Some(&a.caller),
+        st.clock.now(),
+        device,
+    )))
+}
+
+/// `POST /api/incidents/bulk`: one action on several incidents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    /// The incidents.
+    pub numbers: Vec<u64>,
+    /// The action (`assign`, `escalate`, `note`, `resolve`...).
+    pub action: String,
+    /// Its fields.
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One incident's result in a bulk action.
+#[derive(Debug, Serialize)]
+pub struct BulkResult {
+    /// The incident.
+    pub number: u64,
+    /// Whether the action was taken.
+    pub ok: bool,
+    /// Why not: a stable code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// Why not, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The state after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<WfState>,
+}
+
+/// The most incidents one bulk request takes.
+pub const MAX_BULK: usize = 200;
+
+pub(super) async fn bulk(
+    State(st): State<HttpState>,
+    a: Authed,
+    Json(b): Json<BulkBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if b.numbers.is_empty() || b.numbers.len() > MAX_BULK {
+        return Err(bad_request(format!(
+            "give 1 to {MAX_BULK} incident numbers"
+        )));
+    }
+    let command = command_of(&b.action, b.fields).map_err(bad_request)?;
+    let mut results = Vec::with_capacity(b.numbers.len());
+    for n in b.numbers {
+        let r = match run_command(&st, &a.caller, n, command.clone()).await {
+            Ok(d) => BulkResult {
+                number: n,
+                ok: true,
+                code: None,
+                error: None,
+                state: Some(d.incident.state),
+            },
+            Err(e) => BulkResult {
+                number: n,
+                ok: false,
+                code: Some(e.code),
+                error: Some(e.message),
+                state: None,
+            },
+        };
+        results.push(r);
+    }
+    Ok(Json(serde_json::json!({ "results": results })))
+}
+
+/// A forbidden answer for callers who may not read the whole fleet.
+pub(super) fn reads_all(caller: &Caller) -> Result<(), ApiError> {
+    if caller.reads_all() {
+        Ok(())
+    } else {
+        Err(Denied {
+            code: "forbidden",
+            why: "a provider's contact sees only the incidents addressed to it".into(),
+        }
+        .into())
+    }
 }
 
 #[cfg(test)]
@@ -291,10 +666,7 @@ mod tests {
         let q = IncidentQuery {
             state: Some("open".into()),
             level: Some("2".into()),
-            priority: None,
-            device: None,
-            page: None,
-            limit: None,
+            ..IncidentQuery::empty()
         };
         let f = q.filter().unwrap();
         assert_eq!((f.offset, f.limit), (0, Some(50)));
@@ -302,11 +674,9 @@ mod tests {
         assert_eq!(f.level, Some(Level::L2));
         let q = IncidentQuery {
             state: Some("bogus".into()),
-            level: None,
-            priority: None,
-            device: None,
             page: Some(3),
             limit: Some(5000),
+            ..IncidentQuery::empty()
         };
         assert!(q.filter().is_err());
     }

@@ -1,78 +1,161 @@
-//! The HTTP side: a JSON API over the store, Prometheus metrics, and a live incident feed
-//! (a self-contained page fed by Server-Sent Events).
+//! The HTTP side: the console (a small single-page app built into the binary), its JSON
+//! API, Prometheus metrics, and the live feed (Server-Sent Events).
 //!
 //! The server takes an already bound listener and a shutdown future, so tests bind port 0
-//! and the caller decides when it stops. It reads the store directly (sled reads are
-//! in-memory for hot data and short), trading a little latency under heavy ingest for not
-//! keeping a second copy of anything. It has no authentication: it listens on loopback by
-//! default, and a real deployment puts it behind a proxy that adds it. Who acts is named
-//! in each action's JSON body (`"as"` and `"roles"`) and trusted as given — the audit
-//! trail records it, but nothing checks it yet.
+//! and the caller decides when it stops; with `[http] tls_cert`/`tls_key` it serves HTTPS
+//! (`tls`). Every request passes `auth::guard` (allowed hosts, the origin of changes,
+//! security headers), and every API handler but sign-in takes an authenticated caller
+//! (`auth::Authed`: a session cookie with its CSRF token, or an API token) and asks
+//! `crate::auth::access` before it reads or changes anything. `/healthz` and `/metrics`
+//! are open, for probes and scrapers (they tell counts, never contents).
 //!
 //! Actions (`POST /api/incidents/{n}/{action}`, where `{action}` is a workflow
 //! [`Command`](crate::workflow::Command)'s name and the body its fields) run the workflow
-//! in one store transaction, flush, and only then send what the decision emits (device commands,
-//! notifications). A transition the workflow refuses is `409 Conflict` with the engine's
-//! text, which names the state and the action.
+//! in one store transaction, flush, and only then send what the decision emits (device
+//! commands, notifications, the feed). A transition the workflow refuses is `409
+//! Conflict` with the engine's text, which names the state and the action; one the caller
+//! may not take is `403` with a stable `code`.
 //!
-//! `incidents` serves the incident lists, details and actions; `devices` the fleet;
-//! `export` the *Servicios soporte* record; `feed` the live stream; the page and its
-//! assets are built into the binary from `assets/`.
+//! `incidents` serves the incident lists, counts, details and actions; `devices` the
+//! fleet; `export` the *Servicios soporte* record; `feed` the live stream; `auth` the
+//! guard, sessions, tokens and accounts; the page and its assets are built into the
+//! binary from `assets/`.
 use std::future::Future;
+
+use std::net::SocketAddr;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub mod auth;
 mod devices;
 mod export;
 mod feed;
 mod incidents;
 mod state;
+pub mod tls;
 
 pub use devices::DeviceSummary;
 pub use export::ExportQuery;
-pub use incidents::{
-    command_of, ActionBody, IncidentDetail, IncidentQuery, DEFAULT_LIMIT, MAX_LIMIT,
-};
+pub use incidents::{command_of, Counts, IncidentDetail, IncidentQuery, DEFAULT_LIMIT, MAX_LIMIT};
 pub use state::{ApiError, HttpState};
 
-/// The console page, built into the binary (no CDN, no build step).
-const CONSOLE_PAGE: &str = include_str!("assets/console.html");
+/// The console's files, built into the binary (no CDN, no build step): the path each is
+/// served at, its content type, and its text.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/assets/console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    ),
+    (
+        "/assets/i18n.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/i18n.js"),
+    ),
+    (
+        "/assets/console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+];
 
-/// The API's routes.
+/// The console's shell page; the app routes `/login`, `/incidents/{n}`, `/devices/{id}`
+/// and `/fleet` itself.
+const INDEX: &str = include_str!("assets/index.html");
+
+/// The routes.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/healthz", get(|| async { "ok\n" }))
+    let mut r = Router::new();
+    for path in ["/", "/login", "/fleet", "/incidents/{n}", "/devices/{id}"] {
+        r = r.route(path, get(index));
+    }
+    for (path, kind, body) in ASSETS {
+        r = r.route(
+            path,
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, *kind),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    *body,
+                )
+            }),
+        );
+    }
+    r.route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route(
+            "/api/session",
+            get(auth::whoami).post(auth::login).delete(auth::logout),
+        )
+        .route("/api/me/preferences", put(auth::preferences))
+        .route("/api/me/password", put(auth::change_password))
+        .route(
+            "/api/tokens",
+            get(auth::list_tokens).post(auth::issue_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(auth::revoke_token),
+        )
+        .route("/api/users", get(auth::list_users).post(auth::create_user))
+        .route(
+            "/api/users/{login}",
+            axum::routing::patch(auth::update_user),
+        )
         .route("/api/incidents", get(incidents::list))
+        .route("/api/incidents/bulk", post(incidents::bulk))
         .route("/api/incidents/{id}", get(incidents::show))
         .route("/api/incidents/{id}/{action}", post(incidents::act))
+        .route("/api/counts", get(incidents::counts))
         .route("/api/export", get(export::export))
         .route("/api/devices", get(devices::list))
         .route("/api/devices/{id}", get(devices::show))
         .route("/api/devices/{id}/events", get(devices::events))
         .route("/api/feed", get(feed::stream))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the console and API on `listener` until `shutdown` completes: over TLS when
+/// the settings have a certificate.
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tls = state.web.tls.clone();
+    let app = router(state);
+    match tls {
+        Some(cfg) => tls::serve(listener, app, cfg, shutdown).await,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
 }
 
-async fn page() -> Html<&'static str> {
-    Html(CONSOLE_PAGE)
+async fn index() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX,
+    )
 }
 
 async fn metrics(State(st): State<HttpState>) -> Result<Response, ApiError> {

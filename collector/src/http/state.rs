@@ -1,16 +1,20 @@
 //! What every handler shares: the state, and the API's error answer.
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tracing::warn;
 
+use crate::auth::{Auth, Denied};
 use crate::clock::Clock;
+use crate::config::WebSettings;
 use crate::metrics::Metrics;
-use crate::outbox::{Downlink, FeedEvent};
+use crate::outbox::Downlink;
+use crate::outbox::FeedHub;
 use crate::store::{SharedStore, StoreError};
 use crate::workflow::{Policy, WorkflowError};
 
@@ -19,10 +23,10 @@ use crate::workflow::{Policy, WorkflowError};
 pub struct HttpState {
     /// The store.
     pub store: SharedStore,
-    /// Ingest counters.
+    /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Feed events from ingest.
-    pub feed: broadcast::Sender<FeedEvent>,
+    /// The live feed: numbered events and their recent past, for resuming streams.
+    pub feed: FeedHub,
     /// Becomes `true` at shutdown, so open feed streams end and the server can stop.
     pub stopping: watch::Receiver<bool>,
     /// The workflow policy.
@@ -33,56 +37,110 @@ pub struct HttpState {
     pub downlink: Downlink,
     /// Pokes the timer task after a change.
     pub wake: Arc<Notify>,
+    /// Sign-in, sessions, tokens.
+    pub auth: Arc<Auth>,
+    /// TLS, allowed hosts, trusted proxies.
+    pub web: Arc<WebSettings>,
+    /// The data directory (the first admin's password file lives there).
+    pub data_dir: PathBuf,
 }
 
-/// An API error: a status and a message, as JSON `{"error": "..."}`.
+/// An API error: a status, a stable code for scripts, and a message for people, as JSON
+/// `{"error": "...", "code": "..."}`.
 #[derive(Debug)]
-pub struct ApiError(pub(super) StatusCode, pub(super) String);
+pub struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
+}
+
+/// The code of an error answer, left in the response's extensions for the guard (which
+/// logs and counts refusals).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ErrorCode(pub(super) &'static str);
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         #[derive(Serialize)]
-        struct Body {
-            error: String,
+        struct Body<'a> {
+            error: &'a str,
+            code: &'a str,
         }
-        (self.0, Json(Body { error: self.1 })).into_response()
+        let mut resp = (
+            self.status,
+            Json(Body {
+                error: &self.message,
+                code: self.code,
+            }),
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, d.code, d.why)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let status = match &e {
-            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        let (status, code) = match &e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             StoreError::Workflow(w) => match w {
                 WorkflowError::Illegal { .. }
                 | WorkflowError::NotHigher { .. }
                 | WorkflowError::WrongSubject { .. }
-                | WorkflowError::ReopenWindowPassed { .. } => StatusCode::CONFLICT,
-                WorkflowError::NotServiceDesk { .. } => StatusCode::FORBIDDEN,
+                | WorkflowError::ReopenWindowPassed { .. } => (StatusCode::CONFLICT, "conflict"),
+                WorkflowError::NotServiceDesk { .. } => (StatusCode::FORBIDDEN, "forbidden"),
                 WorkflowError::Empty { .. } | WorkflowError::Provider { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
                 }
             },
             _ => {
                 warn!(error = %e, "store failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        Self(status, e.to_string())
+        Self::new(status, code, e.to_string())
     }
 }
 
 pub(super) fn task_failed(e: tokio::task::JoinError) -> ApiError {
-    ApiError(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("store task failed: {e}"),
-    )
+    internal(format!("store task failed: {e}"))
+}
+
+pub(super) fn internal(msg: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
 }
 
 pub(super) fn bad_request(msg: String) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg)
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+}
+
+pub(super) fn invalid(msg: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", msg)
 }
 
 pub(super) fn not_found(msg: String) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, msg)
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", msg)
+}
+
+/// Runs blocking store work on the blocking pool.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(task_failed)?
 }

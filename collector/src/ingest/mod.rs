@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, Publish, QoS, TlsConfiguration, Transport};
-use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vigia_protocol::{
@@ -34,7 +34,7 @@ use vigia_protocol::{
 
 use crate::clock::{now_ms, Clock};
 use crate::metrics::Metrics;
-use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent};
+use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent, FeedHub};
 use crate::store::{SharedStore, StatusOutcome, Store, StoreError};
 use crate::workflow::{Decision, Policy};
 
@@ -75,7 +75,7 @@ pub struct IngestDeps {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Feed events.
-    pub feed: broadcast::Sender<FeedEvent>,
+    pub feed: FeedHub,
     /// The workflow policy.
     pub policy: Arc<Policy>,
     /// The collector's clock.
@@ -387,8 +387,7 @@ impl Worker {
             self.downlink.cmd(&device, body, now).await;
         }
         for f in feed {
-            // No subscriber is fine.
-            let _ = self.deps.feed.send(f);
+            self.deps.feed.publish(f);
         }
         deliver(
             &decisions,

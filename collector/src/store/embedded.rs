@@ -142,7 +142,7 @@ impl Trees<'_> {
             Some(b) => Some(dec("summary", &b).map_err(abort)?),
             None => None,
         };
-        let new = IncidentSummary::new(inc, workflow::next_deadline(inc, policy));
+        let new = IncidentSummary::of(inc, policy);
         let old_keys = old.as_ref().map(index_keys).unwrap_or_default();
         let new_keys = index_keys(&new);
         for k in old_keys.difference(&new_keys) {
@@ -377,7 +377,7 @@ impl SledStore {
         for inc in incidents {
             let n = inc.number;
             max = max.max(n);
-            let s = IncidentSummary::new(inc, workflow::next_deadline(inc, policy));
+            let s = IncidentSummary::of(inc, policy);
             for k in index_keys(&s) {
                 idx_b.insert(k, &[]);
             }

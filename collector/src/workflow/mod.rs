@@ -56,7 +56,7 @@ pub use policy::{
 pub use provider::{suggested_provider, ProviderError};
 pub use route::{device_commands, related, repeat_commands, route, Plan, Related};
 pub use sla::{next_deadline, sla_status, SlaStatus, Target};
-pub use summary::IncidentSummary;
+pub use summary::{IncidentSummary, SlaBrief};
 pub use tick::tick;
 pub use time::{rfc3339, Dur, DurError, Millis, DAY, HOUR, MINUTE, SECOND, WEEK};
 pub use triage::{

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::{DeviceId, Millis, Severity};
 
 use super::incident::{Incident, Level, Origin, Priority, State};
+use super::policy::Policy;
+use super::sla::{next_deadline, resolution_due, response_due};
 
 /// An incident without its audit trail: what lists show and what the store indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,10 +58,40 @@ pub struct IncidentSummary {
     /// When the next timer (SLA, verification window, auto-close...) falls due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Millis>,
+    /// The device's tags at opening (site, role...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The SLA at a glance, for lists.
+    #[serde(default)]
+    pub sla: SlaBrief,
+}
+
+/// The SLA at a glance: when the next target (response, else resolution) falls due while
+/// the clocks run, whether they are paused, and whether a target was missed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaBrief {
+    /// The next SLA target's deadline; `None` when none is pending or the clocks are
+    /// paused (waiting for the user or a provider).
+    #[serde(default)]
+    pub due: Option<Millis>,
+    /// The clocks are paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// A target (response or resolution) was missed.
+    #[serde(default)]
+    pub breached: bool,
 }
 
 impl IncidentSummary {
-    /// The summary of `i`, whose next timer falls due at `next_deadline`.
+    /// The summary of `i` under `policy`.
+    pub fn of(i: &Incident, policy: &Policy) -> Self {
+        let mut s = Self::new(i, next_deadline(i, policy));
+        s.sla.due = response_due(i, policy).or_else(|| resolution_due(i, policy));
+        s
+    }
+
+    /// The summary of `i`, whose next timer falls due at `next_deadline` (without the
+    /// SLA's deadline, which needs the policy: see [`Self::of`]).
     pub fn new(i: &Incident, next_deadline: Option<Millis>) -> Self {
         let (origin, kind, subject) = match &i.origin {
             Origin::Fault { kind, subject, .. } => {
@@ -91,6 +123,13 @@ impl IncidentSummary {
             updated_at: i.audit.last().map_or(i.opened_at, |r| r.at),
             closed_at: i.closure.as_ref().map(|c| c.at),
             next_deadline,
+            tags: i.context.tags.clone(),
+            sla: SlaBrief {
+                due: None,
+                paused: i.sla.paused_since.is_some(),
+                breached: i.sla.response_breached_at.is_some()
+                    || i.sla.resolution_breached_at.is_some(),
+            },
         }
     }
 }

@@ -99,3 +99,76 @@ impl Drop for TestClient {
         self.task.abort();
     }
 }
+
+/// The API of a running collector, as the first admin (who also holds the service-desk
+/// role) through an API token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+}
+
+/// Issues a token for `login` with `password` at the API on `base` (`127.0.0.1:port`).
+pub fn issue_token(base: &str, login: &str, password: &str, scope: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("http://{base}/api/tokens"))
+        .send_json(serde_json::json!({
+            "login": login, "password": password, "scope": scope, "name": "test"
+        }))
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status().as_u16(), 201, "token for {login}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+impl Api {
+    /// The first admin of a collector started on an empty store.
+    pub async fn admin(running: &vigia_collector::Running) -> Api {
+        let base = running.http_addr.to_string();
+        let password = running
+            .first_admin
+            .as_ref()
+            .expect("a fresh store makes the first admin")
+            .password
+            .clone();
+        let b = base.clone();
+        let token =
+            tokio::task::spawn_blocking(move || issue_token(&b, "admin", &password, "admin"))
+                .await
+                .unwrap();
+        Api { base, token }
+    }
+
+    /// The same credentials at another run of the collector (the token is stored).
+    pub fn at(&self, running: &vigia_collector::Running) -> Api {
+        Api {
+            base: running.http_addr.to_string(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// A request by `method` to `path`, with the token; the status and the body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("http://{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let mut r = match (method, body) {
+            ("POST", Some(b)) => agent.post(&url).header("authorization", &auth).send_json(b),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("authorization", &auth)
+                .send_json(b),
+            _ => agent.get(&url).header("authorization", &auth).call(),
+        }
+        .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+}

@@ -513,12 +513,23 @@
     if (S.view.name === "device" && S.view.id === ev.device) debounce("device", loadDevice, 300);
   }
 
+  // A notice in the reader's language, from its kind; the server's English text when
+  // the kind is one this page does not know.
+  function noticeText(n) {
+    const k = n.kind || {};
+    const vars = { n: n.incident, from: k.from ? levelName(k.from) : "", to: k.to ? levelName(k.to) : "" };
+    if (k.type === "sla_breached") vars.target = tOr("notice.target." + k.target, k.target);
+    if (k.type === "network_notice") vars.at = fmtDate(k.agreed_at);
+    const key = "notice." + k.type;
+    return tOr(key, null) === null ? n.text || "" : t(key, vars);
+  }
+
   function onNotification(n) {
     const box = $("notices");
     const line = h("div", { class: "notice" },
       h("time", {}, fmtDate(Date.now())), " · ",
       n.incident !== undefined ? link(incidentHref(n.incident), t("incident.title", { n: n.incident })) : null,
-      " · ", n.text || "");
+      " · ", noticeText(n));
     box.prepend(line);
     while (box.children.length > 5) box.lastChild.remove();
   }

@@ -249,6 +249,16 @@ window.VIGIA_I18N = {
     "fleet.open": "Abiertas",
 
     "notify.title": "Avisos",
+    "notice.escalated": "escalada de {from} a {to}",
+    "notice.escalation_from_l3": "en el nivel 3 y sin resolver: se avisa al responsable de la plataforma",
+    "notice.sla_breached": "ANS incumplido: {target}",
+    "notice.target.response": "tiempo de respuesta",
+    "notice.target.resolution": "tiempo de resolución",
+    "notice.provider_requested": "se solicitó un servicio al proveedor",
+    "notice.network_notice": "aviso a todo el personal: trabajo del proveedor en la red el {at}",
+    "notice.provider_not_as_agreed": "el proveedor no prestó el servicio como se acordó",
+    "notice.flapping": "el fallo aparece y desaparece una y otra vez",
+    "notice.reopened": "reabierta: vuelve a la mesa de servicio",
 
     "help.title": "Atajos de teclado",
     "help.j": "siguiente incidencia",
@@ -532,6 +542,16 @@ window.VIGIA_I18N = {
     "fleet.open": "Open",
 
     "notify.title": "Notices",
+    "notice.escalated": "escalated from {from} to {to}",
+    "notice.escalation_from_l3": "at level 3 and unresolved: the platform owner is told",
+    "notice.sla_breached": "SLA breached: {target}",
+    "notice.target.response": "response time",
+    "notice.target.resolution": "resolution time",
+    "notice.provider_requested": "a provider's service was requested",
+    "notice.network_notice": "notice to all staff: provider work on the network on {at}",
+    "notice.provider_not_as_agreed": "the provider did not deliver as agreed",
+    "notice.flapping": "the fault keeps coming and going",
+    "notice.reopened": "reopened: back to the service desk",
 
     "help.title": "Keyboard shortcuts",
     "help.j": "next incident",
