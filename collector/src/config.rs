@@ -169,6 +169,10 @@ pub struct CliConfig {
     /// absent: the file `vigia-collector login` writes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// PEM file with the CA that signed the console's certificate, when it is not one
+    /// the public roots know (a site's own CA, a self-signed certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -381,6 +385,7 @@ impl Config {
             &mut self.http.tls_cert,
             &mut self.http.tls_key,
             &mut self.cli.token_file,
+            &mut self.cli.ca_file,
         ]
         .into_iter()
         .flatten()
@@ -406,8 +411,9 @@ impl Config {
              # Optional [workflow] field not shown: rules = \"/etc/vigia/rules.toml\" (triage\n\
              # rules; absent: the built-in ones, which `vigia-collector print-rules` prints).\n\
              # Optional [http] fields not shown: tls_cert, tls_key (PEM files: serve HTTPS).\n\
-             # Optional [cli] field not shown: token_file (the API token the client commands\n\
-             # send; absent: VIGIA_TOKEN, else the file `vigia-collector login` writes).\n\n{body}"
+             # Optional [cli] fields not shown: token_file (the API token the client commands\n\
+             # send; absent: VIGIA_TOKEN, else the file `vigia-collector login` writes),\n\
+             # ca_file (PEM: the CA of the console's certificate, for https).\n\n{body}"
         )
     }
 

@@ -15,18 +15,42 @@ pub(super) struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client of the API at `base` (`http://127.0.0.1:8790`) sending `token`.
-    pub(super) fn new(base: &str, token: Option<String>) -> Self {
+    /// A client of the API at `base` (`http://127.0.0.1:8790`) sending `token`, trusting
+    /// the public roots, or only the CAs in `ca` (PEM) when given.
+    pub(super) fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let roots = match ca {
+            None => RootCerts::WebPki,
+            Some(pem) => {
+                let certs = ureq::tls::parse_pem(pem)
+                    .filter_map(|i| match i {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<Vec<Certificate<'static>>, _>>()
+                    .context("cannot read the CA file")?;
+                if certs.is_empty() {
+                    bail!("the CA file holds no PEM certificate");
+                }
+                RootCerts::new_with_certs(&certs)
+            }
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
-        Self {
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             agent,
             token,
-        }
+        })
     }
 
     fn bearer(&self) -> Option<String> {

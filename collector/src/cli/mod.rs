@@ -606,7 +606,17 @@ fn api_base(cli: &Cli, cfg: &Config) -> String {
 fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
     let cfg = load_config(cli.config.as_ref())?;
     let token = users::read_token(&cfg)?;
-    Ok(ApiClient::new(&api_base(cli, &cfg), token))
+    client_with(cli, &cfg, token)
+}
+
+fn client_with(cli: &Cli, cfg: &Config, token: Option<String>) -> anyhow::Result<ApiClient> {
+    let ca = match &cfg.cli.ca_file {
+        Some(f) => {
+            Some(std::fs::read(f).with_context(|| format!("[cli] ca_file {}", f.display()))?)
+        }
+        None => None,
+    };
+    ApiClient::new(&api_base(cli, cfg), token, ca.as_deref())
 }
 
 fn login(cli: &Cli, user: Option<&str>, password_stdin: bool, scope: &str) -> anyhow::Result<()> {
@@ -617,7 +627,7 @@ fn login(cli: &Cli, user: Option<&str>, password_stdin: bool, scope: &str) -> an
         .filter(|u| !u.trim().is_empty())
         .ok_or_else(|| anyhow!("say which account with --user LOGIN"))?;
     let password = users::read_password(password_stdin, &format!("password for {user}: "))?;
-    let api = ApiClient::new(&api_base(cli, &cfg), None);
+    let api = client_with(cli, &cfg, None)?;
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let v = api.post(
         "/api/tokens",
@@ -646,7 +656,7 @@ fn logout(cli: &Cli) -> anyhow::Result<()> {
         println!("not signed in");
         return Ok(());
     };
-    let api = ApiClient::new(&api_base(cli, &cfg), Some(token));
+    let api = client_with(cli, &cfg, Some(token))?;
     api.send("DELETE", "/api/tokens/current", None)?;
     match std::fs::remove_file(&file) {
         Ok(()) => println!("signed out; removed {}", file.display()),
