@@ -467,6 +467,14 @@ fn report(cfg: &Config, lang: Lang, a: ReportArgs) -> anyhow::Result<ExitCode> {
             println!("{} {i}", t(lang, Msg::Incident));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Response::Reported {
+            incident: None,
+            held: true,
+            ..
+        }) => {
+            println!("{}", t(lang, Msg::HeldInMemory));
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Response::Reported { incident: None, .. }) => {
             println!("{}", t(lang, Msg::Queued));
             Ok(ExitCode::SUCCESS)
@@ -495,6 +503,9 @@ fn status(cfg: &Config, lang: Lang, json: bool) -> anyhow::Result<ExitCode> {
         println!("{} ({err})", t(lang, Msg::Disconnected));
     }
     println!("{} {}", t(lang, Msg::Spooled), view.spooled);
+    if view.held > 0 {
+        println!("{} {}", t(lang, Msg::Held), view.held);
+    }
     if view.dropped_total > 0 {
         println!("{} {}", t(lang, Msg::Dropped), view.dropped_total);
     }

@@ -112,6 +112,10 @@ pub struct StatusView {
     pub last_error: Option<String>,
     /// Events waiting for the collector's ack.
     pub spooled: usize,
+    /// Events kept in memory because the data directory cannot take them (a full disk);
+    /// written, then delivered, once it can.
+    #[serde(default)]
+    pub held: usize,
     /// Events dropped because the spool was full, ever.
     pub dropped_total: u64,
     /// Faults open now.
@@ -136,11 +140,17 @@ pub enum Response {
         seq: u64,
         /// The incident number.
         incident: Option<u64>,
+        /// The report waits in memory: the disk is full.
+        #[serde(default)]
+        held: bool,
     },
-    /// The reply is in the spool.
+    /// The reply is in the spool (or, `held`, waits in memory for a full disk).
     Replied {
         /// The event's seq.
         seq: u64,
+        /// The reply waits in memory: the disk is full.
+        #[serde(default)]
+        held: bool,
     },
     /// The request was refused.
     Error {
@@ -201,29 +211,41 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Response, IpcError>
 }
 
 /// Reports sent and questions received, persisted in the agent's database so `status`
-/// still shows them after a restart (trees `reports` and `questions`).
+/// still shows them after a restart (trees `reports`, `questions` and `replies`). Each
+/// use opens its tree from the spool's database: a handle kept here would hold up the
+/// reopen that follows a full disk. While the database is closed these are empty and
+/// their writes are lost (logged); the events themselves wait in the spool's memory.
 struct ReportsAndQuestions {
-    reports: sled::Tree,
-    questions: sled::Tree,
-    replies: sled::Tree,
+    shared: Arc<AgentState>,
 }
 
 const MAX_REPORTS: usize = 20;
 
 impl ReportsAndQuestions {
-    fn open(db: &sled::Db) -> sled::Result<Self> {
-        Ok(Self {
-            reports: db.open_tree("reports")?,
-            questions: db.open_tree("questions")?,
-            replies: db.open_tree("replies")?,
-        })
+    fn new(shared: Arc<AgentState>) -> Self {
+        Self { shared }
+    }
+
+    fn tree(&self, name: &str) -> Option<sled::Tree> {
+        let db = lock(&self.shared.spool).db().ok()?.clone();
+        match db.open_tree(name) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(tree = name, error = %e, "cannot open the local socket's records");
+                None
+            }
+        }
     }
 
     fn put_report(&self, r: &ReportView) {
+        let Some(reports) = self.tree("reports") else {
+            tracing::warn!("cannot record a report for status: the database is closed");
+            return;
+        };
         let res = serde_json::to_vec(r)
             .map_err(|e| e.to_string())
             .and_then(|v| {
-                self.reports
+                reports
                     .insert(r.report_id.to_be_bytes(), v)
                     .map_err(|e| e.to_string())
             });
@@ -231,8 +253,8 @@ impl ReportsAndQuestions {
             tracing::warn!(error = %e, "cannot record a report for status");
         }
         // Keep the newest MAX_REPORTS.
-        while self.reports.len() > MAX_REPORTS {
-            match self.reports.pop_min() {
+        while reports.len() > MAX_REPORTS {
+            match reports.pop_min() {
                 Ok(Some(_)) => {}
                 _ => break,
             }
@@ -240,7 +262,10 @@ impl ReportsAndQuestions {
     }
 
     fn reports(&self) -> Vec<ReportView> {
-        self.reports
+        let Some(reports) = self.tree("reports") else {
+            return Vec::new();
+        };
+        reports
             .iter()
             .values()
             .filter_map(|v| v.ok())
@@ -284,11 +309,12 @@ impl ReportsAndQuestions {
                 hit
             }),
             CmdBody::RequestInfo { incident, question } => {
-                if let Err(e) = self
-                    .questions
-                    .insert(incident.to_be_bytes(), question.as_bytes())
-                {
-                    tracing::warn!(error = %e, "cannot record a question for status");
+                let stored = self.tree("questions").map(|q| {
+                    q.insert(incident.to_be_bytes(), question.as_bytes())
+                        .map(|_| ())
+                });
+                if !matches!(stored, Some(Ok(()))) {
+                    tracing::warn!(incident, "cannot record a question for status");
                 }
             }
             CmdBody::Recheck => {}
@@ -307,8 +333,11 @@ impl ReportsAndQuestions {
     /// Counts one more reply on `incident`; `false` when it already has the most allowed.
     fn count_reply(&self, incident: u64) -> bool {
         let key = incident.to_be_bytes();
-        let n = self
-            .replies
+        let Some(replies) = self.tree("replies") else {
+            // Cannot count while the database is closed: the rate limit still holds.
+            return true;
+        };
+        let n = replies
             .get(key)
             .ok()
             .flatten()
@@ -317,18 +346,23 @@ impl ReportsAndQuestions {
         if n >= MAX_REPLIES_PER_INCIDENT {
             return false;
         }
-        if let Err(e) = self.replies.insert(key, &(n + 1).to_be_bytes()) {
+        if let Err(e) = replies.insert(key, &(n + 1).to_be_bytes()) {
             tracing::warn!(error = %e, "cannot count a reply");
         }
         true
     }
 
     fn answered(&self, incident: u64) {
-        let _ = self.questions.remove(incident.to_be_bytes());
+        if let Some(q) = self.tree("questions") {
+            let _ = q.remove(incident.to_be_bytes());
+        }
     }
 
     fn questions(&self) -> Vec<Question> {
-        self.questions
+        let Some(questions) = self.tree("questions") else {
+            return Vec::new();
+        };
+        questions
             .iter()
             .filter_map(|kv| kv.ok())
             .filter_map(|(k, v)| {
@@ -374,8 +408,7 @@ impl Server {
             }
             std::fs::remove_file(&path).map_err(err)?;
         }
-        let store =
-            ReportsAndQuestions::open(lock(&shared.spool).db()).map_err(|e| err(e.into()))?;
+        let store = ReportsAndQuestions::new(Arc::clone(&shared));
         // Subscribe before the link starts, so no command slips past.
         let cmds = shared.cmds.subscribe();
         let listener = UnixListener::bind(&path).map_err(err)?;
@@ -525,8 +558,11 @@ async fn answer(
                     shared.wake.notify_one();
                     // The question is answered: `status` stops showing it.
                     store.answered(incident);
-                    tracing::info!(incident, seq = p.seq, "user reply spooled");
-                    Response::Replied { seq: p.seq }
+                    tracing::info!(incident, seq = p.seq, held = p.held, "user reply spooled");
+                    Response::Replied {
+                        seq: p.seq,
+                        held: p.held,
+                    }
                 }
                 Err(e) => Response::Error {
                     message: e.to_string(),
@@ -587,7 +623,13 @@ async fn answer(
                 ..ReportView::default()
             });
             shared.wake.notify_one();
-            tracing::info!(report_id, seq = p.seq, reporter, "user report spooled");
+            tracing::info!(
+                report_id,
+                seq = p.seq,
+                held = p.held,
+                reporter,
+                "user report spooled"
+            );
             let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
             let incident = tokio::time::timeout(wait, async {
                 loop {
@@ -621,6 +663,7 @@ async fn answer(
                 report_id,
                 seq: p.seq,
                 incident,
+                held: p.held,
             }
         }
     }
@@ -635,9 +678,9 @@ fn status(shared: &AgentState, store: &ReportsAndQuestions, reporter: &str) -> S
         } => (false, *attempts, last_error.clone()),
         LinkState::Stopped => (false, 0, None),
     };
-    let (spooled, dropped_total) = {
+    let (spooled, held, dropped_total) = {
         let s = lock(&shared.spool);
-        (s.len(), s.dropped_total())
+        (s.len(), s.held(), s.dropped_total())
     };
     let open_faults = lock(&shared.pass).open_faults.iter().cloned().collect();
     StatusView {
@@ -646,6 +689,7 @@ fn status(shared: &AgentState, store: &ReportsAndQuestions, reporter: &str) -> S
         attempts,
         last_error,
         spooled,
+        held,
         dropped_total,
         open_faults,
         reports: store
@@ -708,11 +752,12 @@ mod tests {
     use crate::spool::Spool;
     use vigia_protocol::DeviceId;
 
-    fn agent() -> (AgentState, ReportsAndQuestions, tempfile::TempDir) {
+    fn agent() -> (Arc<AgentState>, ReportsAndQuestions, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), DeviceId::new("ws-1").unwrap(), 1 << 20).unwrap();
-        let store = ReportsAndQuestions::open(spool.db()).unwrap();
-        (AgentState::new(spool), store, dir)
+        let shared = Arc::new(AgentState::new(spool));
+        let store = ReportsAndQuestions::new(Arc::clone(&shared));
+        (shared, store, dir)
     }
 
     fn report(summary: &str) -> Request {
@@ -738,7 +783,7 @@ mod tests {
         who: &str,
         summary: &str,
         incident: u64,
-        a: &(AgentState, ReportsAndQuestions, tempfile::TempDir),
+        a: &(Arc<AgentState>, ReportsAndQuestions, tempfile::TempDir),
         limits: &Mutex<RateLimit>,
     ) {
         let Response::Reported { report_id, .. } =

@@ -5,20 +5,35 @@
 //! link), the MQTT link (see [`crate::link`]) and the local IPC server (see
 //! [`crate::ipc`]). An event is in the spool, flushed, before anything tries to publish
 //! it, so a broker that is down at start only means the spool fills and drains later.
-//! Detector passes run on the blocking pool: a slow probe (`smartctl`) must not stall
-//! the MQTT keep-alive.
+//! The detectors start, and every pass runs, on the blocking pool, after the link and
+//! the socket are up: a slow probe (`smartctl`, up to 30 s a disk) must not stall the
+//! MQTT keep-alive or the local socket, at start or later.
+//!
+//! A full data directory never stops the agent. Events the spool cannot write wait in
+//! its memory; the sampling loop reopens the database (sled stays failed after an I/O
+//! error) and writes them, retrying with a backoff, and stores the detectors' counter
+//! state only once nothing waits in memory, so a fault is never recorded as reported
+//! before its event is in the spool. A database that cannot be opened at start for the
+//! same reason is retried the same way.
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use vigia_protocol::EventBody;
+use vigia_protocol::{Backoff, EventBody};
 
 use crate::config::Config;
 use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError, PassView};
 use crate::probe::{Detectors, ProbeError};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{self, Spool, SpoolError};
+
+/// First delay before writing again to a data directory that failed.
+const STORE_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest delay between attempts.
+const STORE_RETRY_CAP: Duration = Duration::from_secs(60);
+/// How long a reopen waits for the old database handles to be let go of.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -68,18 +83,171 @@ pub fn open_db(cfg: &Config) -> Result<sled::Db, AgentError> {
     }
 }
 
+/// Whether opening the spool failed for want of space (or another I/O error of the
+/// data directory), which waiting can cure, rather than for a reason a person must fix.
+fn worth_waiting(e: &AgentError) -> bool {
+    match e {
+        AgentError::DataDir { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ),
+        AgentError::Spool(SpoolError::Db(sled::Error::Io(_))) => true,
+        _ => false,
+    }
+}
+
+/// Opens the spool, waiting with a backoff while the data directory is full. `None`
+/// when `shutdown` came first.
+async fn open_spool(
+    cfg: &Config,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<Spool>, AgentError> {
+    let mut backoff = Backoff::new(STORE_RETRY_BASE, STORE_RETRY_CAP, now_ms());
+    loop {
+        let c = cfg.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&c.data_dir).map_err(|source| AgentError::DataDir {
+                path: c.data_dir.clone(),
+                source,
+            })?;
+            match Spool::open(&c.db_path(), c.device.clone(), c.spool_max_bytes) {
+                Ok(s) => Ok(s),
+                Err(SpoolError::Locked(path)) => Err(AgentError::InUse { path }),
+                Err(e) => Err(AgentError::Spool(e)),
+            }
+        })
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))?;
+        let e = match opened {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if worth_waiting(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let delay = backoff.next_delay();
+        tracing::error!(
+            error = %e,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "cannot open the spool in the data directory (disk full?); retrying"
+        );
+        tokio::select! {
+            _ = &mut *shutdown => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` completes (or a part fails for good): samples,
 /// spools, publishes; then sends the offline status and disconnects.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let db = open_db(&cfg)?;
-    let spool = Spool::with_db(db.clone(), cfg.device.clone(), cfg.spool_max_bytes)?;
-    let baselines = db
-        .open_tree("baselines")
-        .map_err(|e| AgentError::Spool(SpoolError::Db(e)))?;
-    let detectors = Detectors::new(&cfg.detect, &cfg.root, baselines)?;
-    // One line for the first screen: on a laptop or a VM most of the hardware detectors
-    // have nothing to read, which is information, not a degradation. The reasons are
-    // logged at debug and printed by `vigia-agent check`.
+    tokio::pin!(shutdown);
+    let Some(spool) = open_spool(&cfg, &mut shutdown).await? else {
+        return Ok(());
+    };
+    tracing::info!(
+        device = %cfg.device,
+        interval_ms = u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
+        spooled = spool.len(),
+        data_dir = %cfg.data_dir.display(),
+        "vigia-agent starting"
+    );
+    let instance = spool.instance();
+    let shared = Arc::new(AgentState::new(spool));
+    let mut link_cfg = LinkConfig::from_config(&cfg)?;
+    link_cfg.instance = instance;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared))?;
+    let ipc = tokio::spawn(ipc.serve(stop_rx.clone()));
+    let mut link = tokio::spawn(link::run(Arc::clone(&shared), link_cfg, stop_rx.clone()));
+
+    // The detectors' first reads (smartctl reads every disk) happen on the blocking pool
+    // while the link and the socket already serve.
+    let made = {
+        let (detect, root, shared) = (cfg.detect.clone(), cfg.root.clone(), Arc::clone(&shared));
+        tokio::task::spawn_blocking(move || {
+            let db = lock(&shared.spool).db()?.clone();
+            let baselines = db.open_tree("baselines").map_err(SpoolError::Db)?;
+            Ok::<_, AgentError>(Detectors::new(&detect, &root, baselines)?)
+        })
+    };
+    let mut sampler = None;
+    let early = tokio::select! {
+        _ = &mut shutdown => None,
+        r = &mut link => Some(r),
+        made = made => {
+            let detectors = match made {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return stop_on_error(e, &stop_tx, link, ipc, &shared).await,
+                Err(e) => {
+                    let e = AgentError::Task(e.to_string());
+                    return stop_on_error(e, &stop_tx, link, ipc, &shared).await;
+                }
+            };
+            log_unsupported(&detectors);
+            *lock(&shared.pass) = PassView::of(&detectors);
+            sampler = Some(tokio::spawn(sample_loop(
+                Arc::clone(&shared),
+                Arc::new(Mutex::new(detectors)),
+                cfg.interval,
+                stop_rx,
+            )));
+            tokio::select! {
+                _ = &mut shutdown => None,
+                r = &mut link => Some(r),
+            }
+        }
+    };
+    tracing::info!("vigia-agent stopping");
+    let _ = stop_tx.send(true);
+    let link_result = match early {
+        Some(r) => r,
+        None => link.await,
+    };
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    let _ = ipc.await;
+    final_flush(&shared);
+    match link_result {
+        Ok(r) => r.map_err(AgentError::from),
+        Err(e) => Err(AgentError::Task(e.to_string())),
+    }
+}
+
+/// The detectors could not start: stop the link and the socket, then report why.
+async fn stop_on_error(
+    e: AgentError,
+    stop_tx: &watch::Sender<bool>,
+    link: tokio::task::JoinHandle<Result<(), LinkError>>,
+    ipc: tokio::task::JoinHandle<()>,
+    shared: &AgentState,
+) -> Result<(), AgentError> {
+    let _ = stop_tx.send(true);
+    let _ = link.await;
+    let _ = ipc.await;
+    final_flush(shared);
+    Err(e)
+}
+
+fn final_flush(shared: &AgentState) {
+    let spool = lock(&shared.spool);
+    if spool.held() > 0 {
+        tracing::error!(
+            held = spool.held(),
+            "stopping with events the full data directory never took: they are lost"
+        );
+    }
+    if let Ok(db) = spool.db() {
+        if let Err(e) = db.flush() {
+            tracing::error!(error = %e, "spool: final flush failed");
+        }
+    }
+}
+
+/// One line for the first screen: on a laptop or a VM most of the hardware detectors
+/// have nothing to read, which is information, not a degradation. The reasons are
+/// logged at debug and printed by `vigia-agent check`.
+fn log_unsupported(detectors: &Detectors) {
     let unsupported = detectors.unsupported();
     if !unsupported.is_empty() {
         let names: Vec<&str> = unsupported.iter().map(|(n, _)| *n).collect();
@@ -91,57 +259,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             tracing::debug!(detector = name, reason = %reason, "probe unsupported here");
         }
     }
-    let first_view = PassView::of(&detectors);
-    let detectors = Arc::new(Mutex::new(detectors));
-    tracing::info!(
-        device = %cfg.device,
-        interval_ms = u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
-        spooled = spool.len(),
-        data_dir = %cfg.data_dir.display(),
-        "vigia-agent starting"
-    );
-    let instance = spool.instance();
-    let shared = Arc::new(AgentState::new(spool));
-    *lock(&shared.pass) = first_view;
-    let mut link_cfg = LinkConfig::from_config(&cfg)?;
-    link_cfg.instance = instance;
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared))?;
-    let ipc = tokio::spawn(ipc.serve(stop_rx.clone()));
-    let mut link = tokio::spawn(link::run(Arc::clone(&shared), link_cfg, stop_rx.clone()));
-    let sampler = tokio::spawn(sample_loop(
-        Arc::clone(&shared),
-        detectors,
-        cfg.interval,
-        stop_rx,
-    ));
-
-    tokio::pin!(shutdown);
-    let early = tokio::select! {
-        _ = &mut shutdown => None,
-        r = &mut link => Some(r),
-    };
-    tracing::info!("vigia-agent stopping");
-    let _ = stop_tx.send(true);
-    let link_result = match early {
-        Some(r) => r,
-        None => link.await,
-    };
-    let _ = sampler.await;
-    let _ = ipc.await;
-    let flushed = lock(&shared.spool).db().flush();
-    if let Err(e) = flushed {
-        tracing::error!(error = %e, "spool: final flush failed");
-    }
-    match link_result {
-        Ok(r) => r.map_err(AgentError::from),
-        Err(e) => Err(AgentError::Task(e.to_string())),
-    }
 }
 
-/// Every `interval` (or on a `Recheck` command): one detector pass; its fault
-/// transitions go to the spool, then the link is woken.
+/// Every `interval` (or on a `Recheck` command): one detector pass, its fault
+/// transitions into the spool, then the link is woken. While the data directory fails,
+/// also on a backoff timer: reopen, write what waits in memory.
 async fn sample_loop(
     shared: Arc<AgentState>,
     detectors: Arc<Mutex<Detectors>>,
@@ -150,57 +272,114 @@ async fn sample_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Backoff::new(STORE_RETRY_BASE, STORE_RETRY_CAP, now_ms());
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            _ = ticker.tick() => {}
-            _ = shared.recheck.notified() => {}
-        }
-        let now = now_ms();
-        let det = Arc::clone(&detectors);
-        // Off the runtime thread: a pass may take as long as smartctl does, and the link's
-        // keep-alive and the local socket must go on meanwhile.
-        let pass = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut d = lock(&det);
-            d.tick(now, &mut out);
-            (out, PassView::of(&d))
-        })
-        .await;
-        let faults = match pass {
-            Ok((f, view)) => {
-                *lock(&shared.pass) = view;
-                f
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "detector pass failed");
-                continue;
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
-        if faults.is_empty() {
-            continue;
+        let sample = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            _ = ticker.tick() => true,
+            _ = shared.recheck.notified() => true,
+            _ = retry => false,
+        };
+        let (sh, det, now) = (Arc::clone(&shared), Arc::clone(&detectors), now_ms());
+        // Off the runtime thread: a pass may take as long as smartctl does, and a reopen
+        // waits for old handles; the link's keep-alive and the local socket go on.
+        let job = tokio::task::spawn_blocking(move || {
+            let mut d = lock(&det);
+            if sample {
+                pass(&sh, &mut d, now);
+            }
+            keep_store(&sh, &mut d, now)
+        })
+        .await;
+        shared.wake.notify_one();
+        match job {
+            Ok(true) => {
+                retry_at = None;
+                backoff.reset();
+            }
+            Ok(false) => {
+                retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+            }
+            Err(e) => tracing::error!(error = %e, "detector pass failed"),
         }
-        {
-            let mut spool = lock(&shared.spool);
-            for f in faults {
-                let (kind, subject, action, severity) =
-                    (f.kind, f.subject.clone(), f.action, f.severity);
-                match spool.push(now, EventBody::Fault(f)) {
-                    Ok(p) => tracing::info!(
-                        seq = p.seq,
-                        kind = %kind,
-                        subject = %subject,
-                        action = action.as_str(),
-                        severity = %severity,
-                        "fault event spooled"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, kind = %kind, subject = %subject, "spool: cannot store a fault event")
-                    }
-                }
+    }
+    // A last attempt for what waits in memory.
+    let (sh, det) = (Arc::clone(&shared), Arc::clone(&detectors));
+    let _ = tokio::task::spawn_blocking(move || keep_store(&sh, &mut lock(&det), now_ms())).await;
+}
+
+/// One detector pass at `now`; its fault transitions go to the spool.
+fn pass(shared: &AgentState, d: &mut Detectors, now: u64) {
+    let mut faults = Vec::new();
+    d.tick(now, &mut faults);
+    *lock(&shared.pass) = PassView::of(d);
+    if faults.is_empty() {
+        return;
+    }
+    let mut spool = lock(&shared.spool);
+    for f in faults {
+        let (kind, subject, action, severity) = (f.kind, f.subject.clone(), f.action, f.severity);
+        match spool.push(now, EventBody::Fault(f)) {
+            Ok(p) => tracing::info!(
+                seq = p.seq,
+                kind = %kind,
+                subject = %subject,
+                action = action.as_str(),
+                severity = %severity,
+                held = p.held,
+                "fault event spooled"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, kind = %kind, subject = %subject, "spool: cannot store a fault event")
             }
         }
-        shared.wake.notify_one();
     }
+}
+
+/// Keeps the spool writable: reopens a failed database, writes what waits in memory,
+/// and only then the detectors' counter state. Returns whether all of it is written.
+fn keep_store(shared: &AgentState, d: &mut Detectors, now: u64) -> bool {
+    if lock(&shared.spool).needs_reopen() {
+        if let Err(e) = reopen(shared, d, now) {
+            tracing::debug!(error = %e, "spool: database not reopened yet; retrying");
+            return false;
+        }
+    }
+    if !lock(&shared.spool).retry(now) {
+        return false;
+    }
+    match d.persist() {
+        Ok(()) => true,
+        Err(e) => {
+            // The same database: sled is failed for the spool too.
+            lock(&shared.spool).write_failed(&e);
+            false
+        }
+    }
+}
+
+/// Closes the spool's database, lets go of every handle to it and opens it again.
+fn reopen(shared: &AgentState, d: &mut Detectors, now: u64) -> Result<(), SpoolError> {
+    let path = lock(&shared.spool)
+        .path()
+        .map(Path::to_path_buf)
+        .ok_or(SpoolError::Closed)?;
+    if !spool::room_to_reopen(&path) {
+        // Opening a database on a full disk is what damages it: wait for room.
+        return Err(SpoolError::Closed);
+    }
+    let old = lock(&shared.spool).close();
+    d.detach_store();
+    drop(old);
+    let db = spool::open_db(&path, REOPEN_WAIT)?;
+    d.attach_store(db.open_tree("baselines")?);
+    lock(&shared.spool).attach(db, now)
 }

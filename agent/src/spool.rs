@@ -14,8 +14,18 @@
 //! for its ack, further drops accumulate and a new notice follows its ack, so a flood
 //! while offline leaves one notice in the spool, not thousands. The trade-off: the drop
 //! policy keeps an index of `(rank, seq, size)` in memory, a few dozen bytes per event.
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+//!
+//! A full disk (the likeliest moment being `/var` at 100 %) must not lose the event that
+//! says so. The spool keeps a reserve file beside the database ([`RESERVE_BYTES`], written
+//! out, not sparse); when a write fails for lack of space it deletes the reserve, so the
+//! database gets room again once reopened. sled stays failed after any I/O error, so
+//! after one the spool is [closed](Spool::close) and [reopened](Spool::attach) by its
+//! owner. Meanwhile, and whenever a write fails, events wait in memory in seq order
+//! (at most [`MAX_HELD_BYTES`], least severe and oldest dropped first, and counted like
+//! any other drop) and are written on the next attempt; nothing is published before it
+//! is written. The reserve is written again once the filesystem has room for it twice.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 
 use vigia_protocol::{
     encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, RejectReason, Severity,
@@ -36,6 +46,73 @@ pub enum SpoolError {
     /// `max_bytes` is too small to hold even one event.
     #[error("spool max_bytes {0} is below the minimum of {MIN_MAX_BYTES}")]
     TooSmall(u64),
+    /// The database failed a write and is closed until it is reopened; events wait in
+    /// memory meanwhile.
+    #[error("spool database closed after a failed write (disk full?); events wait in memory")]
+    Closed,
+}
+
+/// Whether a sled error says the filesystem is full (or the quota spent).
+pub fn is_disk_full(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || matches!(io.raw_os_error(), Some(28 | 122))
+        }
+        _ => false,
+    }
+}
+
+/// Bytes of events kept in memory while the database cannot take them: a few dozen
+/// events, enough for a pass's faults and a user's report while the disk is full.
+pub const MAX_HELD_BYTES: u64 = 256 * 1024;
+
+/// The reserve file beside the database: deleted when a write finds the disk full, so
+/// the database has room for the events that say so. Four of sled's 512 KiB segments.
+pub const RESERVE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The reserve file of the database at `db_path` (`db` → `db.reserve`).
+pub fn reserve_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".reserve");
+    db_path.with_file_name(name)
+}
+
+/// Writes the reserve file when it is missing and the filesystem has room for it twice
+/// over (so it never takes the last free space). Returns whether it exists afterwards.
+fn ensure_reserve(path: &Path) -> bool {
+    use std::io::Write;
+    if path.exists() {
+        return true;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let free = rustix::fs::statvfs(dir)
+        .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+        .unwrap_or(0);
+    if free < 2 * RESERVE_BYTES {
+        return false;
+    }
+    let tmp = path.with_extension("reserve.tmp");
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        // Real blocks, not a sparse file: a hole frees nothing when deleted.
+        let chunk = [0u8; 64 * 1024];
+        for _ in 0..RESERVE_BYTES / chunk.len() as u64 {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(error = %e, "spool: cannot write the reserve file yet");
+            false
+        }
+    }
 }
 
 /// sled's page cache for the agent's database. sled's default is 1 GiB; the agent's
@@ -47,6 +124,7 @@ pub const CACHE_BYTES: u64 = 2 * 1024 * 1024;
 /// this process whose background flusher has not let go yet.
 pub fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, SpoolError> {
     let start = std::time::Instant::now();
+    let mut cleaned = false;
     loop {
         match sled::Config::new()
             .path(path)
@@ -60,9 +138,59 @@ pub fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, Spool
                 }
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
+            Err(sled::Error::Corruption { .. })
+                if !cleaned && remove_unfinished_snapshots(path) =>
+            {
+                cleaned = true;
+            }
             Err(e) => return Err(SpoolError::Db(e)),
         }
     }
+}
+
+/// sled 0.34 writes a snapshot at open as `snap.<lsn>.generating` and renames it when
+/// done. On a full disk the write fails and leaves that file behind, empty, and from
+/// then on every open reads the database as corrupt, even once there is room again
+/// (tried here on a full tmpfs). The file is an unfinished snapshot by its name, so
+/// removing it loses nothing: the next open recovers from the log. Called only after an
+/// open failed past the lock, so no live sled instance is writing it.
+fn remove_unfinished_snapshots(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "spool: removed an unfinished snapshot a full disk left behind");
+                    removed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "spool: cannot remove an unfinished snapshot")
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Free space a reopen needs: sled writes a snapshot and may start a 512 KiB segment when
+/// it opens, and an open that fails for want of room is the one that leaves an
+/// unfinished snapshot behind.
+pub const REOPEN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Whether the filesystem holding the database at `path` has room for a reopen.
+pub fn room_to_reopen(path: &Path) -> bool {
+    let dir = if path.exists() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    rustix::fs::statvfs(dir)
+        .is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) >= REOPEN_FREE_BYTES)
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {
@@ -166,18 +294,45 @@ pub struct Pushed {
     /// The seq given to the event.
     pub seq: u64,
     /// Whether the event itself was stored (false when it was the least severe and the
-    /// spool was full).
+    /// spool was full, or when it waits in memory).
     pub stored: bool,
+    /// Whether the event waits in memory because the database could not take it (a
+    /// full disk): it is written, in order, on the next attempt.
+    pub held: bool,
     /// How many events this push evicted (the new one included when not stored).
     pub dropped: u64,
     /// The seq of a drop notice enqueued by this push, if any.
     pub notice: Option<u64>,
 }
 
-/// The durable, bounded event spool. See the module doc.
-pub struct Spool {
+/// The open database and the spool's tree in it.
+struct Store {
     db: sled::Db,
     tree: sled::Tree,
+}
+
+/// An event given its seq but not written yet.
+struct Held {
+    seq: u64,
+    rank: u8,
+    payload: Vec<u8>,
+}
+
+/// The durable, bounded event spool. See the module doc.
+pub struct Spool {
+    store: Option<Store>,
+    /// The database directory, when the spool opened it (needed to reopen it).
+    path: Option<PathBuf>,
+    /// Events not written yet, oldest first.
+    held: VecDeque<Held>,
+    held_bytes: u64,
+    /// Events dropped from memory, not yet counted in the database.
+    held_drops: u64,
+    held_worst: Option<Severity>,
+    /// A write failed with an I/O error: sled stays failed, the database must be reopened.
+    broken: bool,
+    /// The failure was logged; quiet until a write succeeds again.
+    told: bool,
     device: DeviceId,
     max_bytes: u64,
     index: BTreeMap<u64, Slot>,
@@ -201,26 +356,39 @@ impl std::fmt::Debug for Spool {
             .field("max_bytes", &self.max_bytes)
             .field("next_seq", &self.next_seq)
             .field("boot", &self.boot)
+            .field("held", &self.held.len())
+            .field("broken", &self.broken)
             .finish_non_exhaustive()
     }
 }
 
 impl Spool {
-    /// Opens (or creates) the spool database in directory `path`.
+    /// Opens (or creates) the spool database in directory `path`, waiting up to 2 s for
+    /// a previous owner to let go of it, and writes its reserve file when there is room.
     pub fn open(path: &Path, device: DeviceId, max_bytes: u64) -> Result<Self, SpoolError> {
         let db = open_db(path, std::time::Duration::from_secs(2))?;
-        Self::with_db(db, device, max_bytes)
+        let mut spool = Self::with_db(db, device, max_bytes)?;
+        spool.path = Some(path.to_path_buf());
+        ensure_reserve(&reserve_path(path));
+        Ok(spool)
     }
 
-    /// Uses an already open sled database (the spool lives in its `spool` tree).
+    /// Uses an already open sled database (the spool lives in its `spool` tree). Such a
+    /// spool cannot reopen its database itself: [`Spool::open`] is what the agent uses.
     pub fn with_db(db: sled::Db, device: DeviceId, max_bytes: u64) -> Result<Self, SpoolError> {
         if max_bytes < MIN_MAX_BYTES {
             return Err(SpoolError::TooSmall(max_bytes));
         }
         let tree = db.open_tree("spool")?;
         let mut spool = Self {
-            db,
-            tree,
+            store: Some(Store { db, tree }),
+            path: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            held_drops: 0,
+            held_worst: None,
+            broken: false,
+            told: false,
             device,
             max_bytes,
             index: BTreeMap::new(),
@@ -239,20 +407,39 @@ impl Spool {
             // A new spool is a new agent instance (a reinstall included): its seqs and
             // boots start again at 1, and the id tells the collector they are new.
             let instance = new_instance_id();
-            spool.tree.insert(META_INSTANCE, &instance.to_be_bytes())?;
-            spool.tree.flush()?;
+            let tree = spool.tree()?;
+            tree.insert(META_INSTANCE, &instance.to_be_bytes())?;
+            tree.flush()?;
             spool.instance = instance;
         }
         Ok(spool)
     }
 
+    fn store(&self) -> Result<&Store, SpoolError> {
+        self.store.as_ref().ok_or(SpoolError::Closed)
+    }
+
+    fn tree(&self) -> Result<&sled::Tree, SpoolError> {
+        Ok(&self.store()?.tree)
+    }
+
     /// Rebuilds the in-memory state from the database (at open, and after a failed write
-    /// so memory never disagrees with disk).
+    /// so memory never disagrees with disk). What only memory knows is kept: seqs already
+    /// given to events held in memory, and a session counter not yet written.
     fn reload(&mut self) -> Result<(), SpoolError> {
+        let (mem_next, mem_boot) = (self.next_seq, self.boot);
+        let result = self.reload_from_disk();
+        self.next_seq = self.next_seq.max(mem_next);
+        self.boot = self.boot.max(mem_boot);
+        result
+    }
+
+    fn reload_from_disk(&mut self) -> Result<(), SpoolError> {
+        let tree = self.tree()?.clone();
         self.index.clear();
         self.by_rank.clear();
         self.bytes = 0;
-        for item in self.tree.scan_prefix([EVENT_PREFIX]) {
+        for item in tree.scan_prefix([EVENT_PREFIX]) {
             let (k, v) = item?;
             let (Some(seq), Some(&rank)) = (key_seq(&k), v.first()) else {
                 tracing::warn!(key = ?k, "spool: skipping an entry with a malformed key");
@@ -264,19 +451,71 @@ impl Spool {
             self.bytes += size;
         }
         let last = self.index.keys().next_back().copied().unwrap_or(0);
-        self.next_seq = u64_value(self.tree.get(META_NEXT_SEQ)?)
+        self.next_seq = u64_value(tree.get(META_NEXT_SEQ)?)
             .unwrap_or(1)
             .max(last + 1);
-        self.boot = u64_value(self.tree.get(META_BOOT)?).unwrap_or(0);
-        self.instance = u64_value(self.tree.get(META_INSTANCE)?).unwrap_or(0);
-        self.drops_pending = u64_value(self.tree.get(META_DROPS_PENDING)?).unwrap_or(0);
-        self.drops_worst = u64_value(self.tree.get(META_DROPS_WORST)?)
+        self.boot = u64_value(tree.get(META_BOOT)?).unwrap_or(0);
+        self.instance = u64_value(tree.get(META_INSTANCE)?).unwrap_or(0);
+        self.drops_pending = u64_value(tree.get(META_DROPS_PENDING)?).unwrap_or(0);
+        self.drops_worst = u64_value(tree.get(META_DROPS_WORST)?)
             .and_then(|r| u8::try_from(r).ok())
             .map(rank_severity);
         self.notice_seq =
-            u64_value(self.tree.get(META_NOTICE_SEQ)?).filter(|s| self.index.contains_key(s));
-        self.dropped_total = u64_value(self.tree.get(META_DROPPED_TOTAL)?).unwrap_or(0);
+            u64_value(tree.get(META_NOTICE_SEQ)?).filter(|s| self.index.contains_key(s));
+        self.dropped_total = u64_value(tree.get(META_DROPPED_TOTAL)?).unwrap_or(0);
         Ok(())
+    }
+
+    /// Whether a write failed with an I/O error, or the database is closed: it must be
+    /// [closed](Spool::close) and [reopened](Spool::attach) before it takes anything
+    /// again (sled stays failed after an I/O error).
+    pub fn needs_reopen(&self) -> bool {
+        self.broken || self.store.is_none()
+    }
+
+    /// Events waiting in memory for the database.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The database directory, when this spool opened it.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Lets go of the database so it can be reopened, returning the handle for the
+    /// caller to drop (with every tree it opened from it) before [`open_db`]. Until
+    /// [`Spool::attach`], events wait in memory and reads say [`SpoolError::Closed`].
+    pub fn close(&mut self) -> Option<sled::Db> {
+        self.store.take().map(|s| s.db)
+    }
+
+    /// Takes the reopened database: reloads from it, keeping what only memory knows, and
+    /// writes the events held in memory. An error leaves the spool closed.
+    /// `ts` stamps a drop notice this may enqueue.
+    pub fn attach(&mut self, db: sled::Db, ts: u64) -> Result<(), SpoolError> {
+        let tree = db.open_tree("spool")?;
+        self.store = Some(Store { db, tree });
+        self.broken = false;
+        if let Err(e) = self.reload() {
+            self.store = None;
+            return Err(e);
+        }
+        tracing::debug!(held = self.held.len(), "spool database reopened");
+        self.write_held(ts);
+        if self.broken {
+            return Err(SpoolError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Writes what waits in memory, if the database takes it now. Returns whether
+    /// nothing waits any more. `ts` stamps a drop notice this may enqueue.
+    pub fn retry(&mut self, ts: u64) -> bool {
+        if !self.needs_reopen() {
+            self.write_held(ts);
+        }
+        self.held.is_empty() && !self.needs_reopen()
     }
 
     /// This spool's agent instance id: random, created with the spool, never 0.
@@ -284,9 +523,11 @@ impl Spool {
         self.instance
     }
 
-    /// The sled database, for other trees (the detectors' baselines).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+    /// The sled database, for other trees (the detectors' baselines, the local socket's
+    /// reports); [`SpoolError::Closed`] while it is being reopened. Callers open their
+    /// trees from it when they need them, so a reopen is not held up by old handles.
+    pub fn db(&self) -> Result<&sled::Db, SpoolError> {
+        Ok(&self.store()?.db)
     }
 
     /// The device whose events these are.
@@ -299,13 +540,22 @@ impl Spool {
         self.boot
     }
 
-    /// Raises the session counter, persists it and returns the new value.
-    pub fn raise_boot(&mut self) -> Result<u64, SpoolError> {
-        let boot = self.boot + 1;
-        self.tree.insert(META_BOOT, &boot.to_be_bytes())?;
-        self.db.flush()?;
-        self.boot = boot;
-        Ok(boot)
+    /// Raises the session counter and returns the new value. It is written at once when
+    /// the database takes it, else with the next write that succeeds: a full disk must
+    /// not keep the link from connecting.
+    pub fn raise_boot(&mut self) -> u64 {
+        self.boot += 1;
+        let boot = self.boot;
+        let written = self.store().and_then(|s| {
+            s.tree.insert(META_BOOT, &boot.to_be_bytes())?;
+            s.db.flush()?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(boot, error = %e, "spool: cannot write the session counter yet");
+            self.failed(&e);
+        }
+        boot
     }
 
     /// The seq the next pushed event will get.
@@ -313,7 +563,7 @@ impl Spool {
         self.next_seq
     }
 
-    /// Events waiting for an ack.
+    /// Events in the database waiting for an ack (not those held in memory).
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -353,37 +603,185 @@ impl Spool {
         let Some((&seq, _)) = self.index.range(from..).next() else {
             return Ok(None);
         };
-        match self.tree.get(event_key(seq))? {
+        match self.tree()?.get(event_key(seq))? {
             Some(v) => Ok(Some((seq, v.get(1..).unwrap_or_default().to_vec()))),
             None => Ok(None),
         }
     }
 
     /// Gives `body` the next seq, stores it (making room by the drop policy), flushes,
-    /// and returns what happened. Only after this returns may the event be published.
+    /// and returns what happened. Only after this returns with the event stored may it be
+    /// published. When the database cannot take it, the event waits in memory
+    /// ([`Pushed::held`]) and is written, in seq order, by a later push, [`Spool::retry`]
+    /// or [`Spool::attach`]. The only error is an event that cannot be encoded.
     pub fn push(&mut self, ts: u64, body: EventBody) -> Result<Pushed, SpoolError> {
-        let result = self.push_inner(ts, body);
-        if result.is_err() {
-            // Memory may be ahead of disk; disk is the truth.
-            if let Err(e) = self.reload() {
-                tracing::error!(error = %e, "spool: reload after a failed write failed");
-            }
-        }
-        result
-    }
-
-    fn push_inner(&mut self, ts: u64, body: EventBody) -> Result<Pushed, SpoolError> {
-        let mut batch = sled::Batch::default();
         let seq = self.next_seq;
-        self.next_seq += 1;
         let rank = rank(&body);
         let payload = self.encode(seq, ts, body)?;
+        self.next_seq += 1;
+        let held_before = self.held_drops;
+        self.hold(Held { seq, rank, payload });
+        let (stored, mut dropped, notice) = self.write_held(ts);
+        let held = self.held.iter().any(|h| h.seq == seq);
+        dropped += self.held_drops.saturating_sub(held_before);
+        Ok(Pushed {
+            seq,
+            stored: stored.contains(&seq),
+            held,
+            dropped,
+            notice,
+        })
+    }
+
+    /// Queues an event in memory, dropping the least severe, oldest held events (the new
+    /// one included) past [`MAX_HELD_BYTES`].
+    fn hold(&mut self, h: Held) {
+        self.held_bytes += entry_size(h.payload.len());
+        self.held.push_back(h);
+        while self.held_bytes > MAX_HELD_BYTES && self.held.len() > 1 {
+            let Some(i) = self
+                .held
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, h)| (h.rank, *i))
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            if let Some(gone) = self.held.remove(i) {
+                self.held_bytes -= entry_size(gone.payload.len());
+                self.held_drops += 1;
+                let sev = rank_severity(gone.rank);
+                self.held_worst = Some(self.held_worst.map_or(sev, |w| w.max(sev)));
+                tracing::warn!(seq = gone.seq, "spool: memory queue full, dropped an event");
+            }
+        }
+    }
+
+    /// Writes held events in order until one fails. Returns the seqs stored, the events
+    /// evicted to make room, and the drop notice enqueued (only once nothing is held, so
+    /// the notice never takes a seq before an older event's).
+    fn write_held(&mut self, ts: u64) -> (Vec<u64>, u64, Option<u64>) {
+        let mut stored = Vec::new();
+        let (mut dropped, mut notice) = (0, None);
+        while let Some(front) = self.held.front() {
+            if self.needs_reopen() {
+                return (stored, dropped, notice);
+            }
+            let last = self.held.len() == 1;
+            let (seq, rank) = (front.seq, front.rank);
+            let payload = std::mem::take(&mut self.held[0].payload);
+            match self.write_one(ts, seq, rank, &payload, last) {
+                Ok(w) => {
+                    self.held.pop_front();
+                    self.held_bytes -= entry_size(payload.len());
+                    if w.stored {
+                        stored.push(seq);
+                    }
+                    dropped += w.dropped;
+                    notice = notice.or(w.notice);
+                }
+                Err(e) => {
+                    self.held[0].payload = payload;
+                    // Memory may be ahead of disk; disk is the truth (what only memory
+                    // knows is kept).
+                    if let Err(r) = self.reload() {
+                        tracing::debug!(error = %r, "spool: reload after a failed write failed");
+                    }
+                    self.failed(&e);
+                    return (stored, dropped, notice);
+                }
+            }
+        }
+        if self.held_drops > 0 && self.store.is_some() && !self.broken {
+            // Drops from memory with nothing left to write: the notice says so.
+            if let Ok(w) = self.write_notice(ts) {
+                notice = notice.or(w);
+            }
+        }
+        (stored, dropped, notice)
+    }
+
+    /// Counts the drops from memory as drops, in memory only (undone by a reload).
+    fn fold_held_drops(&mut self) {
+        if self.held_drops > 0 {
+            self.drops_pending += self.held_drops;
+            self.dropped_total += self.held_drops;
+            if let Some(w) = self.held_worst {
+                self.drops_worst = Some(self.drops_worst.map_or(w, |d| d.max(w)));
+            }
+        }
+    }
+
+    fn write_notice(&mut self, ts: u64) -> Result<Option<u64>, SpoolError> {
+        let mut batch = sled::Batch::default();
+        self.fold_held_drops();
+        let r = self
+            .maybe_notice(&mut batch, ts)
+            .and_then(|n| self.commit(batch).map(|()| n.0));
+        match r {
+            Ok(n) => {
+                self.held_drops = 0;
+                self.held_worst = None;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = self.reload();
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Another user of the database (the detectors' baselines) saw `e`: the spool's
+    /// writes fail too from now on, so it is treated as its own failed write.
+    pub fn write_failed(&mut self, e: &sled::Error) {
+        self.failed(&SpoolError::Db(e.clone()));
+    }
+
+    /// A write failed: with an I/O error sled stays failed, so the database must be
+    /// reopened; with a full disk the reserve makes room for that.
+    fn failed(&mut self, e: &SpoolError) {
+        let SpoolError::Db(db) = e else {
+            return;
+        };
+        if matches!(db, sled::Error::Io(_)) {
+            if !self.told {
+                tracing::error!(error = %db, held = self.held.len(), "spool: cannot write to the data directory; events wait in memory until it can");
+                self.told = true;
+            }
+            self.broken = true;
+        }
+        if is_disk_full(db) {
+            if let Some(path) = &self.path {
+                let reserve = reserve_path(path);
+                match std::fs::remove_file(&reserve) {
+                    Ok(()) => {
+                        tracing::warn!(reserve = %reserve.display(), "disk full: released the spool's reserve")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot release the spool's reserve"),
+                }
+            }
+        }
+    }
+
+    fn write_one(
+        &mut self,
+        ts: u64,
+        seq: u64,
+        rank: u8,
+        payload: &[u8],
+        notice_allowed: bool,
+    ) -> Result<Written, SpoolError> {
+        let mut batch = sled::Batch::default();
+        self.fold_held_drops();
         let size = entry_size(payload.len());
         let mut dropped = 0;
         let mut stored = false;
         loop {
             if self.bytes + size <= self.max_bytes {
-                self.insert(&mut batch, seq, rank, &payload);
+                self.insert(&mut batch, seq, rank, payload);
                 stored = true;
                 break;
             }
@@ -400,9 +798,18 @@ impl Spool {
                 }
             }
         }
-        let notice = self.maybe_notice(&mut batch, ts)?;
+        let notice = if notice_allowed {
+            self.maybe_notice(&mut batch, ts)?
+        } else {
+            (None, 0)
+        };
         dropped += notice.1;
         self.commit(batch)?;
+        self.held_drops = 0;
+        self.held_worst = None;
+        if std::mem::take(&mut self.told) {
+            tracing::info!(seq, "spool: the data directory takes events again");
+        }
         if dropped > 0 {
             tracing::warn!(
                 seq,
@@ -411,8 +818,14 @@ impl Spool {
                 "spool full: dropped the least severe, oldest events"
             );
         }
-        Ok(Pushed {
-            seq,
+        if let Some(path) = &self.path {
+            // Space came back after the reserve was spent: put it back.
+            let reserve = reserve_path(path);
+            if !reserve.exists() {
+                ensure_reserve(&reserve);
+            }
+        }
+        Ok(Written {
             stored,
             dropped,
             notice: notice.0,
@@ -423,11 +836,16 @@ impl Spool {
     /// If the drop notice was among them and more drops happened since, a new notice is
     /// enqueued (with timestamp `ts`).
     pub fn ack(&mut self, ack: &Ack, ts: u64) -> Result<usize, SpoolError> {
+        if self.needs_reopen() {
+            // Acked events are published again after the reopen and acked again.
+            return Err(SpoolError::Closed);
+        }
         let result = self.ack_inner(ack, ts);
-        if result.is_err() {
-            if let Err(e) = self.reload() {
-                tracing::error!(error = %e, "spool: reload after a failed write failed");
+        if let Err(e) = &result {
+            if let Err(r) = self.reload() {
+                tracing::debug!(error = %r, "spool: reload after a failed write failed");
             }
+            self.failed(e);
         }
         result
     }
@@ -462,7 +880,9 @@ impl Spool {
         for &seq in &covered {
             self.remove(&mut batch, seq);
         }
-        self.maybe_notice(&mut batch, ts)?;
+        if self.held.is_empty() {
+            self.maybe_notice(&mut batch, ts)?;
+        }
         self.commit(batch)?;
         Ok(covered.len())
     }
@@ -566,10 +986,26 @@ impl Spool {
         batch.insert(META_DROPS_WORST, &worst.to_be_bytes());
         batch.insert(META_NOTICE_SEQ, &self.notice_seq.unwrap_or(0).to_be_bytes());
         batch.insert(META_DROPPED_TOTAL, &self.dropped_total.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        // A session counter raised while the disk was full is written with this batch.
+        batch.insert(META_BOOT, &self.boot.to_be_bytes());
+        let store = self.store()?;
+        store.tree.apply_batch(batch)?;
+        store.db.flush()?;
         Ok(())
     }
+
+    /// Makes the next writes fail as an I/O error would (tests of the held queue).
+    #[cfg(test)]
+    fn break_for_test(&mut self) {
+        self.broken = true;
+    }
+}
+
+/// What writing one event did.
+struct Written {
+    stored: bool,
+    dropped: u64,
+    notice: Option<u64>,
 }
 
 #[cfg(test)]
@@ -639,7 +1075,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
-            assert_eq!(s.raise_boot().unwrap(), 1);
+            assert_eq!(s.raise_boot(), 1);
             assert_eq!(s.push(10, fault(Severity::Warning, 0)).unwrap().seq, 1);
             assert_eq!(s.push(11, fault(Severity::Critical, 0)).unwrap().seq, 2);
         }
@@ -862,6 +1298,106 @@ mod tests {
             Some(EventBody::Dropped(Dropped { count, .. })) if *count == pending
         ));
         assert_eq!(s.dropped_total(), total);
+    }
+
+    /// What a reopen after a failed write does: let go of the database, open it again.
+    fn reopen(s: &mut Spool, path: &Path) {
+        drop(s.close());
+        let db = open_db(path, std::time::Duration::from_secs(5)).unwrap();
+        s.attach(db, 50).unwrap();
+    }
+
+    #[test]
+    fn events_the_database_cannot_take_wait_in_memory_and_are_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        assert!(
+            reserve_path(dir.path()).exists(),
+            "a reserve beside the database"
+        );
+        assert_eq!(
+            std::fs::metadata(reserve_path(dir.path())).unwrap().len(),
+            RESERVE_BYTES
+        );
+        let first = s.push(1, fault(Severity::Warning, 0)).unwrap();
+        assert!(first.stored && !first.held);
+        s.break_for_test();
+        assert!(s.needs_reopen());
+        let held: Vec<Pushed> = [Severity::Critical, Severity::Info, Severity::Major]
+            .into_iter()
+            .map(|sev| s.push(2, fault(sev, 0)).unwrap())
+            .collect();
+        assert!(held.iter().all(|p| p.held && !p.stored));
+        assert_eq!(held.iter().map(|p| p.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        // Not written, so not publishable: the link sees only the first.
+        assert_eq!(s.seqs().collect::<Vec<_>>(), [1]);
+        assert_eq!(s.next_from(2).unwrap(), None);
+        assert_eq!(s.held(), 3);
+        // A session counter raised meanwhile is kept and written later.
+        assert_eq!(s.raise_boot(), 1);
+        assert!(!s.retry(3), "still failed until reopened");
+        reopen(&mut s, dir.path());
+        assert_eq!(s.held(), 0);
+        assert_eq!(s.seqs().collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(s.push(5, fault(Severity::Minor, 0)).unwrap().seq, 5);
+        drop(s);
+        let s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        assert_eq!(s.seqs().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(s.boot(), 1);
+        let sev: Vec<Severity> = all(&s)
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Fault(f) => Some(f.severity),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sev,
+            [
+                Severity::Warning,
+                Severity::Critical,
+                Severity::Info,
+                Severity::Major,
+                Severity::Minor
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_held_past_its_bound_drops_the_least_severe_and_says_so_after_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), dev(), 8 << 20).unwrap();
+        s.break_for_test();
+        let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq;
+        let one = largest_entry(Severity::Warning);
+        let fit = (MAX_HELD_BYTES / one) as usize;
+        let mut dropped = 0;
+        for _ in 0..fit + 5 {
+            dropped += s.push(2, fault(Severity::Warning, 300)).unwrap().dropped;
+        }
+        assert!(dropped >= 5, "{dropped}");
+        assert!(s.held_bytes <= MAX_HELD_BYTES);
+        assert!(
+            s.held.iter().any(|h| h.seq == critical),
+            "the critical one stays"
+        );
+        let last_held = s.held.back().unwrap().seq;
+        reopen(&mut s, dir.path());
+        let events = all(&s);
+        assert_eq!(events[0].seq, critical);
+        let notice = events.last().unwrap();
+        assert!(
+            notice.seq > last_held,
+            "the notice comes after every held event"
+        );
+        assert_eq!(
+            notice.body,
+            EventBody::Dropped(Dropped {
+                count: dropped,
+                worst: Severity::Warning
+            })
+        );
+        assert_eq!(s.dropped_total(), dropped);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub async fn run(
     let host = tokio::task::spawn_blocking(inventory::host_facts)
         .await
         .unwrap_or_default();
-    let mut boot = lock(&shared.spool).raise_boot()?;
+    let mut boot = lock(&shared.spool).raise_boot();
     let (client, mut eventloop) = AsyncClient::new(cfg.options(boot, now_ms())?, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut session = tokio::spawn(session::run(
@@ -84,7 +84,7 @@ pub async fn run(
                 };
                 if session_used {
                     // A new session gets a new boot, and its Last Will must say so.
-                    boot = lock(&shared.spool).raise_boot()?;
+                    boot = lock(&shared.spool).raise_boot();
                     eventloop
                         .mqtt_options
                         .set_last_will(cfg.will(boot, now_ms())?);

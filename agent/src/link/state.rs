@@ -16,7 +16,7 @@ use vigia_protocol::{OpenFault, Reading};
 
 use crate::config::Config;
 use crate::probe::Detectors;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::Spool;
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -44,9 +44,6 @@ pub enum LinkError {
         /// Why.
         source: std::io::Error,
     },
-    /// The spool failed (raising `boot`).
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
     /// A message could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(CodecError),

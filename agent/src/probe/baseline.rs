@@ -16,6 +16,16 @@
 //! older format (the baseline alone, 8 big-endian bytes) still reads. A store error is
 //! logged and the detector runs on its in-memory state: losing a record costs at most one
 //! missed or repeated alert, never a crash.
+//!
+//! Changes are staged in memory and written by [`Baselines::commit`], which the agent
+//! calls only once the events of the passes that made them are in the spool: a counter
+//! must never be stored as "open, reported" while its event waits in memory for a full
+//! disk, or an agent restarted then would never report it. Until then reads see the
+//! staged changes. The database may also be let go of ([`Baselines::detach`]) while the
+//! spool reopens it.
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use vigia_protocol::FaultKind;
 
 use crate::detect::{CounterClear, CounterMemo, CounterStart};
@@ -30,11 +40,12 @@ pub enum Scope {
 }
 
 /// The baseline store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Baselines {
-    tree: sled::Tree,
+    tree: Option<sled::Tree>,
     boot: Option<String>,
-    dirty: std::cell::Cell<bool>,
+    /// Changes not written yet: a value, or `None` for a deletion.
+    staged: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 const BOOT_PREFIX: &str = "boot/";
@@ -81,14 +92,13 @@ impl Baselines {
     /// boot-scoped records of any other boot are deleted.
     pub fn new(tree: sled::Tree, boot: Option<&str>) -> Self {
         let b = Self {
-            tree,
+            tree: Some(tree.clone()),
             boot: boot.map(str::to_string),
-            dirty: std::cell::Cell::new(false),
+            staged: RefCell::new(BTreeMap::new()),
         };
         if let Some(id) = boot {
             let current = format!("{BOOT_PREFIX}{id}/");
-            let stale: Vec<_> = b
-                .tree
+            let stale: Vec<_> = tree
                 .scan_prefix(BOOT_PREFIX)
                 .keys()
                 .flatten()
@@ -123,23 +133,34 @@ impl Baselines {
         }
     }
 
-    fn remove(&self, key: &[u8]) {
-        match self.tree.remove(key) {
-            Ok(Some(_)) => self.dirty.set(true),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "baseline delete failed"),
-        }
+    /// Stages a deletion.
+    pub fn remove(&self, key: &[u8]) {
+        self.staged.borrow_mut().insert(key.to_vec(), None);
     }
 
-    fn read(&self, key: &[u8], kind: FaultKind, subject: &str) -> Option<(CounterMemo, bool)> {
-        match self.tree.get(key) {
-            Ok(Some(v)) => decode(&v),
-            Ok(None) => None,
+    /// Stages a raw record (other detectors keep small state beside the baselines).
+    pub fn put(&self, key: &[u8], value: &[u8]) {
+        self.staged
+            .borrow_mut()
+            .insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// A raw record, staged or stored.
+    pub fn get_raw(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(v) = self.staged.borrow().get(key) {
+            return v.clone();
+        }
+        match self.tree.as_ref()?.get(key) {
+            Ok(v) => v.map(|v| v.to_vec()),
             Err(e) => {
-                tracing::warn!(kind = %kind, subject, error = %e, "baseline read failed");
+                tracing::warn!(error = %e, "baseline read failed");
                 None
             }
         }
+    }
+
+    fn read(&self, key: &[u8], _kind: FaultKind, _subject: &str) -> Option<(CounterMemo, bool)> {
+        decode(&self.get_raw(key)?)
     }
 
     /// The stored state of `kind`/`subject`, if any.
@@ -178,11 +199,7 @@ impl Baselines {
 
     /// Stores a counter's state.
     pub fn set(&self, scope: Scope, kind: FaultKind, subject: &str, memo: CounterMemo) {
-        let key = self.key(scope, kind, subject);
-        if let Err(e) = self.tree.insert(key, &encode(memo)[..]) {
-            tracing::warn!(kind = %kind, subject, error = %e, "baseline write failed");
-        }
-        self.dirty.set(true);
+        self.put(&self.key(scope, kind, subject), &encode(memo));
     }
 
     /// Deletes the state of `kind`/`subject` in both scopes (a subject gone while its
@@ -193,20 +210,71 @@ impl Baselines {
         }
     }
 
-    /// The underlying tree (other detectors keep small state beside the baselines).
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// Raw records under `prefix`, staged changes included, in key order.
+    pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = self
+            .tree
+            .iter()
+            .flat_map(|t| t.scan_prefix(prefix).keys().flatten())
+            .map(|k| k.to_vec())
+            .collect();
+        for (k, v) in self.staged.borrow().iter() {
+            if k.starts_with(prefix) {
+                match v {
+                    Some(_) => keys.insert(k.clone()),
+                    None => keys.remove(k),
+                };
+            }
+        }
+        keys.into_iter().collect()
     }
 
-    /// Writes pending changes to disk, if there are any (once per sampling pass, so a
-    /// `kill -9` right after a pass loses no baseline).
-    pub fn flush(&self) {
-        if !self.dirty.replace(false) {
-            return;
+    /// Writes the staged changes in one batch and flushes (call it once the events of
+    /// the passes that staged them are in the spool, so a `kill -9` after that loses no
+    /// baseline). A failure keeps them staged for the next call; without a database
+    /// (detached) they stay staged and this is not an error.
+    pub fn commit(&self) -> Result<(), sled::Error> {
+        if self.staged.borrow().is_empty() {
+            return Ok(());
         }
-        if let Err(e) = self.tree.flush() {
-            tracing::warn!(error = %e, "baseline flush failed");
+        let Some(tree) = &self.tree else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.staged.borrow().iter() {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                None => batch.remove(k.as_slice()),
+            }
         }
+        match tree
+            .apply_batch(batch)
+            .and_then(|()| tree.flush().map(|_| ()))
+        {
+            Ok(()) => {
+                self.staged.borrow_mut().clear();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "baseline write failed; kept in memory for the next pass");
+                Err(e)
+            }
+        }
+    }
+
+    /// Changes staged and not written yet.
+    pub fn staged(&self) -> usize {
+        self.staged.borrow().len()
+    }
+
+    /// Lets go of the database (the spool is reopening it); changes stay staged.
+    pub fn detach(&mut self) {
+        self.tree = None;
+    }
+
+    /// Takes the reopened database's tree.
+    pub fn attach(&mut self, tree: sled::Tree) {
+        self.tree = Some(tree);
     }
 }
 
@@ -266,8 +334,15 @@ mod tests {
             b.start(Scope::Boot, k, "mc0 uncorrected", Q),
             CounterStart::Zero
         );
+        b.commit().unwrap();
         assert!(t.get("memory_ecc/mc0 uncorrected").unwrap().is_none());
         b.set(Scope::Boot, k, "mc0 uncorrected", memo(0, 1, true));
+        assert_eq!(
+            Baselines::new(t.clone(), Some("boot-a")).start(Scope::Boot, k, "mc0 uncorrected", Q),
+            CounterStart::Zero,
+            "nothing is stored before commit (its event may not be in the spool yet)"
+        );
+        b.commit().unwrap();
         let b = Baselines::new(t.clone(), Some("boot-a"));
         assert_eq!(
             b.start(Scope::Boot, k, "mc0 uncorrected", Q),
@@ -278,6 +353,7 @@ mod tests {
             b.start(Scope::Boot, k, "mc0 uncorrected", Q),
             CounterStart::Zero
         );
+        b.commit().unwrap();
         assert_eq!(t.scan_prefix("boot/boot-a/").count(), 0, "old boot deleted");
         // Without a boot id: the first reading is the baseline, as before.
         let b = Baselines::new(t.clone(), None);

@@ -466,20 +466,21 @@ pub fn mount_states(
 pub struct RoTracker {
     was_rw: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
-    store: Option<sled::Tree>,
+    /// Whether what it learns is kept in the baseline store (a known boot id).
+    persist: bool,
 }
 
 const RO_BOOT_KEY: &[u8] = b"fs_read_only:boot_id";
 const RO_PREFIX: &str = "fs_read_only:rw/";
 
 impl RoTracker {
-    /// A tracker that persists what it learns in `tree`, for the boot `boot_id`.
-    pub fn persistent(tree: sled::Tree, boot_id: &str) -> Self {
+    /// A tracker that persists what it learns in `baselines`, for the boot `boot_id`.
+    pub fn persistent(baselines: &Baselines, boot_id: &str) -> Self {
         let mut t = Self::default();
-        let same_boot =
-            matches!(tree.get(RO_BOOT_KEY), Ok(Some(v)) if v.as_ref() == boot_id.as_bytes());
+        let same_boot = baselines.get_raw(RO_BOOT_KEY).as_deref() == Some(boot_id.as_bytes());
+        let keys = baselines.scan(RO_PREFIX.as_bytes());
         if same_boot {
-            for (k, _) in tree.scan_prefix(RO_PREFIX).flatten() {
+            for k in keys {
                 if let Some(m) = std::str::from_utf8(&k)
                     .ok()
                     .and_then(|k| k.strip_prefix(RO_PREFIX))
@@ -489,14 +490,12 @@ impl RoTracker {
                 }
             }
         } else {
-            for (k, _) in tree.scan_prefix(RO_PREFIX).flatten() {
-                let _ = tree.remove(k);
+            for k in keys {
+                baselines.remove(&k);
             }
-            if let Err(e) = tree.insert(RO_BOOT_KEY, boot_id.as_bytes()) {
-                tracing::warn!(error = %e, "cannot store the boot id for remount detection");
-            }
+            baselines.put(RO_BOOT_KEY, boot_id.as_bytes());
         }
-        t.store = Some(tree);
+        t.persist = true;
         t
     }
 
@@ -556,13 +555,8 @@ impl RoTracker {
             if self.seen.insert(s.mount.clone()) && s.ro && !fstab_says_rw {
                 continue; // read-only from the start and not said otherwise: on purpose
             }
-            if !s.ro && self.was_rw.insert(s.mount.clone()) {
-                if let Some(tree) = &self.store {
-                    let key = format!("{RO_PREFIX}{}", s.mount);
-                    if let Err(e) = tree.insert(key.as_bytes(), &[1u8][..]) {
-                        tracing::warn!(mount = %s.mount, error = %e, "cannot store the mount's read-write state");
-                    }
-                }
+            if !s.ro && self.was_rw.insert(s.mount.clone()) && self.persist {
+                baselines.put(format!("{RO_PREFIX}{}", s.mount).as_bytes(), &[1u8]);
             }
             let rw_earlier = self.was_rw.contains(&s.mount);
             if !rw_earlier && !fstab_says_rw {

@@ -59,6 +59,8 @@ fn new(root: &Path, cfg: &DetectConfig, baselines: &sled::Tree) -> Detectors {
 fn pass(d: &mut Detectors, kind: FaultKind) -> Vec<FaultEvent> {
     let mut out = Vec::new();
     d.tick(0, &mut out);
+    // As the agent does once the pass's events are in the spool.
+    d.persist().unwrap();
     out.into_iter().filter(|e| e.kind == kind).collect()
 }
 
@@ -1000,6 +1002,7 @@ const SINCE_BOOT: [FaultKind; 3] = [
 fn since_boot_pass(d: &mut Detectors) -> Vec<FaultEvent> {
     let mut out = Vec::new();
     d.tick(0, &mut out);
+    d.persist().unwrap();
     let mut ev: Vec<_> = out
         .into_iter()
         .filter(|e| SINCE_BOOT.contains(&e.kind))
@@ -1090,6 +1093,35 @@ fn since_boot_errors_are_not_reported_again_after_an_agent_restart_in_the_same_b
         message(&ev, "mc0 uncorrected"),
         "mc0 uncorrected: uncorrected ECC errors rose again from 1 to 2 (baseline 0)"
     );
+}
+
+#[test]
+fn a_fault_whose_event_never_reached_the_spool_is_reported_again_after_a_restart() {
+    // The disk was full: the pass raised its faults, but their events waited in memory
+    // and the agent stopped before they were written. The counters' "open, reported"
+    // state must not have been stored either, or nothing would ever report them.
+    let t = tree("since_boot/server");
+    let store = testutil::tree();
+    let mut d = new(t.path(), &cfg(), &store);
+    let mut out = Vec::new();
+    d.tick(0, &mut out);
+    let raised = out.iter().filter(|e| SINCE_BOOT.contains(&e.kind)).count();
+    assert_eq!(raised, 5);
+    assert!(
+        d.baselines_staged() > 0,
+        "the pass's counter state waits for the spool"
+    );
+    drop(d); // no persist(): the events were not queued durably
+    let mut d = new(t.path(), &cfg(), &store);
+    assert_eq!(
+        since_boot_pass(&mut d).len(),
+        5,
+        "raised again, since they were never delivered"
+    );
+    // Persisted now: a further restart does not report them again.
+    drop(d);
+    let mut d = new(t.path(), &cfg(), &store);
+    assert!(since_boot_pass(&mut d).is_empty());
 }
 
 #[test]
@@ -1186,6 +1218,7 @@ fn kernel_log_errors_since_boot_are_reported_at_first_start_not_after_a_restart(
 fn ro_events(d: &mut Detectors) -> Vec<FaultEvent> {
     let mut out = Vec::new();
     d.tick(0, &mut out);
+    d.persist().unwrap();
     out.into_iter()
         .filter(|e| {
             e.kind == FaultKind::FsReadOnly

@@ -212,7 +212,7 @@ impl Detectors {
             // Without a boot id (not Linux, or a fixture tree without one) the remount
             // detector still works, from /etc/fstab and what it sees since the agent started.
             if let Boot::Id(id) = &boot {
-                d.ro = disk::RoTracker::persistent(d.baselines.tree().clone(), id);
+                d.ro = disk::RoTracker::persistent(&d.baselines, id);
             }
         }
         Ok(d)
@@ -565,7 +565,6 @@ impl Detectors {
             }
         }
         out.append(&mut gone);
-        baselines.flush();
         for (i, kind) in FaultKind::ALL.into_iter().enumerate() {
             let n = engine.overflowed(kind);
             if n > 0 && !overflow_told[i] {
@@ -578,6 +577,27 @@ impl Detectors {
                 );
             }
         }
+    }
+
+    /// Writes the counter state of the passes so far (see [`Baselines::commit`]): call it
+    /// once their events are in the spool. On an error the state stays in memory.
+    pub fn persist(&self) -> Result<(), sled::Error> {
+        self.baselines.commit()
+    }
+
+    /// Counter state changes waiting for [`Detectors::persist`].
+    pub fn baselines_staged(&self) -> usize {
+        self.baselines.staged()
+    }
+
+    /// Lets go of the database while the spool reopens it; state changes stay in memory.
+    pub fn detach_store(&mut self) {
+        self.baselines.detach();
+    }
+
+    /// Takes the reopened database's `baselines` tree.
+    pub fn attach_store(&mut self, baselines: sled::Tree) {
+        self.baselines.attach(baselines);
     }
 
     /// Current readings for a user report's snapshot.
