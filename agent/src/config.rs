@@ -106,9 +106,58 @@ pub struct IpcToml {
     /// Path of the Unix socket. Default: `agent.sock` in the data directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
-    /// Let every local user send reports (socket mode 0666). When false the socket is
-    /// 0660: only root and the agent's group.
-    pub allow_all_users: bool,
+    /// Who may use the socket (send reports, see their status, reply): `"everyone"`
+    /// (mode 0666: every local user; a single-user workstation, or any machine whose
+    /// users should all be able to report), `"group"` (0660, group `group`: only its
+    /// members; shared machines and servers), `"owner"` (0600: only the agent's user,
+    /// root in production). Default `"everyone"`.
+    pub access: SocketAccessToml,
+    /// The group for `access = "group"`: a name from `/etc/group` or a number. Default
+    /// `"vigia"` (`groupadd --system vigia`, then `usermod -aG vigia NAME` per user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Replaced by `access`; refused with a message saying so.
+    #[serde(skip_serializing)]
+    pub allow_all_users: Option<bool>,
+}
+
+/// `[ipc] access`: who may use the local socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketAccessToml {
+    /// Every local user (0666).
+    #[default]
+    Everyone,
+    /// The members of `[ipc] group` (0660).
+    Group,
+    /// The agent's own user (0600).
+    Owner,
+}
+
+/// The group `access = "group"` uses when `[ipc] group` is not set.
+pub const DEFAULT_SOCKET_GROUP: &str = "vigia";
+
+/// Who may use the local socket, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAccess {
+    /// Mode 0666.
+    Everyone,
+    /// Mode 0660, owned by this group (a name or a number, resolved when the socket is
+    /// bound, so a missing group is an error of the agent that needs it).
+    Group(String),
+    /// Mode 0600.
+    Owner,
+}
+
+impl SocketAccess {
+    /// The socket's file mode.
+    pub fn mode(&self) -> u32 {
+        match self {
+            Self::Everyone => 0o666,
+            Self::Group(_) => 0o660,
+            Self::Owner => 0o600,
+        }
+    }
 }
 
 /// The default broker URL.
@@ -159,7 +208,9 @@ impl Default for IpcToml {
     fn default() -> Self {
         Self {
             socket: None,
-            allow_all_users: true,
+            access: SocketAccessToml::Everyone,
+            group: None,
+            allow_all_users: None,
         }
     }
 }
@@ -236,8 +287,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// IPC socket path.
     pub socket: PathBuf,
-    /// Whether the socket is open to every local user.
-    pub socket_world: bool,
+    /// Who may use the socket.
+    pub socket_access: SocketAccess,
     /// Detector settings (validated).
     pub detect: DetectConfig,
 }
@@ -457,6 +508,35 @@ impl ConfigToml {
             .clone()
             .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
 
+        if let Some(old) = self.ipc.allow_all_users {
+            let instead = if old {
+                "access = \"everyone\""
+            } else {
+                "access = \"group\" with group = \"...\" (or access = \"owner\")"
+            };
+            return Err(invalid(
+                "ipc.allow_all_users",
+                format!("was replaced by ipc.access; write {instead}"),
+            ));
+        }
+        let socket_access = match (self.ipc.access, &self.ipc.group) {
+            (SocketAccessToml::Group, Some(g)) if g.trim().is_empty() => {
+                return Err(invalid("ipc.group", "is empty".into()))
+            }
+            (SocketAccessToml::Group, g) => SocketAccess::Group(
+                g.clone()
+                    .unwrap_or_else(|| DEFAULT_SOCKET_GROUP.to_string()),
+            ),
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "ipc.group",
+                    "is set but ipc.access is not \"group\"".into(),
+                ))
+            }
+            (SocketAccessToml::Everyone, None) => SocketAccess::Everyone,
+            (SocketAccessToml::Owner, None) => SocketAccess::Owner,
+        };
+
         self.detect.validate().map_err(|e| ConfigError::Invalid {
             origin: origin.to_string(),
             field: format!("detect.{}", e.field),
@@ -479,7 +559,7 @@ impl ConfigToml {
             root: self.root,
             data_dir,
             socket,
-            socket_world: self.ipc.allow_all_users,
+            socket_access,
             detect: self.detect,
         })
     }
@@ -495,6 +575,7 @@ const DEFAULT_HEADER: &str = "\
 #   [mqtt] username, password   # when the broker requires them
 #   [mqtt] ca_file = \"/etc/vigia/ca.pem\"   # for mqtts:// (default: the system bundle)
 #   [ipc] socket = \"/run/vigia-agent.sock\" # default: agent.sock in data_dir
+#   [ipc] group = \"vigia\"      # with access = \"group\": who may report (default vigia)
 #   [detect] replay = \"samples.jsonl\"     # read samples from a file instead of this machine
 ";
 
@@ -615,7 +696,8 @@ mod tests {
             [spool]
             max_bytes = 65536
             [ipc]
-            allow_all_users = false
+            access = "group"
+            group = "staff"
             [detect.disk_space]
             warn = 80.0
         "#);
@@ -636,8 +718,35 @@ mod tests {
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(20));
         assert_eq!(c.spool_max_bytes, 65536);
         assert_eq!(c.socket, PathBuf::from("/tmp/vigia-test/agent.sock"));
-        assert!(!c.socket_world);
+        assert_eq!(c.socket_access, SocketAccess::Group("staff".into()));
+        assert_eq!(c.socket_access.mode(), 0o660);
         assert_eq!(c.detect.disk_space.warn, 80.0);
+    }
+
+    #[test]
+    fn socket_access_defaults_to_everyone_and_says_what_replaced_the_old_key() {
+        let d = ok("data_dir = \"/x\"");
+        assert_eq!(d.socket_access, SocketAccess::Everyone);
+        assert_eq!(d.socket_access.mode(), 0o666);
+        let g = ok("data_dir = \"/x\"\n[ipc]\naccess = \"group\"");
+        assert_eq!(g.socket_access, SocketAccess::Group("vigia".into()));
+        let o = ok("data_dir = \"/x\"\n[ipc]\naccess = \"owner\"");
+        assert_eq!(o.socket_access.mode(), 0o600);
+        assert_eq!(
+            err("[ipc]\nallow_all_users = false"),
+            "/etc/vigia/agent.toml: ipc.allow_all_users: was replaced by ipc.access; write \
+             access = \"group\" with group = \"...\" (or access = \"owner\")"
+        );
+        assert_eq!(
+            err("[ipc]\ngroup = \"vigia\""),
+            "/etc/vigia/agent.toml: ipc.group: is set but ipc.access is not \"group\""
+        );
+        assert_eq!(
+            err("[ipc]\naccess = \"group\"\ngroup = \" \""),
+            "/etc/vigia/agent.toml: ipc.group: is empty"
+        );
+        let e = err("[ipc]\naccess = \"all\"");
+        assert!(e.starts_with("/etc/vigia/agent.toml: ipc.access: "), "{e}");
     }
 
     #[test]

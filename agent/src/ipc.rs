@@ -3,11 +3,12 @@
 //!
 //! A Unix stream socket (default `agent.sock` in the data directory, `[ipc] socket` to
 //! move it) carrying one JSON request line and one JSON response line per connection.
-//! The socket is mode 0666 by default so every local user can report (the agent only
-//! accepts the three requests below, each bounded); `[ipc] allow_all_users = false`
-//! makes it 0660 (root and the agent's group). The reporter's login name comes from the
-//! kernel (`SO_PEERCRED`), not from the client, so a report cannot claim to be someone
-//! else. The trade-off: Unix-only, which is what the agent targets.
+//! `[ipc] access` says who may connect: `everyone` (0666, the default, so every local
+//! user can report; the agent only accepts the three requests below, each bounded and
+//! limited per user), `group` (0660, the socket's group set to `[ipc] group`, default
+//! `vigia`; a missing group is an error at start) or `owner` (0600). The reporter's login
+//! name comes from the kernel (`SO_PEERCRED`), not from the client, so a report cannot
+//! claim to be someone else. The trade-off: Unix-only, which is what the agent targets.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use vigia_protocol::{
     bounded, CmdBody, EventBody, OpenFault, Reply as ReplyBody, Urgency, UserReport,
 };
 
-use crate::config::Config;
+use crate::config::{Config, SocketAccess};
 use crate::link::{lock, now_ms, AgentState, LinkState};
 
 /// Longest request line accepted.
@@ -411,10 +412,26 @@ impl Server {
         let store = ReportsAndQuestions::new(Arc::clone(&shared));
         // Subscribe before the link starts, so no command slips past.
         let cmds = shared.cmds.subscribe();
+        let gid = match &cfg.socket_access {
+            SocketAccess::Group(g) => Some(group_id(g, Path::new("/etc/group")).map_err(err)?),
+            _ => None,
+        };
         let listener = UnixListener::bind(&path).map_err(err)?;
-        let mode = if cfg.socket_world { 0o666 } else { 0o660 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-        tracing::info!(socket = %path.display(), mode = format!("{mode:o}"), "ipc socket listening");
+        // The group first, then the mode: never a moment when another group may connect.
+        let applied = gid
+            .map_or(Ok(()), |g| std::os::unix::fs::chown(&path, None, Some(g)))
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(cfg.socket_access.mode()),
+                )
+            });
+        if let Err(e) = applied {
+            let _ = std::fs::remove_file(&path);
+            return Err(err(e));
+        }
+        let mode = cfg.socket_access.mode();
+        tracing::info!(socket = %path.display(), mode = format!("{mode:o}"), gid, "ipc socket listening");
         Ok(Self {
             listener,
             path,
@@ -460,6 +477,32 @@ impl Server {
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The id of group `name` (a name in `group_file`, normally `/etc/group`, or a number),
+/// or an error saying how to create it.
+fn group_id(name: &str, group_file: &Path) -> std::io::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string(group_file).unwrap_or_default();
+    let found = text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let n = f.next()?;
+        let _pw = f.next()?;
+        (n == name).then(|| f.next()?.parse::<u32>().ok()).flatten()
+    });
+    found.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "ipc.group: no group {name:?} in {} (create it with `groupadd --system {name}` \
+                 and add the users who may report with `usermod -aG {name} USER`, give its \
+                 number instead, or set ipc.access = \"everyone\")",
+                group_file.display()
+            ),
+        )
+    })
 }
 
 /// The login name of a uid, from `/etc/passwd`.
@@ -875,6 +918,90 @@ mod tests {
         let wait = l.allow(Limit::Report, "ana", 10_000).unwrap_err();
         assert_eq!(wait, RATE_WINDOW - 10_000);
         assert!(l.allow(Limit::Report, "ana", RATE_WINDOW).is_ok());
+    }
+
+    /// Binds a socket with `[ipc]` settings `ipc`; the mode and group it got.
+    fn bind_with(ipc: &str) -> Result<(u32, u32), String> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml(
+            &format!(
+                "data_dir = \"{}\"\n[device]\nid = \"ws-1\"\n[ipc]\n{ipc}\n",
+                dir.path().display()
+            ),
+            "test",
+        )
+        .map_err(|e| e.to_string())?;
+        let spool = Spool::open(&cfg.db_path(), cfg.device.clone(), 1 << 20).unwrap();
+        let shared = Arc::new(AgentState::new(spool));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let server = Server::bind(&cfg, shared).map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(&cfg.socket).unwrap();
+        drop(server);
+        Ok((meta.mode() & 0o7777, meta.gid()))
+    }
+
+    /// A group of this system other than the process's own (`nogroup` on Debian).
+    fn other_group() -> (String, u32) {
+        let text = std::fs::read_to_string("/etc/group").unwrap();
+        let own = std::fs::metadata("/proc/self").ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.gid()
+        });
+        let groups: Vec<(String, u32)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?.to_string();
+                let gid = f.nth(1)?.parse::<u32>().ok()?;
+                Some((name, gid))
+            })
+            .collect();
+        let nogroup = groups.iter().find(|(n, _)| n == "nogroup");
+        nogroup
+            .or_else(|| groups.iter().find(|(_, g)| Some(*g) != own))
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_socket_gets_the_mode_and_group_the_config_asks_for() {
+        let (mode, _) = bind_with("").unwrap();
+        assert_eq!(mode, 0o666, "default: every local user may report");
+        let (mode, _) = bind_with("access = \"owner\"").unwrap();
+        assert_eq!(mode, 0o600);
+        // Changing a socket's group to one the process is not in takes root.
+        if !crate::config::running_as_root() {
+            panic!("this test needs root to give the socket another group");
+        }
+        let (name, gid) = other_group();
+        let (mode, got) = bind_with(&format!("access = \"group\"\ngroup = \"{name}\"")).unwrap();
+        assert_eq!((mode, got), (0o660, gid), "group {name}");
+        let (mode, got) = bind_with(&format!("access = \"group\"\ngroup = \"{gid}\"")).unwrap();
+        assert_eq!((mode, got), (0o660, gid), "by number");
+    }
+
+    #[test]
+    fn a_missing_group_is_a_clear_error() {
+        let e = bind_with("access = \"group\"\ngroup = \"no-such-group-vigia\"").unwrap_err();
+        assert!(
+            e.contains("ipc.group: no group \"no-such-group-vigia\" in /etc/group")
+                && e.contains("groupadd --system no-such-group-vigia"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("group"),
+            "root:x:0:\nvigia:x:997:ana,luis\n",
+        )
+        .unwrap();
+        assert_eq!(group_id("vigia", &dir.path().join("group")).unwrap(), 997);
+        assert_eq!(group_id("1234", &dir.path().join("group")).unwrap(), 1234);
+        assert!(group_id("vigi", &dir.path().join("group")).is_err());
     }
 
     #[test]
