@@ -197,7 +197,7 @@ fn all_in_one(cli: Cli) -> Result<()> {
         );
         if !http_free {
             println!(
-                "  (port {} was taken; the feed uses the port above)",
+                "  (port {} was taken; the console uses the port above)",
                 cli.http.port()
             );
         }
