@@ -610,14 +610,21 @@
         ...STATES.map((s) => [s, stateName(s)])])),
       field("level", t("filter.level"), sel("level", [["", t("filter.any")], ...[1, 2, 3].map((n) => [String(n), levelName(n)])])),
       field("priority", t("filter.priority"), sel("priority", [["", t("filter.any")], ...PRIORITIES.map((p) => [p, p])])),
-      field("group", t("filter.group"), inp("group")),
-      field("assignee", t("filter.assignee"), inp("assignee")),
-      field("device", t("filter.device"), inp("device")),
-      field("tag", t("filter.tag"), inp("tag")),
-      field("kind", t("filter.kind"), inp("kind", { list: "kinds" })),
-      h("datalist", { id: "kinds" }, Object.keys(WORDS.en).filter((k) => k.startsWith("kind."))
-        .map((k) => h("option", { value: k.slice(5) }, kindName(k.slice(5))))),
+      h("details", { class: "more", id: "f-more" },
+        h("summary", {}, t("filter.more")),
+        h("div", { class: "more-fields" },
+          field("group", t("filter.group"), inp("group")),
+          field("assignee", t("filter.assignee"), inp("assignee")),
+          field("device", t("filter.device"), inp("device")),
+          field("tag", t("filter.tag"), inp("tag")),
+          field("kind", t("filter.kind"), inp("kind", { list: "kinds" })),
+          h("datalist", { id: "kinds" }, Object.keys(WORDS.en).filter((k) => k.startsWith("kind."))
+            .map((k) => h("option", { value: k.slice(5) }, kindName(k.slice(5))))))),
       h("button", { type: "button", class: "link", id: "f-clear" }, t("filter.clear")));
+    // On a phone the rarer filters fold away, unless one of them is set.
+    const more = form.querySelector("#f-more");
+    more.open = !window.matchMedia("(max-width: 720px)").matches
+      || ["group", "assignee", "device", "tag", "kind"].some((k) => q[k]);
     for (const k of FILTERS) {
       const el = form.elements[k];
       if (!el) continue;
@@ -1013,6 +1020,7 @@
           section(t("incident.facts"), "inc-facts"),
           h("div", { id: "inc-extra" }))));
     fillIncident(d, true);
+    if (d.device_info) showIncidentDevice(d.device, d.device_info);
     loadIncidentDevice(d.device);
     if (S.pendingAction) {
       const a = S.pendingAction;
@@ -1037,7 +1045,8 @@
   // Fills the incident page from `d`. The actions are redrawn only when `actions` is
   // true: a live update never throws away a form the user is filling in.
   function fillIncident(d, actions) {
-    const sla = slaView(d.sla);
+    // The detail carries the stored clocks as `sla`; the list's view of them is `sla_brief`.
+    const sla = slaView(d.sla_brief || d.sla);
     const fill = (id, ...kids) => {
       const el = $(id);
       if (!el) return;
@@ -1108,6 +1117,21 @@
     ]));
 
     const extra = [];
+    const st = d.sla_status;
+    if (st) {
+      const due = (at, breachedAt) => breachedAt
+        ? h("span", { class: "sla breached" }, t("sla.breached_at", { t: fmtDate(breachedAt) }))
+        : at ? h("span", { class: at < Date.now() ? "sla breached" : "sla" }, fmtDate(at) + " · " + slaView({ due: at }).text) : null;
+      extra.push(section(t("sla.title"), "inc-sla", facts([
+        [t("sla.state"), st.paused ? h("span", { class: "sla paused" }, "⏸ " + t("sla.paused")) : t("sla.running")],
+        [t("sla.response"), due(st.response_due_at, st.response_breached_at)],
+        [t("sla.responded"), st.responded_at ? fmtDate(st.responded_at) : null],
+        [t("sla.resolution"), due(st.resolution_due_at, st.resolution_breached_at)],
+        [t("sla.escalation"), st.escalation_due_at ? fmtDate(st.escalation_due_at) : null],
+        [t("sla.active"), fmtDuration(st.active_ms || 0)],
+        [t("sla.paused_for"), st.paused_ms ? fmtDuration(st.paused_ms) : null],
+      ])));
+    }
     if (d.info_requests && d.info_requests.length) {
       extra.push(section(t("incident.questions"), "inc-questions", h("ul", { class: "plain" }, d.info_requests.map((q) =>
         h("li", {}, h("time", {}, fmtDate(q.asked_at)), " · ", q.question, h("br"),
@@ -1214,6 +1238,10 @@
     } catch (_) {
       dev = null;
     }
+    if (dev || !(S.detail && S.detail.device_info)) showIncidentDevice(id, dev);
+  }
+
+  function showIncidentDevice(id, dev) {
     const box = $("inc-device");
     if (!box || !S.detail || S.detail.device !== id) return;
     box.replaceChildren(box.querySelector("h2"), deviceBadge(id, dev), dev ? inventory(dev, true) : null);
