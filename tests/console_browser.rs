@@ -187,6 +187,7 @@ impl Drop for World {
 struct Api {
     base: String,
     cookie: String,
+    csrf: String,
     http: ureq::Agent,
 }
 
@@ -196,7 +197,7 @@ impl Api {
             .http_status_as_error(false)
             .build()
             .into();
-        let resp = http
+        let mut resp = http
             .post(&format!("{base}/api/session"))
             .header("Origin", base)
             .send_json(json!({ "login": login, "password": PASSWORD }))
@@ -211,11 +212,32 @@ impl Api {
             .and_then(|c| c.split(';').next())
             .unwrap_or_else(|| panic!("no vigia_session cookie for {login}"))
             .to_string();
+        let body: Value = resp
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|e| panic!("session body: {e}"));
         Api {
             base: base.to_string(),
             cookie,
+            csrf: body["csrf"].as_str().unwrap_or_default().to_string(),
             http,
         }
+    }
+
+    /// POSTs `body` with the session's CSRF token, as the page does; the answer's JSON.
+    fn post(&self, path: &str, body: Value) -> Value {
+        let mut r = self
+            .http
+            .post(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.base)
+            .header("X-CSRF-Token", &self.csrf)
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert_eq!(r.status(), 200, "POST {path}");
+        r.body_mut()
+            .read_json()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     fn get(&self, path: &str) -> Option<Value> {
@@ -669,6 +691,64 @@ fn the_phone_layout_stacks_without_sideways_scrolling() {
     let shot = b.screenshot("console-phone-incident");
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(page_errors(&b), Vec::<String>::new());
+}
+
+#[test]
+fn changes_reach_the_open_page_within_a_second() {
+    let _turn = turn();
+    let mut w = World::start();
+    w.start_agent();
+    let n = w.incident_in("level1")["number"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number"));
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    row_text(&b, n, "the row", |t| t.contains(DEVICE));
+    b.wait_text("#live", "the live indicator", |t| t == "live");
+    // Each time the row shows a newer change, how long after the server made it (the
+    // collector's clock and the browser's are this machine's).
+    b.exec(
+        "window.__delays = [];
+         const seen = new Set();
+         new MutationObserver(() => {
+           const tr = document.querySelector(`#rows tr[data-number='${arguments[0]}']`);
+           const at = tr && Number(tr.dataset.updated);
+           if (at && !seen.has(at)) { seen.add(at); window.__delays.push(Date.now() - at); }
+         }).observe(document.getElementById('rows'), { subtree: true, childList: true, attributes: true });",
+        json!([n]),
+    );
+    let api = w.api("mesa");
+    const NOTES: usize = 40;
+    let mut last = 0;
+    for i in 0..NOTES {
+        let d = api.post(
+            &format!("/api/incidents/{n}/note"),
+            json!({ "text": format!("nota {i}") }),
+        );
+        last = d["updated_at"].as_u64().unwrap_or(0);
+    }
+    let mut delays: Vec<u64> = b.until("the last note on the page", || {
+        let at = b.exec(
+            "const tr = document.querySelector(`#rows tr[data-number='${arguments[0]}']`);
+             return tr ? Number(tr.dataset.updated) : 0;",
+            json!([n]),
+        );
+        (at.as_u64()? >= last).then_some(())?;
+        serde_json::from_value(b.exec("return window.__delays;", json!([]))).ok()
+    });
+    assert!(
+        delays.len() >= NOTES / 2,
+        "the page showed only {} of {NOTES} changes: {delays:?}",
+        delays.len()
+    );
+    delays.sort_unstable();
+    let pct = |p: usize| delays[(delays.len() * p / 100).min(delays.len() - 1)];
+    eprintln!(
+        "feed latency, stored to page updated, {} changes: p50 {} ms, p99 {} ms",
+        delays.len(),
+        pct(50),
+        pct(99)
+    );
+    assert!(pct(99) < 1000, "slower than a second: {delays:?}");
 }
 
 #[test]

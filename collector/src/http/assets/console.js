@@ -767,6 +767,9 @@
 
   function fillRow(tr, inc) {
     tr.inc = inc;
+    // When the server changed it: how fresh the row is (and what the feed's delay is
+    // measured against).
+    tr.dataset.updated = String(inc.updated_at);
     const sla = slaView(inc.sla);
     const what = h("td", { class: "c-what", "data-label": t("col.what") },
       link(incidentHref(inc.number), inc.title, "title"),
