@@ -752,6 +752,70 @@ fn changes_reach_the_open_page_within_a_second() {
 }
 
 #[test]
+fn bulk_note_from_the_keyboard_then_the_device_and_the_fleet() {
+    let _turn = turn();
+    let mut w = World::start();
+    w.start_agent();
+    let n = w.incident_in("level1")["number"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number"));
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    row_text(&b, n, "the row", |t| t.contains(DEVICE));
+    // j marks the first row, x selects it: the bulk form appears.
+    b.press("jx");
+    b.wait_text("#bulk .bulk-count", "the selection", |t| {
+        t.contains("1 selected")
+    });
+    // Markup in a note is text: shown as typed, never run or rendered.
+    let note = "<img src=x id=inyectado> revisado en bloque";
+    b.send_keys(&b.wait("#bulk textarea[name=text]"), note);
+    b.click(&b.wait("#bulk-apply"));
+    b.wait_text("#toast", "the bulk result", |t| {
+        t.contains("1 done, 0 refused")
+    });
+    let detail = w
+        .api("mesa")
+        .get(&format!("/api/incidents/{n}"))
+        .unwrap_or_else(|| panic!("incident {n}"));
+    assert!(
+        detail.to_string().contains("revisado en bloque"),
+        "{detail}"
+    );
+    open_incident(&b, n);
+    b.wait_text("#inc-notes", "the note as typed", |t| t.contains(note));
+    assert_eq!(
+        b.exec("return document.getElementById('inyectado');", json!([])),
+        Value::Null,
+        "the note's markup became an element"
+    );
+
+    // The device page: online, its inventory, the active fault and the history.
+    b.click(&b.wait(&format!("#inc-device a[href='/devices/{DEVICE}']")));
+    b.wait_text("#dev-badge", "the device online", |t| t.contains("online"));
+    b.wait_text("#dev-inventory", "the inventory", |t| {
+        t.contains("Host name")
+    });
+    b.wait_text("#dev-faults", "the active fault", |t| {
+        t.contains("Disk space")
+    });
+    b.wait(&format!("#dev-history-table a[href='/incidents/{n}']"));
+    let shot = b.screenshot("console-device");
+    eprintln!("screenshot: {}", shot.display());
+
+    // The fleet: the device is among those with open incidents, and none is offline.
+    b.press("f");
+    b.wait_text("#fleet-incidents", "the device with open incidents", |t| {
+        t.contains(DEVICE)
+    });
+    b.wait_text("#fleet-offline", "no device offline", |t| {
+        t.contains("Every device is online")
+    });
+    let shot = b.screenshot("console-fleet");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+}
+
+#[test]
 fn screenshots_are_decoded_from_webdriver_base64() {
     assert_eq!(decode_base64("iVBORw0KGgo="), b"\x89PNG\r\n\x1a\n");
     assert_eq!(decode_base64("aGk="), b"hi");
