@@ -741,7 +741,7 @@
       prev = tr;
     }
     $("list-empty").hidden = list.length > 0;
-    $("list-count").textContent = t("list.count", { n: fmtNum(list.length) });
+    $("list-count").textContent = t(list.length === 1 ? "list.count.one" : "list.count", { n: fmtNum(list.length) });
     if (S.cursor !== null && !S.rows.has(S.cursor)) S.cursor = null;
     markCursor();
   }

@@ -27,6 +27,7 @@ window.VIGIA_I18N = {
     "list.empty": "No hay incidencias con estos filtros.",
     "list.loading": "Cargando…",
     "list.count": "{n} incidencias",
+    "list.count.one": "1 incidencia",
     "list.more": "Se muestran las {n} más recientes; afine los filtros para ver otras.",
 
     "filter.mine": "Mías",
@@ -331,6 +332,7 @@ window.VIGIA_I18N = {
     "list.empty": "No incidents match these filters.",
     "list.loading": "Loading…",
     "list.count": "{n} incidents",
+    "list.count.one": "1 incident",
     "list.more": "Showing the newest {n}; narrow the filters to see others.",
 
     "filter.mine": "Mine",
