@@ -83,6 +83,8 @@ pub struct Metrics {
     unauthenticated: AtomicU64,
     live_clients: AtomicU64,
     feed_latency: Histogram,
+    ingest_stalled: AtomicU64,
+    store_reopens: AtomicU64,
 }
 
 /// The outcome of a sign-in, as a counter label.
@@ -226,6 +228,17 @@ impl Metrics {
         self.forbidden.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Ingest is stalled by a failing store (or no longer is).
+    pub fn ingest_stalled(&self, stalled: bool) {
+        self.ingest_stalled
+            .store(u64::from(stalled), Ordering::Relaxed);
+    }
+
+    /// The store was reopened after an I/O error.
+    pub fn store_reopened(&self) {
+        self.store_reopens.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A request came without valid credentials.
     pub fn unauthenticated(&self) {
         self.unauthenticated.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +352,26 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} counter");
             let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
         }
+        let _ = writeln!(
+            s,
+            "# HELP vigia_ingest_stalled 1 while the store fails writes (devices keep their events)."
+        );
+        let _ = writeln!(s, "# TYPE vigia_ingest_stalled gauge");
+        let _ = writeln!(
+            s,
+            "vigia_ingest_stalled {}",
+            self.ingest_stalled.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP vigia_store_reopens_total Store reopened after an I/O error."
+        );
+        let _ = writeln!(s, "# TYPE vigia_store_reopens_total counter");
+        let _ = writeln!(
+            s,
+            "vigia_store_reopens_total {}",
+            self.store_reopens.load(Ordering::Relaxed)
+        );
         let _ = writeln!(s, "# HELP vigia_live_clients Live feed streams open.");
         let _ = writeln!(s, "# TYPE vigia_live_clients gauge");
         let _ = writeln!(

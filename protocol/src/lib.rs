@@ -18,6 +18,8 @@ mod backoff;
 mod codec;
 mod device;
 #[cfg(feature = "std")]
+pub mod disk;
+#[cfg(feature = "std")]
 mod paths;
 mod payload;
 pub mod time;

@@ -19,6 +19,16 @@
 //! The session is persistent (`clean_session = false`, stable client id) so the broker
 //! keeps messages while the collector is down; when the broker says the session is gone
 //! (`session_present = false`) the worker subscribes again.
+//!
+//! **When the store fails** (a full disk, an I/O error): a message that could not be
+//! stored is still acknowledged to the broker, but not to the device. Holding its PUBACK
+//! back would keep one of the broker's in-flight slots per message, and once those are
+//! used up the broker would send nothing more, from any device, even after the disk has
+//! room again. The device keeps the event in its spool until the collector's `Ack` names
+//! it, so nothing is lost: the worker marks ingest stalled (`vigia_ingest_stalled`), asks
+//! the store to recover with backoff (the embedded one reopens once the disk has room),
+//! and when it has, publishes the collector's retained `online` status again, which makes
+//! every agent replay what is still unacknowledged.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +162,7 @@ impl Ingest {
                 downlink: downlink.clone(),
                 deps,
                 ready: ready_tx,
+                stall: None,
             }
             .run(work_rx, stop_rx),
         );
@@ -195,6 +206,14 @@ impl Ingest {
     }
 }
 
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the store made of a decoded message.
 // One per message of a batch, consumed at once: size does not matter here.
 #[allow(clippy::large_enum_variant)]
@@ -222,20 +241,44 @@ struct Worker {
     downlink: Downlink,
     deps: IngestDeps,
     ready: watch::Sender<bool>,
+    /// Since when the store has been failing writes, and when to try recovering next.
+    stall: Option<Stall>,
 }
+
+/// Ingest while the store fails.
+struct Stall {
+    since: std::time::Instant,
+    backoff: vigia_protocol::Backoff,
+    next_try: tokio::time::Instant,
+    unstored: u64,
+}
+
+/// Recovery attempts while stalled: quick at first, at most every 30 s.
+const RECOVER_MIN: Duration = Duration::from_millis(250);
+const RECOVER_MAX: Duration = Duration::from_secs(30);
 
 impl Worker {
     async fn run(
-        self,
+        mut self,
         mut rx: mpsc::UnboundedReceiver<PollerEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
+            let retry_at = self.stall.as_ref().map(|s| s.next_try);
             let first = tokio::select! {
-                w = rx.recv() => w,
+                w = rx.recv() => w.map(Some),
                 _ = stop.wait_for(|s| *s) => None,
+                () = sleep_until_opt(retry_at) => Some(None),
             };
-            let Some(first) = first else { break };
+            // `Some(None)`: time to try recovering the store.
+            let first = match first {
+                Some(Some(w)) => w,
+                Some(None) => {
+                    self.try_recover().await;
+                    continue;
+                }
+                None => break,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -301,7 +344,79 @@ impl Worker {
             .await
     }
 
-    async fn handle_batch(&self, publishes: Vec<Publish>) {
+    /// Acknowledges `publishes` to the broker only (their devices keep them).
+    async fn release(&self, publishes: &[Publish]) {
+        for p in publishes {
+            if let Err(e) = self.client.ack(p).await {
+                warn!(error = %e, "cannot queue the MQTT ack");
+            }
+        }
+    }
+
+    /// The store failed `n` writes: ingest is stalled until it recovers.
+    fn stalled(&mut self, n: u64) {
+        self.deps.metrics.ingest_stalled(true);
+        let stall = self.stall.get_or_insert_with(|| {
+            error!(
+                "the store is failing writes: events are acknowledged to the broker but \
+                not to their devices, which keep them until the store recovers"
+            );
+            Stall {
+                since: std::time::Instant::now(),
+                backoff: vigia_protocol::Backoff::new(RECOVER_MIN, RECOVER_MAX, now_ms()),
+                next_try: tokio::time::Instant::now(),
+                unstored: 0,
+            }
+        });
+        stall.unstored += n;
+    }
+
+    /// Asks the store to recover; when it did (or writes work again), asks every agent
+    /// to replay what the collector has not acknowledged.
+    async fn try_recover(&mut self) {
+        let store = self.deps.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let reopened = store.recover()?;
+            // A flush that works says the store takes writes again.
+            store.flush().map(|()| reopened)
+        })
+        .await;
+        let Some(stall) = self.stall.as_mut() else {
+            return;
+        };
+        match r {
+            Ok(Ok(reopened)) => {
+                if reopened {
+                    self.deps.metrics.store_reopened();
+                }
+                warn!(
+                    stalled_s = stall.since.elapsed().as_secs(),
+                    unstored = stall.unstored,
+                    reopened,
+                    "the store takes writes again: asking the devices to resend"
+                );
+                self.stall = None;
+                self.deps.metrics.ingest_stalled(false);
+                if let Err(e) = self.publish_status(true).await {
+                    warn!(error = %e, "cannot queue the online status");
+                }
+            }
+            Ok(Err(e)) => {
+                let wait = stall.backoff.next_delay();
+                stall.next_try = tokio::time::Instant::now() + wait;
+                if stall.backoff.attempts() == 1 || stall.backoff.attempts().is_multiple_of(10) {
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "the store has not recovered yet");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "store recovery task failed");
+                stall.next_try = tokio::time::Instant::now() + RECOVER_MAX;
+            }
+        }
+    }
+
+    async fn handle_batch(&mut self, publishes: Vec<Publish>) {
         let decoded: Vec<Decoded> = publishes
             .iter()
             .map(|p| decode_publish(&self.topics, &self.deps.metrics, p))
@@ -323,11 +438,15 @@ impl Worker {
             Ok(Err(e)) => {
                 self.deps.metrics.store_error();
                 error!(error = %e, batch = publishes.len(),
-                    "store flush failed: nothing in this batch is acknowledged");
+                    "store flush failed: nothing in this batch is acknowledged to its devices");
+                self.release(&publishes).await;
+                self.stalled(publishes.len() as u64);
                 return;
             }
             Err(e) => {
                 error!(error = %e, "store task failed: nothing in this batch is acknowledged");
+                self.release(&publishes).await;
+                self.stalled(publishes.len() as u64);
                 return;
             }
         };
@@ -336,13 +455,20 @@ impl Worker {
         let mut cmds = Vec::new();
         let mut feed = Vec::new();
         let mut decisions = Vec::new();
+        let mut failed = 0u64;
         for (p, d) in publishes.iter().zip(done) {
             let d = match d {
                 Ok(d) => d,
                 Err(e) => {
-                    // Not acked: the broker redelivers it on the next session.
+                    // Released to the broker, not acknowledged to the device, which
+                    // resends it: see the module's doc.
                     self.deps.metrics.store_error();
-                    error!(topic = %p.topic, error = %e, "store write failed; message not acknowledged");
+                    error!(topic = %p.topic, error = %e,
+                        "store write failed; not acknowledged to the device");
+                    if let Err(e) = self.client.ack(p).await {
+                        warn!(error = %e, "cannot queue the MQTT ack");
+                    }
+                    failed += 1;
                     continue;
                 }
             };
@@ -388,6 +514,9 @@ impl Worker {
         }
         for f in feed {
             self.deps.feed.publish(f);
+        }
+        if failed > 0 {
+            self.stalled(failed);
         }
         deliver(
             &decisions,

@@ -53,9 +53,9 @@ impl From<sled::Error> for StoreError {
 /// How long [`SledStore::open`] waits for a previous owner to release the store's lock.
 const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The embedded store. Cheap to clone (sled handles are reference counted).
+/// The open database and its trees.
 #[derive(Clone)]
-pub struct SledStore {
+struct Handles {
     db: sled::Db,
     devices: sled::Tree,
     events: sled::Tree,
@@ -70,9 +70,24 @@ pub struct SledStore {
     tokens: sled::Tree,
 }
 
+/// The embedded store: the open database, and what it takes to open it again after an
+/// I/O error, which sled never recovers from by itself (see [`vigia_protocol::disk`]).
+///
+/// Every call holds a read lock for its duration; [`Store::recover`] takes the write lock,
+/// so it drops the database only when no call is using it, then opens it again (only with
+/// room on the disk, removing an unfinished snapshot a full disk left behind). Calls made
+/// while it reopens wait for it.
+pub struct SledStore {
+    dir: std::path::PathBuf,
+    current: std::sync::RwLock<Option<Handles>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -279,9 +294,9 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-impl SledStore {
+impl Handles {
     /// Opens (or creates) the store in `dir`. Fails if another process holds it.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
         // A previous owner may still be letting go of the lock: a collector still exiting
         // (a quick restart), or a dropped handle in this process whose background flusher
         // holds it a moment longer. Past the wait, another collector owns the store.
@@ -366,7 +381,7 @@ impl SledStore {
     /// Writes many new incidents at once, without transactions: one sled batch per tree.
     /// For filling a fresh store (benchmarks, imports); the incidents must not exist yet
     /// and the batch is not atomic across trees, so never use it on a live collector.
-    pub fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
+    fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
         let mut inc_b = sled::Batch::default();
         let mut sum_b = sled::Batch::default();
         let mut idx_b = sled::Batch::default();
@@ -419,7 +434,7 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
+impl Handles {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -757,6 +772,221 @@ impl Store for SledStore {
 
     fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.tokens.remove(id)?.is_some())
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            current: std::sync::RwLock::new(Some(Handles::open(dir)?)),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Handles>> {
+        // A panic in a call leaves sled's own state consistent: keep using it.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the open database; an I/O error marks the store for reopening.
+    fn with<R>(&self, f: impl FnOnce(&Handles) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let guard = self.read();
+        let h = guard.as_ref().ok_or(StoreError::Unavailable)?;
+        let r = f(h);
+        if matches!(r, Err(StoreError::Backend(_))) {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Writes many new incidents at once, without transactions: one sled batch per tree.
+    /// For filling a fresh store (benchmarks, imports); the incidents must not exist yet
+    /// and the batch is not atomic across trees, so never use it on a live collector.
+    pub fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
+        self.with(|h| h.import(incidents, policy))
+    }
+}
+
+impl Store for SledStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.with(|h| h.flush())
+    }
+
+    fn record_event(
+        &self,
+        ev: &Event,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<EventOutcome, StoreError> {
+        self.with(|h| h.record_event(ev, now, policy))
+    }
+
+    fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError> {
+        self.with(|h| h.record_birth(birth, now))
+    }
+
+    fn record_status(&self, st: &Status, now: Millis) -> Result<StatusOutcome, StoreError> {
+        self.with(|h| h.record_status(st, now))
+    }
+
+    fn apply_command(
+        &self,
+        number: IncidentNo,
+        by: &Person,
+        command: &Command,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError> {
+        self.with(|h| h.apply_command(number, by, command, now, policy))
+    }
+
+    fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
+        self.with(|h| h.next_timer())
+    }
+
+    fn tick_due(
+        &self,
+        now: Millis,
+        policy: &Policy,
+        max: usize,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.with(|h| h.tick_due(now, policy, max))
+    }
+
+    fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError> {
+        self.with(|h| h.reschedule_timers(policy))
+    }
+
+    fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
+        self.with(|h| h.incident(number))
+    }
+
+    fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError> {
+        self.with(|h| h.summary(number))
+    }
+
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentSummary>, StoreError> {
+        self.with(|h| h.incidents(filter))
+    }
+
+    fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+        self.with(|h| h.incident_counts())
+    }
+
+    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
+        self.with(|h| h.export(period))
+    }
+
+    fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.with(|h| h.device(id))
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.with(|h| h.devices())
+    }
+
+    fn event(
+        &self,
+        device: &DeviceId,
+        instance: u64,
+        seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        self.with(|h| h.event(device, instance, seq))
+    }
+
+    fn event_seqs(&self, device: &DeviceId, instance: u64) -> Result<Vec<u64>, StoreError> {
+        self.with(|h| h.event_seqs(device, instance))
+    }
+
+    fn event_count(&self) -> usize {
+        self.read().as_ref().map_or(0, |h| h.event_count())
+    }
+
+    fn account(&self, login: &str) -> Result<Option<Account>, StoreError> {
+        self.with(|h| h.account(login))
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.with(|h| h.accounts())
+    }
+
+    fn account_count(&self) -> Result<usize, StoreError> {
+        self.with(|h| h.account_count())
+    }
+
+    fn insert_account(&self, account: &Account) -> Result<bool, StoreError> {
+        self.with(|h| h.insert_account(account))
+    }
+
+    fn put_account(&self, account: &Account) -> Result<(), StoreError> {
+        self.with(|h| h.put_account(account))
+    }
+
+    fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|h| h.session(key))
+    }
+
+    fn put_session(&self, key: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        self.with(|h| h.put_session(key, session))
+    }
+
+    fn remove_session(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|h| h.remove_session(key))
+    }
+
+    fn prune_sessions(&self, now: Millis) -> Result<usize, StoreError> {
+        self.with(|h| h.prune_sessions(now))
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.with(|h| h.token(id))
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.with(|h| h.tokens())
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.with(|h| h.put_token(token))
+    }
+
+    fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|h| h.remove_token(id))
+    }
+
+    fn recover(&self) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        if !self.failed.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        if !vigia_protocol::disk::has_room(&self.dir, vigia_protocol::disk::REOPEN_FREE_BYTES) {
+            return Err(StoreError::NoRoom(self.dir.clone()));
+        }
+        let mut cur = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Every handle goes first: sled holds one lock per database.
+        drop(cur.take());
+        let reopened = match Handles::open(&self.dir) {
+            Err(StoreError::Backend(_)) => {
+                let (removed, _) = vigia_protocol::disk::remove_unfinished_snapshots(&self.dir);
+                for f in &removed {
+                    tracing::warn!(file = %f.display(),
+                        "store: removed an unfinished snapshot a full disk left behind");
+                }
+                Handles::open(&self.dir)
+            }
+            other => other,
+        }?;
+        *cur = Some(reopened);
+        self.failed.store(false, Ordering::SeqCst);
+        tracing::info!(dir = %self.dir.display(), "store reopened after an I/O error");
+        Ok(true)
     }
 }
 

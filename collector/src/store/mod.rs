@@ -38,6 +38,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write so far durable. Call before acknowledging or sending anything.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// After an I/O error: make the store usable again if the backend needs it (the
+    /// embedded one reopens its database once the disk has room). Returns whether it did
+    /// anything; an error says why not yet.
+    fn recover(&self) -> Result<bool, StoreError>;
+
     /// Stores an event once per `(device, instance, seq)` and persists what the workflow makes of
     /// it ([`workflow::route`]), all in one transaction. `now` is the collector's clock.
     fn record_event(
@@ -180,6 +185,12 @@ pub enum StoreError {
     /// No such incident.
     #[error("no incident {0}")]
     NotFound(IncidentNo),
+    /// The store is being reopened after an I/O error.
+    #[error("the store is being reopened after an I/O error; try again")]
+    Unavailable,
+    /// Not enough free space to reopen the store safely.
+    #[error("the disk holding {} is still full: free some space", .0.display())]
+    NoRoom(std::path::PathBuf),
     /// The workflow refused the change; nothing was written.
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
