@@ -370,7 +370,7 @@ fn sign_in_then_a_fault_from_a_real_agent_appears_without_a_reload() {
 }
 
 #[test]
-fn a_technician_escalates_from_the_page_and_the_audit_trail_names_them() {
+fn a_technician_escalates_from_the_page_and_the_service_desk_closes_it() {
     let _turn = turn();
     let mut w = World::start();
     w.start_agent();
@@ -448,6 +448,39 @@ fn a_technician_escalates_from_the_page_and_the_audit_trail_names_them() {
     let shot = b.screenshot("console-incident-escalated");
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(page_errors(&b), Vec::<String>::new());
+
+    // The service desk resolves it and closes it definitively, from its own page; the
+    // technician's page follows live and offers neither.
+    let desk = signed_in(&w, "mesa", BrowserOptions::default());
+    open_incident(&desk, n);
+    desk.click_css("#action-buttons button[data-action=resolve]");
+    let solution = desk.wait("#form-resolve textarea[name=solution]");
+    desk.send_keys(&solution, "disco cambiado en sitio");
+    desk.click_css("#form-resolve #action-submit");
+    desk.wait_text("#inc-state", "resolved", |t| t == "Resolved");
+    desk.click_css("#action-buttons button[data-action=close]");
+    desk.click_css("#form-close #action-submit");
+    desk.wait_text("#inc-state", "closed", |t| t == "Closed");
+    b.wait_text("#inc-state", "the technician's page, live", |t| {
+        t == "Closed"
+    });
+    assert!(
+        b.find_all("#action-buttons button[data-action=close]")
+            .is_empty(),
+        "a technician was offered to close"
+    );
+    let closed = api
+        .get(&format!("/api/incidents/{n}"))
+        .unwrap_or_else(|| panic!("incident {n}"));
+    let close = closed["audit"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|r| r["to"] == "closed"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no close record: {closed}"));
+    assert_eq!(close["actor"]["name"], "mesa", "{close}");
+    let shot = desk.screenshot("console-incident-closed");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&desk), Vec::<String>::new());
 }
 
 #[test]

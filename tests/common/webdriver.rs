@@ -323,6 +323,23 @@ impl Browser {
         })
     }
 
+    /// Clicks the element matching `css` once it is there, finding it again if the page
+    /// redrew it between finding and clicking (a live update replacing a button).
+    pub fn click_css(&self, css: &str) {
+        self.until(&format!("a clickable element matching {css:?}"), || {
+            let e = self.find(css)?;
+            match self.raw(
+                "POST",
+                &format!("/session/{}/element/{}/click", self.session, e.0),
+                None,
+            ) {
+                Ok(_) => Some(()),
+                Err(err) if err.error == "stale element reference" => None,
+                Err(err) => panic!("click {css:?}: {}: {}", err.error, err.message),
+            }
+        });
+    }
+
     /// Clicks an element.
     pub fn click(&self, e: &Element) {
         self.cmd("POST", &format!("/element/{}/click", e.0), None);
