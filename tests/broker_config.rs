@@ -76,12 +76,51 @@ fn rewrite_config(dir: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
+/// `enroll-device` with `mosquitto_passwd` replaced by a shim that records its arguments
+/// and umask (in `mosquitto_passwd.log`) before running the real one.
+fn enroll_cmd(dir: &Path, args: &[&str]) -> Command {
+    let shim_dir = dir.join("shim");
+    if !shim_dir.exists() {
+        std::fs::create_dir_all(&shim_dir).unwrap_or_else(|e| panic!("{e}"));
+        let real = String::from_utf8_lossy(
+            &Command::new("sh")
+                .args(["-c", "command -v mosquitto_passwd"])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        let shim = shim_dir.join("mosquitto_passwd");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\necho \"argv: $*\" >> '{}'\necho \"umask: $(umask)\" >> '{}'\nexec '{real}' \"$@\"\n",
+                dir.join("mosquitto_passwd.log").display(),
+                dir.join("mosquitto_passwd.log").display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker-config/enroll-device");
+    let mut cmd = Command::new(&script);
+    let path = format!(
+        "{}:{}",
+        shim_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path)
+        .args(args)
+        .arg(dir.join("vigia.passwd"));
+    cmd
+}
+
 /// Runs `enroll-device` and returns the password it generated.
 fn enroll(dir: &Path, id: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker-config/enroll-device");
-    let out = Command::new(&script)
-        .arg(id)
-        .arg(dir.join("vigia.passwd"))
+    let out = enroll_cmd(dir, &[id])
         .output()
         .unwrap_or_else(|e| panic!("enroll-device: {e}"));
     assert!(
@@ -166,7 +205,7 @@ async fn until_marker(c: &mut Client, marker: &str) -> Vec<(String, String)> {
         let (topic, payload) = tokio::time::timeout(DEADLINE, c.rx.recv())
             .await
             .unwrap_or_else(|_| panic!("marker {marker} not received; got {before:?}"))
-            .unwrap_or_else(|| panic!("client closed"));
+            .unwrap_or_else(|| panic!("client closed waiting for {marker}; got {before:?}"));
         let payload = String::from_utf8_lossy(&payload).to_string();
         if payload == marker {
             return before;
@@ -198,6 +237,67 @@ async fn production_broker_config_pins_devices_to_their_topics() {
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(bad.status.code(), Some(2));
+    // ...and the collector's own account.
+    let out = enroll_cmd(d, &["vigia-collector"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An enrolled device keeps its password unless asked to rotate it.
+    let line = |id: &str| {
+        std::fs::read_to_string(d.join("vigia.passwd"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(&format!("{id}:")))
+            .map(str::to_owned)
+    };
+    let before = line("ws-a");
+    let out = enroll_cmd(d, &["ws-a"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(line("ws-a"), before, "a second enroll rotated the password");
+    let pw_c = enroll(d, "ws-c");
+    let rotated = String::from_utf8_lossy(
+        &enroll_cmd(d, &["--rotate", "ws-c"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stdout,
+    )
+    .to_string();
+    assert!(
+        !rotated.contains(&pw_c) && rotated.contains("password = "),
+        "{rotated}"
+    );
+    // The passwords never were in a process's arguments, and the file never readable by
+    // others: mosquitto_passwd ran under umask 027.
+    let log = std::fs::read_to_string(d.join("mosquitto_passwd.log")).unwrap_or_default();
+    for pw in [&pw_a, &pw_b, &pw_c] {
+        assert!(!log.contains(pw.as_str()), "a password in argv:\n{log}");
+    }
+    assert!(
+        log.lines()
+            .filter(|l| l.starts_with("umask"))
+            .all(|l| l == "umask: 0027"),
+        "{log}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("vigia.passwd"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "{mode:o}");
+    }
 
     let mut cmd = Command::new("mosquitto");
     cmd.arg("-c").arg(&conf);
@@ -264,6 +364,27 @@ async fn production_broker_config_pins_devices_to_their_topics() {
     assert_eq!(
         got,
         vec![("vigia/v1/up/ws-b/status".to_string(), "b-own".to_string())]
+    );
+
+    // A device connecting with the collector's client id and a persistent session does
+    // not take the collector's session over: the broker gives it its own username as id.
+    let mut o = options("vigia-collector", port, &ca, Some(("ws-b", &pw_b)));
+    o.set_clean_session(false);
+    let (_thief, mut ev) = AsyncClient::new(o, 10);
+    first_connack(&mut ev)
+        .await
+        .unwrap_or_else(|c| panic!("ws-b refused: {c:?}"));
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    publish(&a, "vigia/v1/up/ws-a/event", "after-takeover").await;
+    publish(&a, "vigia/v1/up/ws-a/event", "marker-4").await;
+    let got = until_marker(&mut collector, "marker-4").await;
+    assert_eq!(
+        got,
+        vec![(
+            "vigia/v1/up/ws-a/event".to_string(),
+            "after-takeover".to_string()
+        )],
+        "the collector lost its session to a device"
     );
     drop(broker);
 }

@@ -106,7 +106,9 @@ pub struct MqttConfig {
     /// Topic prefix shared with the agents.
     pub prefix: String,
     /// MQTT client id. Keep it stable: the persistent session that holds events while the
-    /// collector is down is keyed by it.
+    /// collector is down is keyed by it. Left at its default with a `username` set, it is
+    /// the username, as brokers that tie client ids to accounts
+    /// (`use_username_as_clientid`, in `broker-config/`) make it anyway.
     pub client_id: String,
     /// Username for the broker, if it requires one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -499,7 +501,10 @@ impl Config {
             data_dir: self.data_dir.clone(),
             broker,
             topics,
-            client_id: id.clone(),
+            client_id: match &self.mqtt.username {
+                Some(u) if id == DEFAULT_CLIENT_ID => u.clone(),
+                _ => id.clone(),
+            },
             credentials,
             ca_pem,
             http_listen,
@@ -599,6 +604,20 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_client_id_is_the_account_unless_set_apart() {
+        let mut c =
+            Config::parse("[mqtt]\nurl = \"mqtt://b:1883\"\nusername = \"vigia-collector-2\"\n")
+                .unwrap();
+        assert_eq!(c.validate().unwrap().client_id, "vigia-collector-2");
+        c.mqtt.client_id = "explicit".into();
+        assert_eq!(c.validate().unwrap().client_id, "explicit");
+        assert_eq!(
+            Config::default().validate().unwrap().client_id,
+            DEFAULT_CLIENT_ID
+        );
     }
 
     #[test]
