@@ -459,7 +459,10 @@ where
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vigia-collector: error: {e:#}");
+            eprintln!(
+                "vigia-collector: error: {}",
+                render::terminal_safe(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -510,7 +513,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     if out.json {
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
-                        print!("{}", incident_text(&v));
+                        render::out(&incident_text(&v));
                     }
                     Ok(())
                 }
@@ -525,7 +528,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             if let Some(t) = to {
                 q.push_str(&format!("&to={}", enc(t)));
             }
-            print!("{}", api.get_text(&q)?);
+            render::out(&api.get_text(&q)?);
             Ok(())
         }
         Command::Incident { number, json } => {
@@ -548,7 +551,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let list: Vec<DeviceSummary> = serde_json::from_value(v)
                     .map_err(|e| anyhow!("unexpected answer from {}: {e}", api.base))?;
-                print!("{}", devices_table(&list, now_ms()));
+                render::out(&devices_table(&list, now_ms()));
             }
             Ok(())
         }
@@ -577,7 +580,7 @@ fn list_incidents(api: &ApiClient, l: &ListArgs) -> anyhow::Result<()> {
     } else {
         let list: Vec<IncidentSummary> = serde_json::from_value(v)
             .map_err(|e| anyhow!("unexpected answer from {}: {e}", api.base))?;
-        print!("{}", incidents_table(&list, now_ms()));
+        render::out(&incidents_table(&list, now_ms()));
         if list.len() == l.limit {
             println!("(more: --page {})", l.page + 1);
         }
@@ -590,7 +593,7 @@ fn show(api: &ApiClient, number: u64, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", incident_text(&v));
+        render::out(&incident_text(&v));
     }
     Ok(())
 }

@@ -4,6 +4,28 @@ use serde_json::Value;
 use crate::http::DeviceSummary;
 use crate::workflow::{self, IncidentSummary};
 
+/// `s` made harmless for a terminal: control characters (escape sequences, bells,
+/// carriage returns that overwrite a line) and the bidirectional overrides that reorder
+/// what is shown become `�`; line breaks and tabs stay. Everything a device or a person
+/// typed goes through this before it is printed.
+pub fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Prints `s` through [`terminal_safe`].
+pub(super) fn out(s: &str) {
+    print!("{}", terminal_safe(s));
+}
+
 pub(super) fn ago(now: u64, then: u64) -> String {
     if then == 0 {
         return "-".into();
@@ -218,4 +240,21 @@ pub(super) fn incident_text(v: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escapes_and_overrides_never_reach_the_terminal() {
+        assert_eq!(terminal_safe("ok\n\tline"), "ok\n\tline");
+        assert_eq!(
+            terminal_safe("\u{1b}]0;pwned\u{7}x"),
+            "\u{fffd}]0;pwned\u{fffd}x"
+        );
+        assert_eq!(terminal_safe("a\rb"), "a\u{fffd}b");
+        assert_eq!(terminal_safe("\u{9b}31m"), "\u{fffd}31m");
+        assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\u{fffd}fed");
+    }
 }

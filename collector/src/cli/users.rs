@@ -109,8 +109,8 @@ fn print_account(v: &Value) {
             })
             .unwrap_or_default()
     };
-    println!(
-        "{:<16} {:<28} {:<6} {:<24} {}",
+    super::render::out(&format!(
+        "{:<16} {:<28} {:<6} {:<24} {}\n",
         v["login"].as_str().unwrap_or("?"),
         list("roles"),
         v["level"].as_u64().map_or("-".into(), |l| l.to_string()),
@@ -120,7 +120,7 @@ fn print_account(v: &Value) {
         } else {
             ""
         }
-    );
+    ));
 }
 
 /// `user ...`.
@@ -235,13 +235,13 @@ pub(super) fn tokens(api: &ApiClient, cmd: &TokenCmd) -> anyhow::Result<()> {
             })?;
             println!("{:<18} {:<16} {:<6} NAME", "ID", "LOGIN", "SCOPE");
             for t in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<18} {:<16} {:<6} {}",
+                super::render::out(&format!(
+                    "{:<18} {:<16} {:<6} {}\n",
                     t["id"].as_str().unwrap_or("?"),
                     t["login"].as_str().unwrap_or("?"),
                     t["scope"].as_str().unwrap_or("?"),
                     t["name"].as_str().unwrap_or("")
-                );
+                ));
             }
         }
         TokenCmd::Revoke { id } => {

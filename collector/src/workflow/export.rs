@@ -121,20 +121,30 @@ pub const CSV_HEADER: [&str; 14] = [
     "closure_reason",
 ];
 
-/// One CSV cell: quoted when it holds a comma, a quote, CR or LF (quotes doubled), and
-/// defused when a spreadsheet would read it as a formula.
+/// One CSV cell, safe in any spreadsheet whatever separator it splits on: control
+/// characters (terminal escapes included) become spaces, but for line breaks; a cell
+/// holding a comma, semicolon, tab, pipe, quote or line break is quoted (quotes doubled),
+/// so no importer splits it; and one a spreadsheet would read as a formula (its first
+/// non-blank character `=`, `+`, `-` or `@`) starts with `'`.
 pub fn csv_cell(s: &str) -> String {
-    let defused;
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        defused = format!("'{s}");
-        defused.as_str()
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let formula = clean
+        .trim_start_matches([' ', '\r', '\n'])
+        .starts_with(['=', '+', '-', '@']);
+    let cell = if formula { format!("'{clean}") } else { clean };
+    if cell.contains([',', ';', '\t', '|', '"', '\r', '\n']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
     } else {
-        s
-    };
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
+        cell
     }
 }
 
@@ -188,6 +198,16 @@ mod tests {
         assert_eq!(csv_cell(""), "");
         assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_cell("@sum"), "'@sum");
+        // Whatever the separator a spreadsheet splits on, no part starts a formula.
+        assert_eq!(
+            csv_cell("ok;=cmd|' /C calc'!A0"),
+            "\"ok;=cmd|' /C calc'!A0\""
+        );
+        assert_eq!(csv_cell("  =1+1"), "'  =1+1");
+        assert_eq!(csv_cell("\n-2"), "\"'\n-2\"");
+        // Terminal escapes and other control characters do not survive.
+        assert_eq!(csv_cell("\u{1b}[31mred\u{7}"), " [31mred ");
+        assert_eq!(csv_cell("a\tb"), "a b");
     }
 
     #[test]
