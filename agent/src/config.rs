@@ -111,27 +111,11 @@ pub struct IpcToml {
     /// users should all be able to report), `"group"` (0660, group `group`: only its
     /// members; shared machines and servers), `"owner"` (0600: only the agent's user,
     /// root in production). Default `"everyone"`.
-    pub access: SocketAccessToml,
+    pub access: String,
     /// The group for `access = "group"`: a name from `/etc/group` or a number. Default
     /// `"vigia"` (`groupadd --system vigia`, then `usermod -aG vigia NAME` per user).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Replaced by `access`; refused with a message saying so.
-    #[serde(skip_serializing)]
-    pub allow_all_users: Option<bool>,
-}
-
-/// `[ipc] access`: who may use the local socket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SocketAccessToml {
-    /// Every local user (0666).
-    #[default]
-    Everyone,
-    /// The members of `[ipc] group` (0660).
-    Group,
-    /// The agent's own user (0600).
-    Owner,
 }
 
 /// The group `access = "group"` uses when `[ipc] group` is not set.
@@ -208,9 +192,8 @@ impl Default for IpcToml {
     fn default() -> Self {
         Self {
             socket: None,
-            access: SocketAccessToml::Everyone,
+            access: "everyone".into(),
             group: None,
-            allow_all_users: None,
         }
     }
 }
@@ -508,33 +491,29 @@ impl ConfigToml {
             .clone()
             .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
 
-        if let Some(old) = self.ipc.allow_all_users {
-            let instead = if old {
-                "access = \"everyone\""
-            } else {
-                "access = \"group\" with group = \"...\" (or access = \"owner\")"
-            };
-            return Err(invalid(
-                "ipc.allow_all_users",
-                format!("was replaced by ipc.access; write {instead}"),
-            ));
-        }
-        let socket_access = match (self.ipc.access, &self.ipc.group) {
-            (SocketAccessToml::Group, Some(g)) if g.trim().is_empty() => {
+        // A string checked here rather than a serde enum: the same message, less code.
+        let socket_access = match (self.ipc.access.as_str(), &self.ipc.group) {
+            ("group", Some(g)) if g.trim().is_empty() => {
                 return Err(invalid("ipc.group", "is empty".into()))
             }
-            (SocketAccessToml::Group, g) => SocketAccess::Group(
+            ("group", g) => SocketAccess::Group(
                 g.clone()
                     .unwrap_or_else(|| DEFAULT_SOCKET_GROUP.to_string()),
             ),
-            (_, Some(_)) => {
+            ("everyone" | "owner", Some(_)) => {
                 return Err(invalid(
                     "ipc.group",
                     "is set but ipc.access is not \"group\"".into(),
                 ))
             }
-            (SocketAccessToml::Everyone, None) => SocketAccess::Everyone,
-            (SocketAccessToml::Owner, None) => SocketAccess::Owner,
+            ("everyone", None) => SocketAccess::Everyone,
+            ("owner", None) => SocketAccess::Owner,
+            (other, _) => {
+                return Err(invalid(
+                    "ipc.access",
+                    format!("{other:?} is not one of \"everyone\", \"group\", \"owner\""),
+                ))
+            }
         };
 
         self.detect.validate().map_err(|e| ConfigError::Invalid {
@@ -724,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn socket_access_defaults_to_everyone_and_says_what_replaced_the_old_key() {
+    fn socket_access_defaults_to_everyone_and_bad_values_name_the_field() {
         let d = ok("data_dir = \"/x\"");
         assert_eq!(d.socket_access, SocketAccess::Everyone);
         assert_eq!(d.socket_access.mode(), 0o666);
@@ -732,10 +711,11 @@ mod tests {
         assert_eq!(g.socket_access, SocketAccess::Group("vigia".into()));
         let o = ok("data_dir = \"/x\"\n[ipc]\naccess = \"owner\"");
         assert_eq!(o.socket_access.mode(), 0o600);
-        assert_eq!(
-            err("[ipc]\nallow_all_users = false"),
-            "/etc/vigia/agent.toml: ipc.allow_all_users: was replaced by ipc.access; write \
-             access = \"group\" with group = \"...\" (or access = \"owner\")"
+        // The old key is an unknown field, and the message lists what there is instead.
+        let e = err("[ipc]\nallow_all_users = false");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: ipc.allow_all_users: ") && e.contains("access"),
+            "{e}"
         );
         assert_eq!(
             err("[ipc]\ngroup = \"vigia\""),
@@ -745,8 +725,10 @@ mod tests {
             err("[ipc]\naccess = \"group\"\ngroup = \" \""),
             "/etc/vigia/agent.toml: ipc.group: is empty"
         );
-        let e = err("[ipc]\naccess = \"all\"");
-        assert!(e.starts_with("/etc/vigia/agent.toml: ipc.access: "), "{e}");
+        assert_eq!(
+            err("[ipc]\naccess = \"all\""),
+            "/etc/vigia/agent.toml: ipc.access: \"all\" is not one of \"everyone\", \"group\", \"owner\""
+        );
     }
 
     #[test]

@@ -83,15 +83,15 @@ pub fn open_db(cfg: &Config) -> Result<sled::Db, AgentError> {
     }
 }
 
-/// Whether opening the spool failed for want of space (or another I/O error of the
-/// data directory), which waiting can cure, rather than for a reason a person must fix.
+/// Whether opening the spool failed for want of space, which waiting can cure, rather
+/// than for a reason a person must fix (permissions, another agent, a bad config).
 fn worth_waiting(e: &AgentError) -> bool {
     match e {
         AgentError::DataDir { source, .. } => matches!(
             source.kind(),
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
         ),
-        AgentError::Spool(SpoolError::Db(sled::Error::Io(_))) => true,
+        AgentError::Spool(SpoolError::Db(e)) => spool::is_disk_full(e),
         _ => false,
     }
 }
@@ -123,6 +123,12 @@ async fn open_spool(
             Err(e) if worth_waiting(&e) => e,
             Err(e) => return Err(e),
         };
+        // The reserve left by the last run is there for this moment.
+        let reserve = spool::reserve_path(&cfg.db_path());
+        if std::fs::remove_file(&reserve).is_ok() {
+            tracing::warn!(reserve = %reserve.display(), "disk full: released the spool's reserve");
+            continue;
+        }
         let delay = backoff.next_delay();
         tracing::error!(
             error = %e,
@@ -139,6 +145,12 @@ async fn open_spool(
 /// Runs the agent until `shutdown` completes (or a part fails for good): samples,
 /// spools, publishes; then sends the offline status and disconnects.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    // Boxed: polled through one pointer, its state machine is not inlined into every
+    // executor function that runs it (the binary has a size budget).
+    Box::pin(run_agent(cfg, shutdown)).await
+}
+
+async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let Some(spool) = open_spool(&cfg, &mut shutdown).await? else {
         return Ok(());

@@ -24,7 +24,6 @@
 //! staged changes. The database may also be let go of ([`Baselines::detach`]) while the
 //! spool reopens it.
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use vigia_protocol::FaultKind;
 
@@ -39,13 +38,17 @@ pub enum Scope {
     Lifetime,
 }
 
+/// A staged change: the key, and its value or `None` for a deletion.
+type Staged = (Vec<u8>, Option<Vec<u8>>);
+
 /// The baseline store.
 #[derive(Debug)]
 pub struct Baselines {
     tree: Option<sled::Tree>,
     boot: Option<String>,
-    /// Changes not written yet: a value, or `None` for a deletion.
-    staged: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Changes not written yet, one per key: a value, or `None` for a deletion. A list,
+    /// not a map: a pass stages a handful, and every map instance costs binary size.
+    staged: RefCell<Vec<Staged>>,
 }
 
 const BOOT_PREFIX: &str = "boot/";
@@ -94,7 +97,7 @@ impl Baselines {
         let b = Self {
             tree: Some(tree.clone()),
             boot: boot.map(str::to_string),
-            staged: RefCell::new(BTreeMap::new()),
+            staged: RefCell::new(Vec::new()),
         };
         if let Some(id) = boot {
             let current = format!("{BOOT_PREFIX}{id}/");
@@ -133,21 +136,32 @@ impl Baselines {
         }
     }
 
+    fn stage(&self, key: &[u8], value: Option<Vec<u8>>) {
+        let mut staged = self.staged.borrow_mut();
+        match staged.iter_mut().find(|(k, _)| k.as_slice() == key) {
+            Some(entry) => entry.1 = value,
+            None => staged.push((key.to_vec(), value)),
+        }
+    }
+
     /// Stages a deletion.
     pub fn remove(&self, key: &[u8]) {
-        self.staged.borrow_mut().insert(key.to_vec(), None);
+        self.stage(key, None);
     }
 
     /// Stages a raw record (other detectors keep small state beside the baselines).
     pub fn put(&self, key: &[u8], value: &[u8]) {
-        self.staged
-            .borrow_mut()
-            .insert(key.to_vec(), Some(value.to_vec()));
+        self.stage(key, Some(value.to_vec()));
     }
 
     /// A raw record, staged or stored.
     pub fn get_raw(&self, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.staged.borrow().get(key) {
+        if let Some((_, v)) = self
+            .staged
+            .borrow()
+            .iter()
+            .find(|(k, _)| k.as_slice() == key)
+        {
             return v.clone();
         }
         match self.tree.as_ref()?.get(key) {
@@ -210,9 +224,9 @@ impl Baselines {
         }
     }
 
-    /// Raw records under `prefix`, staged changes included, in key order.
+    /// The keys of the records under `prefix`, staged changes included (in no order).
     pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
-        let mut keys: std::collections::BTreeSet<Vec<u8>> = self
+        let mut keys: Vec<Vec<u8>> = self
             .tree
             .iter()
             .flat_map(|t| t.scan_prefix(prefix).keys().flatten())
@@ -220,13 +234,13 @@ impl Baselines {
             .collect();
         for (k, v) in self.staged.borrow().iter() {
             if k.starts_with(prefix) {
-                match v {
-                    Some(_) => keys.insert(k.clone()),
-                    None => keys.remove(k),
-                };
+                keys.retain(|x| x != k);
+                if v.is_some() {
+                    keys.push(k.clone());
+                }
             }
         }
-        keys.into_iter().collect()
+        keys
     }
 
     /// Writes the staged changes in one batch and flushes (call it once the events of
