@@ -51,6 +51,10 @@ pub struct WorkflowConfig {
     /// An agent fault that clears within this time after it is registered closes as
     /// transient (000 step 3); one still active after it is verified automatically.
     pub verification_window: Dur,
+    /// A question to the user unanswered this long is asked again.
+    pub info_reminder_after: Dur,
+    /// A question unanswered this long sends the incident back to the service desk.
+    pub info_timeout: Dur,
     /// A fault that returns within this time after its incident closed reopens it.
     pub reopen_window: Dur,
     /// A resolved incident with no activity for this long is closed automatically.
@@ -70,6 +74,8 @@ impl Default for WorkflowConfig {
         Self {
             rules: None,
             verification_window: p.verification_window,
+            info_reminder_after: p.info_reminder_after,
+            info_timeout: p.info_timeout,
             reopen_window: p.reopen_window,
             auto_close_after: p.auto_close_after,
             flapping: p.flapping,
@@ -84,6 +90,8 @@ impl WorkflowConfig {
     pub fn policy_config(&self) -> PolicyConfig {
         PolicyConfig {
             verification_window: self.verification_window,
+            info_reminder_after: self.info_reminder_after,
+            info_timeout: self.info_timeout,
             reopen_window: self.reopen_window,
             auto_close_after: self.auto_close_after,
             flapping: self.flapping,

@@ -297,6 +297,8 @@ pub enum NotificationKind {
     Flapping,
     /// An incident came back to level 1.
     Reopened,
+    /// The user did not answer a question in time: back to the service desk.
+    InfoUnanswered,
 }
 
 /// A notification for people; the collector decides how it travels (feed, mail).
@@ -465,6 +467,11 @@ impl<'p> Change<'p> {
         &mut self.inc.sla
     }
 
+    /// The questions asked of the user, for the timers' bookkeeping.
+    pub(crate) fn info_requests_mut(&mut self) -> &mut Vec<super::incident::InfoRequest> {
+        &mut self.inc.info_requests
+    }
+
     pub(crate) fn changed(&self) -> bool {
         !self.records.is_empty()
     }
@@ -540,7 +547,7 @@ impl<'p> Change<'p> {
         }));
     }
 
-    fn send_device(&mut self, body: CmdBody) {
+    pub(crate) fn send_device(&mut self, body: CmdBody) {
         self.messages.push(Outgoing::Device {
             device: self.inc.device.clone(),
             body,
@@ -608,6 +615,7 @@ impl<'p> Change<'p> {
             fields: fields.clone(),
             answer: None,
             answered_at: None,
+            reminded_at: None,
         });
         let why = if fields.is_empty() {
             format!("asked the user: {question}")

@@ -537,6 +537,73 @@ fn needs_info_round_trip_asks_the_device_and_resumes_validating() {
 }
 
 #[test]
+fn an_unanswered_question_is_asked_again_then_goes_back_to_the_service_desk() {
+    let p = policy();
+    let inc = open_report(report("network", ""), T0).incident;
+    assert_eq!(inc.state, State::NeedsInfo);
+    let remind_at = T0 + p.info_reminder_after();
+    assert_eq!(crate::workflow::next_deadline(&inc, &p), Some(remind_at));
+    assert!(
+        tick(&inc, remind_at - 1, &p).is_none(),
+        "nothing before the reminder"
+    );
+
+    // The reminder: the same question to the device again, still waiting, SLA paused.
+    let d = tick(&inc, remind_at, &p).expect("the reminder");
+    check_decision(&inc, &d);
+    assert_eq!(d.incident.state, State::NeedsInfo);
+    assert_eq!(d.records.last().unwrap().action, "remind");
+    assert_eq!(d.incident.info_requests[0].reminded_at, Some(remind_at));
+    assert!(d.messages.iter().any(|m| matches!(
+        m,
+        Outgoing::Device { body: CmdBody::RequestInfo { incident: 2, question }, .. }
+            if question.contains("how to reach you")
+    )));
+    let reminded = d.incident;
+    assert!(
+        tick(&reminded, remind_at + 1, &p).is_none(),
+        "one reminder only"
+    );
+
+    // Still no answer at the deadline: back to the service desk, verifying, SLA running.
+    let give_up = T0 + p.info_timeout();
+    assert_eq!(crate::workflow::next_deadline(&reminded, &p), Some(give_up));
+    let d = tick(&reminded, give_up, &p).expect("the timeout");
+    check_decision(&reminded, &d);
+    assert_eq!(d.incident.state, State::Verifying);
+    assert_eq!(d.records.last().unwrap().action, "info_timeout");
+    assert_eq!(
+        d.incident.sla.paused_ms,
+        p.info_timeout(),
+        "paused while it waited"
+    );
+    assert!(d.incident.sla.paused_since.is_none());
+    assert!(d.messages.iter().any(|m| matches!(
+        m,
+        Outgoing::Notify(n) if n.kind == NotificationKind::InfoUnanswered
+            && n.audience == Audience::ServiceDesk
+    )));
+
+    // An answer before the reminder cancels both timers.
+    let d = apply(
+        &inc,
+        &device(DeviceEvent::Reply {
+            text: "ext 1234".into(),
+        }),
+        T0 + HOUR,
+        &p,
+    )
+    .unwrap();
+    let answered = d.incident;
+    assert!(tick(&answered, T0 + p.info_timeout(), &p)
+        .map(|d| d
+            .records
+            .iter()
+            .all(|r| r.action != "remind" && r.action != "info_timeout"))
+        .unwrap_or(true));
+}
+
+#[test]
 fn an_empty_reply_does_not_answer_the_question() {
     let inc = open_report(report("network", ""), T0).incident;
     let d = apply(
@@ -779,8 +846,8 @@ fn sla_clock_pauses_in_needs_info_and_waiting_provider() {
     assert!(asked.sla.paused_since.is_some());
     assert_eq!(
         next_deadline(&asked, &p),
-        None,
-        "nothing runs while waiting for the user"
+        Some(T0 + p.info_reminder_after()),
+        "no SLA timer runs while waiting for the user: only the reminder"
     );
     let answered = step(
         &asked,

@@ -574,6 +574,9 @@ pub struct InfoRequest {
     pub answer: Option<String>,
     /// When the answer arrived.
     pub answered_at: Option<Millis>,
+    /// When the user was reminded of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at: Option<Millis>,
 }
 
 /// The SLA clocks. Time counts only while the incident is not paused

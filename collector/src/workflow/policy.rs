@@ -197,6 +197,11 @@ pub struct PolicyConfig {
     pub reopen_window: Dur,
     /// A resolved incident with no activity for this long is closed automatically.
     pub auto_close_after: Dur,
+    /// A question to the user unanswered for this long is asked again (a reminder).
+    pub info_reminder_after: Dur,
+    /// A question unanswered for this long gives up waiting: the incident goes back to
+    /// the service desk to verify with what it has.
+    pub info_timeout: Dur,
     /// Flapping thresholds.
     pub flapping: FlappingConfig,
     /// SLA targets per priority.
@@ -211,6 +216,8 @@ impl Default for PolicyConfig {
             verification_window: Dur(5 * MINUTE),
             reopen_window: Dur(DAY),
             auto_close_after: Dur(3 * DAY),
+            info_reminder_after: Dur(DAY),
+            info_timeout: Dur(3 * DAY),
             flapping: FlappingConfig::default(),
             sla: SlaConfig::default(),
             validation: ValidationConfig::default(),
@@ -373,6 +380,16 @@ impl Policy {
     /// Auto-close quiet period, ms.
     pub fn auto_close_after(&self) -> u64 {
         self.config.auto_close_after.ms()
+    }
+
+    /// When an unanswered question is asked again, after it was asked (ms).
+    pub fn info_reminder_after(&self) -> u64 {
+        self.config.info_reminder_after.ms()
+    }
+
+    /// When an unanswered question stops the wait, after it was asked (ms).
+    pub fn info_timeout(&self) -> u64 {
+        self.config.info_timeout.ms()
     }
 
     /// Flapping thresholds: (cycles, window ms).

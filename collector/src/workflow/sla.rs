@@ -134,6 +134,23 @@ pub(super) fn level_budget_due(inc: &Incident, policy: &Policy) -> Option<Millis
     )
 }
 
+/// The unanswered question of an incident waiting for its user.
+fn waiting_question(inc: &Incident) -> Option<&super::incident::InfoRequest> {
+    (inc.state == State::NeedsInfo)
+        .then(|| inc.pending_question())
+        .flatten()
+}
+
+pub(super) fn info_reminder_due(inc: &Incident, policy: &Policy) -> Option<Millis> {
+    let q = waiting_question(inc)?;
+    (q.reminded_at.is_none() && policy.info_reminder_after() < policy.info_timeout())
+        .then(|| q.asked_at.saturating_add(policy.info_reminder_after()))
+}
+
+pub(super) fn info_timeout_due(inc: &Incident, policy: &Policy) -> Option<Millis> {
+    waiting_question(inc).map(|q| q.asked_at.saturating_add(policy.info_timeout()))
+}
+
 pub(super) fn notice_due(inc: &Incident) -> Option<Millis> {
     let r = inc.pending_provider()?;
     if r.notice_sent_at.is_some() {
@@ -161,6 +178,8 @@ pub fn next_deadline(incident: &Incident, policy: &Policy) -> Option<Millis> {
         level_budget_due(incident, policy),
         notice_due(incident),
         auto_close_due(incident, policy),
+        info_reminder_due(incident, policy),
+        info_timeout_due(incident, policy),
     ]
     .into_iter()
     .flatten()

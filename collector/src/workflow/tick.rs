@@ -3,13 +3,15 @@
 //! transition, made with the engine's change builder, while the deadlines are plain
 //! arithmetic on the SLA clocks that the engine also reads.
 use super::engine::{Audience, Change, Decision, NotificationKind};
+use super::incident::State;
 use super::incident::{Actor, ClosureReason, FieldChange, Incident, Level, Priority};
 use super::policy::Policy;
 use super::sla::{
-    auto_close_due, level_budget_due, notice_due, resolution_due, response_due, verification_due,
-    Target,
+    auto_close_due, info_reminder_due, info_timeout_due, level_budget_due, notice_due,
+    resolution_due, response_due, verification_due, Target,
 };
 use super::time::{rfc3339, Dur, Millis};
+use vigia_protocol::{bounded, CmdBody};
 
 /// Runs every timer of `incident` that is due at `now`, earliest first: automatic
 /// verification of a fault still active after the verification window, SLA breaches (the
@@ -38,6 +40,8 @@ enum Timer {
     LevelBudget,
     Notice,
     AutoClose,
+    InfoReminder,
+    InfoTimeout,
 }
 
 fn earliest_due(inc: &Incident, policy: &Policy, now: Millis) -> Option<(Millis, Timer)> {
@@ -48,6 +52,8 @@ fn earliest_due(inc: &Incident, policy: &Policy, now: Millis) -> Option<(Millis,
         (level_budget_due(inc, policy), Timer::LevelBudget),
         (notice_due(inc), Timer::Notice),
         (auto_close_due(inc, policy), Timer::AutoClose),
+        (info_reminder_due(inc, policy), Timer::InfoReminder),
+        (info_timeout_due(inc, policy), Timer::InfoTimeout),
     ]
     .into_iter()
     .filter_map(|(t, timer)| t.filter(|t| *t <= now).map(|t| (t, timer)))
@@ -154,6 +160,48 @@ fn tick_once(tx: &mut Change<'_>) -> bool {
             }
         }
         Timer::Notice => tx.send_network_notice(),
+        Timer::InfoReminder => {
+            let Some(q) = inc.pending_question().cloned() else {
+                return false;
+            };
+            if let Some(last) = tx.info_requests_mut().last_mut() {
+                last.reminded_at = Some(at);
+            }
+            tx.record(
+                State::NeedsInfo,
+                "remind",
+                format!(
+                    "no answer after {}: the question was asked again",
+                    Dur(policy.info_reminder_after())
+                ),
+                Vec::new(),
+            );
+            // Sent again: also what a device that missed the first one gets.
+            tx.send_device(CmdBody::RequestInfo {
+                incident: inc.number,
+                question: bounded(&q.question),
+            });
+        }
+        Timer::InfoTimeout => {
+            let waited = Dur(policy.info_timeout());
+            tx.record(
+                State::Verifying,
+                "info_timeout",
+                format!(
+                    "no answer from the user within {waited}: back to the service desk to \
+                     verify with what it has"
+                ),
+                Vec::new(),
+            );
+            tx.notify(
+                NotificationKind::InfoUnanswered,
+                Audience::ServiceDesk,
+                format!(
+                    "incident {}: the user did not answer within {waited}",
+                    inc.number
+                ),
+            );
+        }
         Timer::AutoClose => tx.close(
             ClosureReason::AutoClosed,
             "auto_close",
