@@ -271,6 +271,7 @@ window.VIGIA_I18N = {
     "notice.provider_not_as_agreed": "el proveedor no prestó el servicio como se acordó",
     "notice.flapping": "el fallo aparece y desaparece una y otra vez",
     "notice.reopened": "reabierta: vuelve a la mesa de servicio",
+    "notice.info_unanswered": "el usuario no respondió a tiempo: vuelve a la mesa de servicio",
 
     "help.title": "Atajos de teclado",
     "help.j": "siguiente incidencia",
@@ -576,6 +577,7 @@ window.VIGIA_I18N = {
     "notice.provider_not_as_agreed": "the provider did not deliver as agreed",
     "notice.flapping": "the fault keeps coming and going",
     "notice.reopened": "reopened: back to the service desk",
+    "notice.info_unanswered": "the user did not answer in time: back to the service desk",
 
     "help.title": "Keyboard shortcuts",
     "help.j": "next incident",
