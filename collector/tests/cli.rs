@@ -67,11 +67,13 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
 
     // Without a token the client commands are refused, and told how to sign in.
     let home = dir.path().join("home");
-    let bin = || {
+    // The client commands with the token file under `home` (one per person).
+    let as_in = |home: &std::path::Path| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vigia-collector"));
-        c.env("XDG_CONFIG_HOME", &home).env_remove("VIGIA_TOKEN");
+        c.env("XDG_CONFIG_HOME", home).env_remove("VIGIA_TOKEN");
         c
     };
+    let bin = || as_in(&home);
     let out = bin().args(["--api", &http, "incidents"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -81,8 +83,8 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
     );
     // `login` with the first admin's password keeps a token for the other commands.
     let password = std::fs::read_to_string(dir.path().join("data/initial-admin-password")).unwrap();
-    let login = |user: &str, password: &str| {
-        let mut c = bin()
+    let login_in = |home: &std::path::Path, user: &str, password: &str| {
+        let mut c = as_in(home)
             .args(["--api", &http, "login", "--user", user, "--password-stdin"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -97,6 +99,7 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
             .unwrap();
         c.wait_with_output().unwrap()
     };
+    let login = |user: &str, password: &str| login_in(&home, user, password);
     let out = login("admin", "wrong password");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong login or password"));
@@ -161,32 +164,10 @@ fn run_prints_addresses_serves_clients_and_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tech = Command::new(env!("CARGO_BIN_EXE_vigia-collector"))
-        .env("XDG_CONFIG_HOME", dir.path().join("tomas"))
-        .args([
-            "--api",
-            &http,
-            "login",
-            "--user",
-            "tomas",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(tomas_password.as_bytes())
-                .unwrap();
-            c.wait().unwrap()
-        })
-        .unwrap();
-    assert!(tech.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_vigia-collector"))
-        .env("XDG_CONFIG_HOME", dir.path().join("tomas"))
+    let tomas_home = dir.path().join("tomas");
+    let tech = login_in(&tomas_home, "tomas", &tomas_password);
+    assert!(tech.status.success());
+    let out = as_in(&tomas_home)
         .args(["--api", &http, "user", "add", "eve", "--role", "admin"])
         .output()
         .unwrap();

@@ -90,6 +90,15 @@ pub(super) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<St
     Ok(p)
 }
 
+/// The password from standard input, or empty: the server then makes one up.
+fn given_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        read_password(true, "")
+    } else {
+        Ok(String::new())
+    }
+}
+
 fn roles(names: &[String]) -> anyhow::Result<Vec<AccountRole>> {
     names
         .iter()
@@ -135,11 +144,7 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             provider,
             password_stdin,
         } => {
-            let password = if *password_stdin {
-                read_password(true, "")?
-            } else {
-                String::new()
-            };
+            let password = given_password(*password_stdin)?;
             let v = api.post(
                 "/api/users",
                 &json!({
@@ -170,11 +175,7 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             login,
             password_stdin,
         } => {
-            let password = if *password_stdin {
-                read_password(true, "")?
-            } else {
-                String::new()
-            };
+            let password = given_password(*password_stdin)?;
             let v = api.send(
                 "PATCH",
                 &format!("/api/users/{login}"),
