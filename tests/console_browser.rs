@@ -255,6 +255,18 @@ impl Api {
 }
 
 /// A browser signed in to the console as `login`, on the incident list.
+/// This test's turn, a world with a real agent, and the number of the incident its
+/// fault opened once it reached level 1.
+fn with_an_incident_at_level1() -> (MutexGuard<'static, ()>, World, u64) {
+    let turn = turn();
+    let mut w = World::start();
+    w.start_agent();
+    let n = w.incident_in("level1")["number"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number"));
+    (turn, w, n)
+}
+
 fn signed_in(w: &World, login: &str, opts: BrowserOptions) -> Browser {
     let b = Browser::start(opts);
     b.goto(&w.url("/"));
@@ -371,12 +383,7 @@ fn sign_in_then_a_fault_from_a_real_agent_appears_without_a_reload() {
 
 #[test]
 fn a_technician_escalates_from_the_page_and_the_service_desk_closes_it() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let b = signed_in(&w, "tecnico", BrowserOptions::default());
     open_incident(&b, n);
     b.wait_text("#inc-state", "the state", |t| t == "With the service desk");
@@ -485,12 +492,7 @@ fn a_technician_escalates_from_the_page_and_the_service_desk_closes_it() {
 
 #[test]
 fn a_viewer_sees_no_action_buttons_and_a_forged_post_is_refused() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let b = signed_in(&w, "consulta", BrowserOptions::default());
     // A viewer is no technician: the list shows everything open, not "mine".
     assert!(!b.url().contains("mine=true"), "{}", b.url());
@@ -543,12 +545,7 @@ fn a_viewer_sees_no_action_buttons_and_a_forged_post_is_refused() {
 
 #[test]
 fn a_post_without_the_csrf_token_is_refused() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let b = signed_in(&w, "tecnico", BrowserOptions::default());
     let path = format!("/api/incidents/{n}/note");
     let json_only = json!({ "content-type": "application/json" });
@@ -591,12 +588,7 @@ fn a_post_without_the_csrf_token_is_refused() {
 
 #[test]
 fn the_console_in_spanish_by_the_browser_then_in_english_by_choice() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let opts = BrowserOptions {
         lang: "es-ES".into(),
         ..BrowserOptions::default()
@@ -664,12 +656,7 @@ fn the_console_in_spanish_by_the_browser_then_in_english_by_choice() {
 
 #[test]
 fn the_phone_layout_stacks_without_sideways_scrolling() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let opts = BrowserOptions {
         size: (390, 844),
         ..BrowserOptions::default()
@@ -728,12 +715,7 @@ fn the_phone_layout_stacks_without_sideways_scrolling() {
 
 #[test]
 fn changes_reach_the_open_page_within_a_second() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let b = signed_in(&w, "mesa", BrowserOptions::default());
     row_text(&b, n, "the row", |t| t.contains(DEVICE));
     b.wait_text("#live", "the live indicator", |t| t == "live");
@@ -786,12 +768,7 @@ fn changes_reach_the_open_page_within_a_second() {
 
 #[test]
 fn bulk_note_from_the_keyboard_then_the_device_and_the_fleet() {
-    let _turn = turn();
-    let mut w = World::start();
-    w.start_agent();
-    let n = w.incident_in("level1")["number"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number"));
+    let (_turn, w, n) = with_an_incident_at_level1();
     let b = signed_in(&w, "mesa", BrowserOptions::default());
     row_text(&b, n, "the row", |t| t.contains(DEVICE));
     // j marks the first row, x selects it: the bulk form appears.
