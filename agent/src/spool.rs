@@ -148,49 +148,25 @@ pub fn open_db(path: &Path, wait: std::time::Duration) -> Result<sled::Db, Spool
     }
 }
 
-/// sled 0.34 writes a snapshot at open as `snap.<lsn>.generating` and renames it when
-/// done. On a full disk the write fails and leaves that file behind, empty, and from
-/// then on every open reads the database as corrupt, even once there is room again
-/// (tried here on a full tmpfs). The file is an unfinished snapshot by its name, so
-/// removing it loses nothing: the next open recovers from the log. Called only after an
-/// open failed past the lock, so no live sled instance is writing it.
+/// Removes the unfinished snapshots a full disk left behind (see [`vigia_protocol::disk`]);
+/// whether any was.
 fn remove_unfinished_snapshots(path: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return false;
-    };
-    let mut removed = false;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::warn!(file = %entry.path().display(), "spool: removed an unfinished snapshot a full disk left behind");
-                    removed = true;
-                }
-                Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "spool: cannot remove an unfinished snapshot")
-                }
-            }
-        }
+    let (removed, failed) = vigia_protocol::disk::remove_unfinished_snapshots(path);
+    for f in &removed {
+        tracing::warn!(file = %f.display(), "spool: removed an unfinished snapshot a full disk left behind");
     }
-    removed
+    for (f, e) in &failed {
+        tracing::warn!(file = %f.display(), error = %e, "spool: cannot remove an unfinished snapshot");
+    }
+    !removed.is_empty()
 }
 
-/// Free space a reopen needs: sled writes a snapshot and may start a 512 KiB segment when
-/// it opens, and an open that fails for want of room is the one that leaves an
-/// unfinished snapshot behind.
-pub const REOPEN_FREE_BYTES: u64 = 1024 * 1024;
+/// Free space a reopen needs (see [`vigia_protocol::disk`]).
+pub const REOPEN_FREE_BYTES: u64 = vigia_protocol::disk::REOPEN_FREE_BYTES;
 
 /// Whether the filesystem holding the database at `path` has room for a reopen.
 pub fn room_to_reopen(path: &Path) -> bool {
-    let dir = if path.exists() {
-        path
-    } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    rustix::fs::statvfs(dir)
-        .is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) >= REOPEN_FREE_BYTES)
+    vigia_protocol::disk::has_room(path, REOPEN_FREE_BYTES)
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {
