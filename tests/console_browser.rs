@@ -651,6 +651,22 @@ fn the_console_in_spanish_by_the_browser_then_in_english_by_choice() {
     row_text(&b, n, "the list in English after a reload", |t| {
         t.contains("With the service desk")
     });
+    // The time zone is the account's too: chosen in the header, kept with the session.
+    b.wait_visible("#tz");
+    b.exec(
+        "const s = document.getElementById('tz'); s.value = 'Asia/Tokyo'; s.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    poll("the time zone saved", || {
+        w.api("tecnico")
+            .get("/api/session")
+            .filter(|s| s["time_zone"] == "Asia/Tokyo")
+    });
+    b.goto(&w.url("/"));
+    b.until("the zone kept after a reload", || {
+        (b.exec("return document.getElementById('tz').value;", json!([])) == json!("Asia/Tokyo"))
+            .then_some(())
+    });
     assert_eq!(page_errors(&b), Vec::<String>::new());
 }
 

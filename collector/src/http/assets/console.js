@@ -273,11 +273,38 @@
     document.title = t("app.title");
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang").value = S.locale;
+    fillZones();
     setLive(S.liveState || "connecting");
     const keys = [["j", "help.j"], ["k", "help.k"], ["Enter", "help.enter"], ["x", "help.x"],
       ["/", "help.slash"], ["e", "help.e"], ["n", "help.n"], ["a", "help.a"], ["u", "help.u"],
       ["f", "help.f"], ["?", "help.help"], ["Esc", "help.esc"]];
     $("help-keys").replaceChildren(...keys.flatMap(([k, w]) => [h("dt", {}, h("kbd", {}, k)), h("dd", {}, t(w))]));
+  }
+
+  // The time zone dates are shown in: the account's, or this computer's.
+  function fillZones() {
+    const sel = $("tz");
+    const label = $("tz-label");
+    const signedIn = !!(S.session && !S.session.anonymous);
+    label.hidden = !signedIn;
+    if (!signedIn) return;
+    const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+    const current = S.session.time_zone || "";
+    const names = zones.includes(current) || !current ? zones : [current, ...zones];
+    sel.replaceChildren(
+      h("option", { value: "" }, t("user.tz_browser")),
+      ...names.map((z) => h("option", { value: z }, z.replace(/_/g, " "))));
+    sel.value = current;
+  }
+
+  async function changeZone(zone) {
+    try {
+      const s = await api("PUT", "/api/me/preferences", { locale: S.locale, time_zone: zone || null });
+      if (s) setSession(s);
+    } catch (e) {
+      toast(errorText(e), true);
+    }
+    render();
   }
 
   async function changeLanguage(locale) {
@@ -1460,6 +1487,7 @@
     window.addEventListener("popstate", render);
     document.addEventListener("keydown", onKey);
     $("lang").addEventListener("change", (ev) => changeLanguage(ev.target.value));
+    $("tz").addEventListener("change", (ev) => changeZone(ev.target.value));
     $("logout").addEventListener("click", logout);
     // Relative times and SLA countdowns move on by themselves.
     setInterval(() => {

@@ -14,6 +14,8 @@ window.VIGIA_I18N = {
     "live.reconnecting": "reconectando…",
     "user.logout": "Salir",
     "user.language": "Idioma",
+    "user.time_zone": "Zona horaria",
+    "user.tz_browser": "Hora de este equipo",
 
     "login.title": "Entrar en Vigía",
     "login.login": "Usuario",
@@ -320,6 +322,8 @@ window.VIGIA_I18N = {
     "live.reconnecting": "reconnecting…",
     "user.logout": "Sign out",
     "user.language": "Language",
+    "user.time_zone": "Time zone",
+    "user.tz_browser": "This computer's time",
 
     "login.title": "Sign in to Vigía",
     "login.login": "User name",
