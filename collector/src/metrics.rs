@@ -51,10 +51,11 @@ pub fn kind_label(kind: Option<UpKind>) -> &'static str {
     kind.map_or("unknown", UpKind::as_str)
 }
 
-const KINDS: [Option<UpKind>; 4] = [
+const KINDS: [Option<UpKind>; 5] = [
     Some(UpKind::Birth),
     Some(UpKind::Status),
     Some(UpKind::Event),
+    Some(UpKind::CmdAck),
     None,
 ];
 
@@ -63,14 +64,15 @@ fn kind_index(kind: Option<UpKind>) -> usize {
         Some(UpKind::Birth) => 0,
         Some(UpKind::Status) => 1,
         Some(UpKind::Event) => 2,
-        None => 3,
+        Some(UpKind::CmdAck) => 3,
+        None => 4,
     }
 }
 
 /// The in-memory counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    messages_in: [AtomicU64; 4],
+    messages_in: [AtomicU64; 5],
     rejected: [AtomicU64; 5],
     events_stored: AtomicU64,
     events_duplicate: AtomicU64,
@@ -85,6 +87,9 @@ pub struct Metrics {
     feed_latency: Histogram,
     ingest_stalled: AtomicU64,
     store_reopens: AtomicU64,
+    commands_sent: AtomicU64,
+    commands_acked: AtomicU64,
+    commands_expired: AtomicU64,
 }
 
 /// The outcome of a sign-in, as a counter label.
@@ -234,6 +239,21 @@ impl Metrics {
             .store(u64::from(stalled), Ordering::Relaxed);
     }
 
+    /// A device command was published (first time or again).
+    pub fn command_sent(&self) {
+        self.commands_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Devices acknowledged `n` commands.
+    pub fn commands_acked(&self, n: u64) {
+        self.commands_acked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A command was given up on after its attempts.
+    pub fn command_expired(&self) {
+        self.commands_expired.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The store was reopened after an I/O error.
     pub fn store_reopened(&self) {
         self.store_reopens.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +276,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the store's gauges.
-    pub fn render(&self, incidents_by_state: &[(&str, u64)], devices: u64, online: u64) -> String {
+    pub fn render(
+        &self,
+        incidents_by_state: &[(&str, u64)],
+        devices: u64,
+        online: u64,
+        outbox: u64,
+    ) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -347,6 +373,21 @@ impl Metrics {
                 "Requests without a valid session or token.",
                 &self.unauthenticated,
             ),
+            (
+                "vigia_commands_sent_total",
+                "Device commands published from the outbox (resends included).",
+                &self.commands_sent,
+            ),
+            (
+                "vigia_commands_acked_total",
+                "Device commands their device acknowledged.",
+                &self.commands_acked,
+            ),
+            (
+                "vigia_commands_expired_total",
+                "Device commands given up on, never acknowledged.",
+                &self.commands_expired,
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");
@@ -398,6 +439,12 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE vigia_devices_online gauge");
         let _ = writeln!(s, "vigia_devices_online {online}");
+        let _ = writeln!(
+            s,
+            "# HELP vigia_outbox_pending Device commands waiting for their device's acknowledgement."
+        );
+        let _ = writeln!(s, "# TYPE vigia_outbox_pending gauge");
+        let _ = writeln!(s, "vigia_outbox_pending {outbox}");
         s
     }
 }
@@ -415,7 +462,7 @@ mod tests {
         m.message_in(None);
         m.rejected(Rejected::Payload(RejectReason::Malformed));
         m.rejected(Rejected::UnknownTopic);
-        let text = m.render(&[("open", 3), ("cleared", 1)], 2, 1);
+        let text = m.render(&[("open", 3), ("cleared", 1)], 2, 1, 0);
         assert!(
             text.contains("vigia_messages_in_total{kind=\"event\"} 2\n"),
             "{text}"
@@ -439,7 +486,7 @@ mod tests {
         let guard = m.live_client();
         m.feed_latency(std::time::Duration::from_millis(3));
         m.feed_latency(std::time::Duration::from_millis(300));
-        let text = m.render(&[], 0, 0);
+        let text = m.render(&[], 0, 0, 0);
         assert!(
             text.contains("vigia_logins_total{outcome=\"failed\"} 2\n"),
             "{text}"
@@ -452,6 +499,6 @@ mod tests {
         assert!(text.contains("vigia_feed_latency_seconds_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("vigia_feed_latency_seconds_count 2\n"));
         drop(guard);
-        assert!(m.render(&[], 0, 0).contains("vigia_live_clients 0\n"));
+        assert!(m.render(&[], 0, 0, 0).contains("vigia_live_clients 0\n"));
     }
 }

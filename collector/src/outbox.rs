@@ -9,17 +9,26 @@
 //! Events. A browser that reconnects names the last number it saw and gets exactly what
 //! followed from the ring; one that fell further behind (or lagged on the channel: a slow
 //! browser never slows ingest down) is told to reload its lists.
-//! Device commands live only in the MQTT client's queue for now; a durable outbox that
-//! survives restarts is planned (see `docs/design.md`).
+//!
+//! Device commands (incident numbers, questions, state changes) are written to the store's
+//! outbox in the same transaction as the change that causes them, numbered, and sent by
+//! the [`CommandSender`] task until the device names them in a `cmdack`: at start
+//! (everything queued, since a restart may have lost what was in flight), as soon as a
+//! change queues one, and again with backoff while unacknowledged; past
+//! [`MAX_ATTEMPTS`] a command is given up and counted.
 use rumqttc::{AsyncClient, QoS};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, Notify};
 use tracing::{debug, error, info, warn};
 use vigia_protocol::{encode, Cmd, CmdBody, DeviceId, DownKind, Millis, Topics, VERSION};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{OutboxEntry, SharedStore};
 
 use crate::workflow::{self, Decision, IncidentSummary, Notification, Policy};
 
@@ -71,12 +80,22 @@ impl FeedEvent {
 pub struct Downlink {
     client: AsyncClient,
     topics: Topics,
+    queued: Arc<Notify>,
 }
 
 impl Downlink {
     /// A downlink publishing through `client` under `topics`.
     pub fn new(client: AsyncClient, topics: Topics) -> Self {
-        Self { client, topics }
+        Self {
+            client,
+            topics,
+            queued: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the [`CommandSender`] that a change queued commands.
+    pub fn commands_queued(&self) {
+        self.queued.notify_one();
     }
 
     /// Publishes `msg` on the device's `kind` topic (QoS 1).
@@ -98,11 +117,13 @@ impl Downlink {
         }
     }
 
-    /// Sends a command to a device.
-    pub async fn cmd(&self, device: &DeviceId, body: CmdBody, now: Millis) {
+    /// Sends a command to a device: `id` 0 for one sent once and not kept (a repeat for a
+    /// redelivered event), else its outbox id, which the device acknowledges.
+    pub async fn cmd(&self, device: &DeviceId, id: u64, body: CmdBody, now: Millis) {
         let cmd = Cmd {
             v: VERSION,
             device: device.clone(),
+            id,
             ts: now,
             body,
         };
@@ -111,34 +132,20 @@ impl Downlink {
     }
 }
 
-/// Whether [`deliver`] sends the decisions' device commands too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceCommands {
-    /// Send them (the API and the timers).
-    Send,
-    /// The caller already sent them with its acks (ingest).
-    AlreadySent,
-}
-
-/// Sends what stored decisions emit: device commands (unless already sent),
-/// notifications (logged and put on the feed), and each changed incident on the feed;
-/// `opened` says the decision opened its incident. Call only after the store is flushed.
-pub async fn deliver(
+/// Sends what stored decisions emit: notifications (logged and put on the feed), each
+/// changed incident on the feed (`opened` says the decision opened its incident), and a
+/// nudge to the [`CommandSender`] for the device commands the store queued with them.
+/// Call only after the store is flushed.
+pub fn deliver(
     decisions: &[(Decision, bool)],
     downlink: &Downlink,
     feed: &FeedHub,
     policy: &Policy,
-    now: Millis,
-    commands: DeviceCommands,
 ) {
     for (d, opened) in decisions {
         for m in &d.messages {
             match m {
-                workflow::Outgoing::Device { device, body } => {
-                    if commands == DeviceCommands::Send {
-                        downlink.cmd(device, body.clone(), now).await;
-                    }
-                }
+                workflow::Outgoing::Device { .. } => downlink.commands_queued(),
                 workflow::Outgoing::Notify(n) => {
                     info!(incident = n.incident, audience = ?n.audience, text = %n.text,
                         "notification");
@@ -151,6 +158,103 @@ pub async fn deliver(
             opened: *opened,
             incident: IncidentSummary::of(inc, policy),
         });
+    }
+}
+
+/// A command unacknowledged this many times is given up (about two days at the cap).
+pub const MAX_ATTEMPTS: u32 = 300;
+/// The first resend waits this long; each next one twice as long, up to [`RESEND_CAP`].
+pub const RESEND_FIRST: Duration = Duration::from_secs(15);
+/// The longest wait between resends.
+pub const RESEND_CAP: Duration = Duration::from_secs(600);
+/// How often the sender looks for due resends when nothing wakes it.
+const POLL: Duration = Duration::from_secs(1);
+
+/// When to send a command again after its `attempts`-th send.
+pub fn resend_after(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    RESEND_FIRST
+        .saturating_mul(1u32 << doublings)
+        .min(RESEND_CAP)
+}
+
+/// The task that sends the outbox's device commands until they are acknowledged.
+pub struct CommandSender {
+    /// The store holding the outbox.
+    pub store: SharedStore,
+    /// Where commands go.
+    pub downlink: Downlink,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The collector's clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl CommandSender {
+    /// Runs until `stop` turns true.
+    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // At start everything queued goes out: a restart may have lost what was in
+            // flight, whatever its next time says.
+            let mut horizon = Some(Millis::MAX);
+            loop {
+                let now = self.clock.now();
+                self.send_due(horizon.take().unwrap_or(now), now).await;
+                tokio::select! {
+                    () = self.downlink.queued.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    }
+
+    /// Sends every command due at `due` (and records when to try again).
+    async fn send_due(&self, due: Millis, now: Millis) {
+        let store = self.store.clone();
+        let entries = match tokio::task::spawn_blocking(move || store.outbox_due(due, 512)).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => return warn!(error = %e, "cannot read the command outbox"),
+            Err(e) => return warn!(error = %e, "command outbox task failed"),
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let mut updates: Vec<(OutboxEntry, bool)> = Vec::with_capacity(entries.len());
+        for mut e in entries {
+            self.downlink
+                .cmd(&e.device, e.id, e.body.clone(), now)
+                .await;
+            self.metrics.command_sent();
+            e.attempts = e.attempts.saturating_add(1);
+            let expired = e.attempts >= MAX_ATTEMPTS;
+            if expired {
+                warn!(device = %e.device, id = e.id, attempts = e.attempts,
+                    "device never acknowledged the command: giving up");
+                self.metrics.command_expired();
+            } else {
+                let wait = u64::try_from(resend_after(e.attempts).as_millis()).unwrap_or(u64::MAX);
+                e.next_at = now.saturating_add(wait);
+            }
+            updates.push((e, expired));
+        }
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            for (e, expired) in &updates {
+                if *expired {
+                    store.outbox_remove(e.id)?;
+                } else {
+                    store.outbox_put(e)?;
+                }
+            }
+            store.flush()
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot record the commands sent"),
+            Err(e) => warn!(error = %e, "command outbox task failed"),
+        }
     }
 }
 
@@ -302,6 +406,15 @@ mod feed_tests {
                 _ => 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn resends_back_off_to_their_cap() {
+        assert_eq!(resend_after(1), RESEND_FIRST);
+        assert_eq!(resend_after(2), RESEND_FIRST * 2);
+        assert_eq!(resend_after(3), RESEND_FIRST * 4);
+        assert_eq!(resend_after(40), RESEND_CAP);
+        assert_eq!(resend_after(u32::MAX), RESEND_CAP);
     }
 
     #[test]

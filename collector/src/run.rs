@@ -27,7 +27,7 @@ use crate::config::{BrokerTarget, Config, ConfigError};
 use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestConfig, IngestDeps};
 use crate::metrics::Metrics;
-use crate::outbox::FeedHub;
+use crate::outbox::{CommandSender, FeedHub};
 use crate::store::embedded::SledStore;
 use crate::store::{SharedStore, Store, StoreError};
 use crate::timers::Timers;
@@ -101,6 +101,7 @@ pub struct Running {
     api: JoinHandle<std::io::Result<()>>,
     timers: Timers,
     timer_task: JoinHandle<()>,
+    sender_task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -212,6 +213,13 @@ pub async fn start_with_clock(
         wake: wake.clone(),
     };
     let timer_task = timers.clone().spawn(stop_rx.clone());
+    let sender_task = CommandSender {
+        store: store.clone(),
+        downlink: ingest.downlink(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    }
+    .spawn(stop_rx.clone());
     let state = HttpState {
         store: store.clone(),
         metrics,
@@ -246,6 +254,7 @@ pub async fn start_with_clock(
         api,
         timers,
         timer_task,
+        sender_task,
     })
 }
 
@@ -268,6 +277,9 @@ impl Running {
         let _ = self.stop.send(true);
         if let Err(e) = self.timer_task.await {
             warn!(error = %e, "timer task ended abnormally");
+        }
+        if let Err(e) = self.sender_task.await {
+            warn!(error = %e, "command sender ended abnormally");
         }
         self.ingest.shutdown().await;
         let api = self

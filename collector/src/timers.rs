@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::clock::Clock;
-use crate::outbox::{deliver, DeviceCommands, Downlink, FeedHub};
+use crate::outbox::{deliver, Downlink, FeedHub};
 use crate::store::{SharedStore, StoreError};
 use crate::workflow::Policy;
 
@@ -76,15 +76,7 @@ impl Timers {
                         level = %d.incident.level, "timer acted");
                 }
                 let pairs: Vec<_> = decisions.into_iter().map(|d| (d, false)).collect();
-                deliver(
-                    &pairs,
-                    &self.downlink,
-                    &self.feed,
-                    &self.policy,
-                    now,
-                    DeviceCommands::Send,
-                )
-                .await;
+                deliver(&pairs, &self.downlink, &self.feed, &self.policy);
             }
             total += n;
             if n < ROUND {

@@ -40,17 +40,34 @@ impl Device {
 
     /// The next command of type `kind` on the device's cmd topic.
     async fn cmd(&mut self, kind: &str) -> Value {
-        let mut found = Value::Null;
+        self.cmd_with_id(kind).await.1
+    }
+
+    /// The next command of type `kind`, with its outbox id.
+    async fn cmd_with_id(&mut self, kind: &str) -> (u64, Value) {
+        let mut found = (0, Value::Null);
         self.0
             .recv_until(&format!("a {kind} command"), |t, v| {
                 let hit = t.ends_with("/cmd") && v["body"]["type"] == kind;
                 if hit {
-                    found = v["body"].clone();
+                    found = (v["id"].as_u64().unwrap_or(0), v["body"].clone());
                 }
                 hit
             })
             .await;
         found
+    }
+
+    /// Acknowledges commands, as the agent does.
+    async fn ack_cmds(&self, ids: &[u64]) {
+        let ack = json!({"v": 1, "device": DEV, "ids": ids});
+        self.0
+            .publish(
+                &format!("vigia/v1/up/{DEV}/cmdack"),
+                false,
+                ack.to_string().into_bytes(),
+            )
+            .await;
     }
 }
 
@@ -160,6 +177,81 @@ async fn report_missing_a_field_asks_the_device_and_its_reply_resumes_the_incide
     assert_eq!(v["state"], "needs_info");
     let ask = dev.cmd("request_info").await;
     assert_eq!(ask["question"], "Which tray?");
+    running.shutdown().await.unwrap();
+}
+
+/// A metric's value, polled until `ok` accepts it.
+async fn metric_until(base: &Api, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, v) = http("GET", base, "/metrics", None).await;
+        let text = v.as_str().unwrap_or("").to_owned();
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or(u64::MAX);
+        if ok(n) {
+            return n;
+        }
+        assert!(tokio::time::Instant::now() < end, "{name} is {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_the_device_never_acknowledged_is_sent_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = vigia_collector::start(config(dir.path())).await.unwrap();
+    let base = Api::admin(&running).await;
+    let mut dev = Device::connect(&running.mqtt_url, "wf-agent-4").await;
+    dev.event(
+        1,
+        json!({"type": "report", "report_id": 7, "category": "printer",
+               "summary": "Printer jams", "text": "Every page", "reporter": "ana",
+               "contact": "", "urgency": "medium"}),
+    )
+    .await;
+    let (accepted_id, accepted) = dev.cmd_with_id("report_accepted").await;
+    let n = accepted["incident"].as_u64().unwrap();
+    let (ask_id, _) = dev.cmd_with_id("request_info").await;
+    assert!(
+        accepted_id > 0 && ask_id > accepted_id,
+        "{accepted_id} {ask_id}"
+    );
+    // The device acknowledges the number but nothing else (say the rest was lost).
+    let queued = metric_until(&base, "vigia_outbox_pending", |n| n >= 2).await;
+    dev.ack_cmds(&[accepted_id]).await;
+    metric_until(&base, "vigia_outbox_pending", |n| n == queued - 1).await;
+
+    // A restart: the question is still queued, and goes out again at once.
+    running.shutdown().await.unwrap();
+    drop(dev);
+    let running = vigia_collector::start(config(dir.path())).await.unwrap();
+    let base = base.at(&running);
+    let mut dev = Device::connect(&running.mqtt_url, "wf-agent-4").await;
+    let mut seen = Vec::new();
+    let mut ask = Value::Null;
+    dev.0
+        .recv_until("the question again", |t, v| {
+            if t.ends_with("/cmd") {
+                let id = v["id"].as_u64().unwrap_or(0);
+                assert_ne!(id, accepted_id, "an acknowledged command was sent again");
+                seen.push(id);
+                if v["body"]["type"] == "request_info" {
+                    assert_eq!(id, ask_id, "the same command, not a new one");
+                    ask = v["body"].clone();
+                }
+            }
+            !ask.is_null() && seen.len() as u64 == queued - 1
+        })
+        .await;
+    assert_eq!(ask["incident"], n);
+    dev.ack_cmds(&seen).await;
+    metric_until(&base, "vigia_outbox_pending", |n| n == 0).await;
+    assert_eq!(
+        metric_until(&base, "vigia_commands_acked_total", |n| n == queued - 1).await,
+        queued - 1
+    );
     running.shutdown().await.unwrap();
 }
 

@@ -577,6 +577,21 @@ pub struct Ack {
     pub rejected: Vec<Rejection, 16>,
 }
 
+/// The device got these commands (`up/{id}/cmdack`): the collector stops resending them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmdAck {
+    /// Protocol major version.
+    pub v: u8,
+    /// The device.
+    pub device: DeviceId,
+    /// The command ids.
+    pub ids: Vec<u64, 32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Ack {
     /// Whether this ack covers `seq`, stored or rejected.
     pub fn covers(&self, seq: u64) -> bool {
@@ -592,6 +607,10 @@ pub struct Cmd {
     pub v: u8,
     /// The device.
     pub device: DeviceId,
+    /// The collector's id of this command, kept in its durable outbox until the device
+    /// names it in a [`CmdAck`]; 0 for a command sent once, not kept (a repeat).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     /// When it was sent.
     pub ts: Millis,
     /// What it says.

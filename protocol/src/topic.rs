@@ -23,6 +23,8 @@ pub enum UpKind {
     Status,
     /// Fault events and user reports.
     Event,
+    /// The device got these commands (their ids): the collector stops resending them.
+    CmdAck,
 }
 
 /// A server-to-device topic kind.
@@ -41,6 +43,7 @@ impl UpKind {
             Self::Birth => "birth",
             Self::Status => "status",
             Self::Event => "event",
+            Self::CmdAck => "cmdack",
         }
     }
 }
@@ -191,6 +194,7 @@ impl Topics {
                     ("up", "birth") => Ok(Topic::Up(id, UpKind::Birth)),
                     ("up", "status") => Ok(Topic::Up(id, UpKind::Status)),
                     ("up", "event") => Ok(Topic::Up(id, UpKind::Event)),
+                    ("up", "cmdack") => Ok(Topic::Up(id, UpKind::CmdAck)),
                     ("down", "ack") => Ok(Topic::Down(id, DownKind::Ack)),
                     ("down", "cmd") => Ok(Topic::Down(id, DownKind::Cmd)),
                     _ => Err(TopicError::Unknown),
@@ -262,7 +266,7 @@ mod tests {
         fn up_and_down_round_trip(raw in "[A-Za-z0-9_][A-Za-z0-9._-]{0,63}", prefix in "[a-z]{1,8}(/[a-z0-9]{1,8}){0,3}") {
             let t = Topics::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
             let d = id(&raw);
-            for k in [UpKind::Birth, UpKind::Status, UpKind::Event] {
+            for k in [UpKind::Birth, UpKind::Status, UpKind::Event, UpKind::CmdAck] {
                 prop_assert_eq!(t.parse(&t.up(&d, k)), Ok(Topic::Up(d.clone(), k)));
             }
             for k in [DownKind::Ack, DownKind::Cmd] {

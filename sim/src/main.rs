@@ -18,9 +18,9 @@ use clap::{Parser, ValueEnum};
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::Semaphore;
 use vigia_protocol::{
-    bounded, decode, encode, Ack, Birth, BrokerUrl, CollectorStatus, DeviceId, DownKind, Dur,
-    Event, EventBody, Evidence, FaultAction, FaultEvent, FaultKind, Severity, Status, Topics,
-    UpKind, Urgency, UserReport, MAX_PACKET, VERSION,
+    bounded, decode, encode, Ack, Birth, BrokerUrl, Cmd, CmdAck, CollectorStatus, DeviceId,
+    DownKind, Dur, Event, EventBody, Evidence, FaultAction, FaultEvent, FaultKind, Severity,
+    Status, Topics, UpKind, Urgency, UserReport, MAX_PACKET, VERSION,
 };
 
 /// What the devices send.
@@ -84,6 +84,7 @@ struct DeviceResult {
     acked: BTreeSet<u64>,
     rejected: u64,
     resends: u64,
+    commands: u64,
     ack_latency: Vec<Duration>,
 }
 
@@ -288,6 +289,18 @@ async fn device(
                                 out.rejected += 1;
                             }
                         }
+                    } else if p.topic.ends_with("/cmd") {
+                        // Acknowledge commands as the agent does, so the collector's
+                        // outbox empties.
+                        if let Ok(cmd) = decode::<Cmd>(&p.payload) {
+                            if cmd.id != 0 {
+                                let mut ids = heapless::Vec::new();
+                                let _ = ids.push(cmd.id);
+                                let ack = CmdAck { v: VERSION, device: dev.clone(), ids };
+                                client.publish(topics.up(&dev, UpKind::CmdAck).as_str(), QoS::AtLeastOnce, false, encode(&ack)?).await?;
+                                out.commands += 1;
+                            }
+                        }
                     } else if p.topic.ends_with("collector/status") {
                         // The collector came (back) online: send again what it has not
                         // acknowledged, as the agent does.
@@ -420,13 +433,14 @@ fn main() -> anyhow::Result<()> {
     let acked: u64 = devices.iter().map(|d| d.acked.len() as u64).sum();
     let rejected: u64 = devices.iter().map(|d| d.rejected).sum();
     let resends: u64 = devices.iter().map(|d| d.resends).sum();
+    let commands: u64 = devices.iter().map(|d| d.commands).sum();
     let mut lat: Vec<Duration> = devices
         .iter()
         .flat_map(|d| d.ack_latency.iter().copied())
         .collect();
     lat.sort();
     println!(
-        "devices {}  mix {:?}  sent {sent}  acked {acked}  rejected {rejected}  resent {resends}  in {:.1} s ({:.0} events/s)",
+        "devices {}  mix {:?}  sent {sent}  acked {acked}  rejected {rejected}  resent {resends}  commands {commands}  in {:.1} s ({:.0} events/s)",
         devices.len(),
         args.mix,
         elapsed.as_secs_f64(),

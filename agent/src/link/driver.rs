@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, Outgoing};
+use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, Outgoing, QoS};
 use tokio::sync::{mpsc, watch};
 use vigia_protocol::{
-    decode, now_ms, Ack, Backoff, Cmd, CmdBody, CollectorStatus, DownKind, Topic,
+    decode, encode, now_ms, Ack, Backoff, Cmd, CmdAck, CmdBody, CollectorStatus, DownKind, Topic,
+    UpKind, VERSION,
 };
 
 use super::session::{self, SessionMsg};
@@ -66,7 +67,9 @@ pub async fn run(
                 let _ = tx.send(SessionMsg::Up { boot });
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                handle_down(&shared, &cfg, &p.topic, &p.payload);
+                if let Some(id) = handle_down(&shared, &cfg, &p.topic, &p.payload) {
+                    acknowledge_cmd(&client, &cfg, id);
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -147,8 +150,36 @@ fn log_failure(e: &ConnectionError, attempts: u32, delay: Duration, was_connecte
     }
 }
 
+/// Tells the collector this agent got command `id` (`up/{id}/cmdack`), so it stops
+/// resending it. Queued without waiting (the polling task must not await a publish);
+/// should the queue be full, the collector resends and the next copy is acknowledged.
+fn acknowledge_cmd(client: &AsyncClient, cfg: &LinkConfig, id: u64) {
+    let mut ids = heapless::Vec::new();
+    let _ = ids.push(id);
+    let ack = CmdAck {
+        v: VERSION,
+        device: cfg.device.clone(),
+        ids,
+    };
+    let topic = cfg.topics.up(&cfg.device, UpKind::CmdAck);
+    match encode(&ack) {
+        Ok(bytes) => {
+            if let Err(e) = client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, bytes) {
+                tracing::debug!(error = %e, id, "command ack not queued; the collector resends");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode a command ack"),
+    }
+}
+
 /// Handles a message on a `down/` topic: acks leave the spool, commands are kept.
-pub(super) fn handle_down(shared: &AgentState, cfg: &LinkConfig, topic: &str, payload: &[u8]) {
+/// Returns the id of a command to acknowledge.
+pub(super) fn handle_down(
+    shared: &AgentState,
+    cfg: &LinkConfig,
+    topic: &str,
+    payload: &[u8],
+) -> Option<u64> {
     match cfg.topics.parse(topic) {
         Ok(Topic::Down(id, DownKind::Ack)) if id == cfg.device => match decode::<Ack>(payload) {
             Ok(ack) if ack.device == cfg.device => {
@@ -169,12 +200,16 @@ pub(super) fn handle_down(shared: &AgentState, cfg: &LinkConfig, topic: &str, pa
         },
         Ok(Topic::Down(id, DownKind::Cmd)) if id == cfg.device => match decode::<Cmd>(payload) {
             Ok(cmd) if cmd.device == cfg.device => {
-                tracing::info!(cmd = ?cmd.body, "command from the collector");
+                tracing::info!(cmd = ?cmd.body, id = cmd.id, "command from the collector");
                 if matches!(cmd.body, CmdBody::Recheck) {
                     shared.recheck.notify_one();
                 }
+                // A resend of one already kept is kept once (see the inbox); it is
+                // acknowledged again all the same.
+                let id = cmd.id;
                 lock(&shared.inbox).push(cmd.clone());
                 let _ = shared.cmds.send(cmd);
+                return (id != 0).then_some(id);
             }
             Ok(cmd) => tracing::warn!(device = %cmd.device, "command for another device ignored"),
             Err(e) => tracing::warn!(error = %e, "malformed command ignored"),
@@ -193,6 +228,7 @@ pub(super) fn handle_down(shared: &AgentState, cfg: &LinkConfig, topic: &str, pa
         },
         _ => tracing::warn!(topic, "message on an unexpected topic ignored"),
     }
+    None
 }
 
 #[cfg(test)]
@@ -258,6 +294,21 @@ mod tests {
             }
         );
         assert_eq!(lock(&shared.inbox).recent.len(), 1);
+        // A command with an id is to be acknowledged; sent again, it is kept once.
+        let queued = br#"{"v":1,"device":"ws-1","id":7,"ts":5,"body":{"type":"report_accepted","report_id":10,"incident":43}}"#;
+        assert_eq!(
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued),
+            Some(7)
+        );
+        assert_eq!(
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued),
+            Some(7)
+        );
+        assert_eq!(lock(&shared.inbox).recent.len(), 2);
+        assert_eq!(
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd),
+            None
+        );
         let recheck = br#"{"v":1,"device":"ws-1","ts":6,"body":{"type":"recheck"}}"#;
         handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", recheck);
         // The permit is stored: the sampler's next wait returns at once.

@@ -77,6 +77,10 @@ pub struct Inbox {
 
 impl Inbox {
     pub(super) fn push(&mut self, cmd: Cmd) {
+        // A command the collector sent again (its ack was lost) is kept once.
+        if cmd.id != 0 && self.recent.iter().any(|c| c.id == cmd.id) {
+            return;
+        }
         if self.recent.len() == MAX_INBOX {
             self.recent.pop_front();
         }

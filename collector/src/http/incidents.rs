@@ -18,7 +18,7 @@ use super::auth::Authed;
 use super::devices::DeviceSummary;
 use super::state::{bad_request, blocking, internal, not_found, ApiError, HttpState};
 use crate::auth::{Caller, Denied};
-use crate::outbox::{deliver, DeviceCommands};
+use crate::outbox::deliver;
 use crate::store::{IncidentFilter, SharedStore, StateFilter};
 use crate::workflow::actions::{available, ActionSpec};
 use crate::workflow::{
@@ -482,15 +482,7 @@ async fn run_command(
     info!(incident = n, actor = %caller.account.login, action = what,
         state = %decision.incident.state, "incident action");
     let pairs = vec![(decision, false)];
-    deliver(
-        &pairs,
-        &st.downlink,
-        &st.feed,
-        &st.policy,
-        now,
-        DeviceCommands::Send,
-    )
-    .await;
+    deliver(&pairs, &st.downlink, &st.feed, &st.policy);
     st.wake.notify_one();
     pairs
         .into_iter()

@@ -162,13 +162,21 @@ async fn index() -> impl IntoResponse {
 /// store is when operators look).
 async fn metrics(State(st): State<HttpState>) -> Result<Response, ApiError> {
     let store = st.store.clone();
-    let (counts, devices) =
-        state::blocking(move || Ok((store.incident_counts().ok(), store.devices().ok()))).await?;
+    let (counts, devices, outbox) = state::blocking(move || {
+        Ok((
+            store.incident_counts().ok(),
+            store.devices().ok(),
+            store.outbox_len() as u64,
+        ))
+    })
+    .await?;
     let counts = counts.unwrap_or_default();
     let by_state: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     let devices = devices.unwrap_or_default();
     let online = devices.iter().filter(|d| d.online()).count() as u64;
-    let text = st.metrics.render(&by_state, devices.len() as u64, online);
+    let text = st
+        .metrics
+        .render(&by_state, devices.len() as u64, online, outbox);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -5,8 +5,8 @@
 use rumqttc::Publish;
 use tracing::warn;
 use vigia_protocol::{
-    decode, peek_header, Birth, CodecError, DeviceId, Event, RejectReason, Status, Topic, Topics,
-    UpKind, MAX_PACKET, VERSION,
+    decode, peek_header, Birth, CmdAck, CodecError, DeviceId, Event, RejectReason, Status, Topic,
+    Topics, UpKind, MAX_PACKET, VERSION,
 };
 
 use crate::metrics::{Metrics, Rejected};
@@ -29,6 +29,13 @@ pub(super) enum Decoded {
         seq: Option<u64>,
         /// Why.
         reason: RejectReason,
+    },
+    /// The device got these commands.
+    CmdAck {
+        /// Which device.
+        device: DeviceId,
+        /// The command ids.
+        ids: Vec<u64>,
     },
     /// Nothing to store (refused birth/status, unknown topic): acked to the broker only.
     Nothing,
@@ -57,6 +64,20 @@ pub(super) fn decode_publish(topics: &Topics, metrics: &Metrics, p: &Publish) ->
             Ok(b) if b.device == device => Decoded::Birth(Box::new(b)),
             Ok(b) => {
                 reject(RejectReason::DeviceMismatch, &b.device);
+                Decoded::Nothing
+            }
+            Err(e) => {
+                reject(e.reason(), &e);
+                Decoded::Nothing
+            }
+        },
+        UpKind::CmdAck => match decode::<CmdAck>(payload) {
+            Ok(a) if a.device == device => Decoded::CmdAck {
+                device,
+                ids: a.ids.iter().copied().collect(),
+            },
+            Ok(a) => {
+                reject(RejectReason::DeviceMismatch, &a.device);
                 Decoded::Nothing
             }
             Err(e) => {

@@ -44,7 +44,7 @@ use vigia_protocol::{
 
 use crate::clock::{now_ms, Clock};
 use crate::metrics::Metrics;
-use crate::outbox::{deliver, DeviceCommands, Downlink, FeedEvent, FeedHub};
+use crate::outbox::{deliver, Downlink, FeedEvent, FeedHub};
 use crate::store::{SharedStore, StatusOutcome, Store, StoreError};
 use crate::workflow::{Decision, Policy};
 
@@ -232,6 +232,7 @@ enum Outcome {
         rejection: Rejection,
     },
     Feed(FeedEvent),
+    CmdAcked(u64),
     Nothing,
 }
 
@@ -500,6 +501,7 @@ impl Worker {
                         .push(rejection);
                 }
                 Outcome::Feed(f) => feed.push(f),
+                Outcome::CmdAcked(n) => self.deps.metrics.commands_acked(n),
                 Outcome::Nothing => {}
             }
         }
@@ -509,8 +511,9 @@ impl Worker {
                 self.deps.metrics.ack_sent();
             }
         }
+        // Repeats for redelivered events, sent once; new commands are in the outbox.
         for (device, body) in cmds {
-            self.downlink.cmd(&device, body, now).await;
+            self.downlink.cmd(&device, 0, body, now).await;
         }
         for f in feed {
             self.deps.feed.publish(f);
@@ -523,10 +526,7 @@ impl Worker {
             &self.downlink,
             &self.deps.feed,
             &self.deps.policy,
-            now,
-            DeviceCommands::AlreadySent,
-        )
-        .await;
+        );
         if !decisions.is_empty() {
             self.deps.wake.notify_one();
         }
@@ -596,6 +596,11 @@ fn store_decoded(
             instance,
             rejection: Rejection { seq, reason },
         },
+        Decoded::CmdAck { device, ids } => {
+            let n = store.outbox_acked(&device, &ids)?;
+            debug!(device = %device, acked = n, "commands acknowledged");
+            Outcome::CmdAcked(n as u64)
+        }
         Decoded::Rejected { seq: None, .. } | Decoded::Nothing => Outcome::Nothing,
     })
 }

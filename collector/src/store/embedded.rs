@@ -32,11 +32,11 @@ use vigia_protocol::{Birth, DeviceId, Event, EventBody, Millis, Status};
 
 use super::keys::{
     count_key, event_key, event_prefix, fault_key_bytes, idx_number, index_keys, priority_byte,
-    state_byte, tail_number, timer_key, u64_of, NEXT_INCIDENT,
+    state_byte, tail_number, timer_key, u64_of, NEXT_CMD, NEXT_INCIDENT,
 };
 use super::{
-    device_context, DeviceRecord, EventOutcome, IncidentFilter, StateFilter, StatusOutcome, Store,
-    StoreError, StoredEvent,
+    device_context, DeviceRecord, EventOutcome, IncidentFilter, OutboxEntry, StateFilter,
+    StatusOutcome, Store, StoreError, StoredEvent,
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::workflow::{
@@ -68,6 +68,7 @@ struct Handles {
     accounts: sled::Tree,
     sessions: sled::Tree,
     tokens: sled::Tree,
+    outbox: sled::Tree,
 }
 
 /// The embedded store: the open database, and what it takes to open it again after an
@@ -115,6 +116,7 @@ struct Trees<'a> {
     timers: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     devices: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
 }
 
 impl Trees<'_> {
@@ -151,6 +153,34 @@ impl Trees<'_> {
     }
 
     /// Writes an incident with its summary, index entries, timer and counts.
+    /// Puts every device command of `d` in the outbox, numbered, in this transaction: a
+    /// command exists exactly when the change that causes it does.
+    fn enqueue(&self, d: &Decision, now: Millis) -> TxResult<()> {
+        for m in &d.messages {
+            let workflow::Outgoing::Device { device, body } = m else {
+                continue;
+            };
+            let id = match self.meta.get(NEXT_CMD)? {
+                Some(b) => u64_of("command counter", &b).map_err(abort)?,
+                None => 1,
+            };
+            self.meta.insert(NEXT_CMD, &(id + 1).to_be_bytes())?;
+            let entry = OutboxEntry {
+                id,
+                device: device.clone(),
+                body: body.clone(),
+                created_at: now,
+                next_at: now,
+                attempts: 0,
+            };
+            self.outbox.insert(
+                &id.to_be_bytes(),
+                enc("outbox entry", &entry).map_err(abort)?,
+            )?;
+        }
+        Ok(())
+    }
+
     fn save(&self, inc: &Incident, policy: &Policy) -> TxResult<IncidentSummary> {
         let n = inc.number;
         let old: Option<IncidentSummary> = match self.summaries.get(n.to_be_bytes())? {
@@ -261,12 +291,12 @@ impl Trees<'_> {
             Plan::Open(d) => {
                 self.take_number(next)?;
                 self.save(&d.incident, policy)?;
-                out.cmds = workflow::device_commands(&d, &ev.device);
+                self.enqueue(&d, now)?;
                 out.decision = Some((d, true));
             }
             Plan::Update(d) => {
                 self.save(&d.incident, policy)?;
-                out.cmds = workflow::device_commands(&d, &ev.device);
+                self.enqueue(&d, now)?;
                 out.decision = Some((d, false));
             }
             Plan::Refused(e) => out.refused = Some(e),
@@ -324,6 +354,7 @@ impl Handles {
             accounts: db.open_tree("accounts")?,
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
+            outbox: db.open_tree("outbox")?,
             db,
         })
     }
@@ -338,9 +369,20 @@ impl Handles {
             &self.timers,
             &self.meta,
             &self.devices,
+            &self.outbox,
         )
             .transaction(
-                |(events, incidents, summaries, fault_index, idx, timers, meta, devices)| {
+                |(
+                    events,
+                    incidents,
+                    summaries,
+                    fault_index,
+                    idx,
+                    timers,
+                    meta,
+                    devices,
+                    outbox,
+                )| {
                     f(&Trees {
                         events,
                         incidents,
@@ -350,6 +392,7 @@ impl Handles {
                         timers,
                         meta,
                         devices,
+                        outbox,
                     })
                 },
             )
@@ -468,6 +511,7 @@ impl Handles {
             let d = workflow::apply(&inc, &input, now, policy)
                 .map_err(|e| abort(StoreError::Workflow(e)))?;
             tx.save(&d.incident, policy)?;
+            tx.enqueue(&d, now)?;
             Ok(d)
         })
     }
@@ -499,6 +543,7 @@ impl Handles {
                 match workflow::tick(&inc, now, policy) {
                     Some(d) => {
                         tx.save(&d.incident, policy)?;
+                        tx.enqueue(&d, now)?;
                         Ok(Some(d))
                     }
                     None => {
@@ -773,6 +818,54 @@ impl Handles {
     fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.tokens.remove(id)?.is_some())
     }
+
+    fn outbox_due(&self, now: Millis, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.outbox.iter() {
+            let (_, v) = kv?;
+            let e: OutboxEntry = dec("outbox entry", &v)?;
+            if e.next_at <= now {
+                out.push(e);
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn outbox_put(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        // Only while it is still there: an ack may have removed it meanwhile.
+        let key = entry.id.to_be_bytes();
+        if let Some(old) = self.outbox.get(key)? {
+            let new = enc("outbox entry", entry)?;
+            let _ = self.outbox.compare_and_swap(key, Some(old), Some(new))?;
+        }
+        Ok(())
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.outbox.remove(id.to_be_bytes())?.is_some())
+    }
+
+    fn outbox_acked(&self, device: &DeviceId, ids: &[u64]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for id in ids {
+            let key = id.to_be_bytes();
+            if let Some(v) = self.outbox.get(key)? {
+                let e: OutboxEntry = dec("outbox entry", &v)?;
+                // A device acknowledges only its own commands.
+                if &e.device == device && self.outbox.remove(key)?.is_some() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
 }
 
 impl SledStore {
@@ -958,6 +1051,26 @@ impl Store for SledStore {
         self.with(|h| h.remove_token(id))
     }
 
+    fn outbox_due(&self, now: Millis, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.with(|h| h.outbox_due(now, max))
+    }
+
+    fn outbox_put(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.with(|h| h.outbox_put(entry))
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        self.with(|h| h.outbox_remove(id))
+    }
+
+    fn outbox_acked(&self, device: &DeviceId, ids: &[u64]) -> Result<usize, StoreError> {
+        self.with(|h| h.outbox_acked(device, ids))
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.read().as_ref().map_or(0, |h| h.outbox_len())
+    }
+
     fn recover(&self) -> Result<bool, StoreError> {
         use std::sync::atomic::Ordering;
         if !self.failed.load(Ordering::SeqCst) {
@@ -1090,6 +1203,15 @@ mod tests {
         Person::new("ana", [Role::ServiceDesk])
     }
 
+    /// The bodies of the commands waiting in the outbox.
+    fn queued(s: &SledStore) -> Vec<CmdBody> {
+        s.outbox_due(u64::MAX, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect()
+    }
+
     fn numbers(v: &[IncidentSummary]) -> Vec<u64> {
         v.iter().map(|s| s.number).collect()
     }
@@ -1192,7 +1314,7 @@ mod tests {
         let out = s.record_event(&new, T0 + 1, &p).unwrap();
         assert!(!out.duplicate, "a new instance's seq 1 is a new event");
         assert!(
-            out.cmds.iter().any(|c| matches!(
+            queued(&s).iter().any(|c| matches!(
                 c,
                 CmdBody::ReportAccepted {
                     report_id: 1,
@@ -1239,17 +1361,17 @@ mod tests {
             o.decision.as_ref().unwrap().0.incident.state,
             State::NeedsInfo
         );
-        assert!(o.cmds.iter().any(|c| matches!(
+        assert!(queued(&s).iter().any(|c| matches!(
             c,
             CmdBody::ReportAccepted {
                 report_id: 77,
                 incident: 1
             }
         )));
-        assert!(o
-            .cmds
+        assert!(queued(&s)
             .iter()
             .any(|c| matches!(c, CmdBody::RequestInfo { incident: 1, .. })));
+        assert!(o.cmds.is_empty(), "new commands go through the outbox");
         // A redelivered report gets its number again, and no second incident.
         let again = s.record_event(&report("a", 1, ""), T0 + 1, &p).unwrap();
         assert!(again.duplicate);

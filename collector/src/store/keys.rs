@@ -11,6 +11,8 @@ use crate::workflow::{IncidentSummary, Priority, State};
 
 /// The meta key of the incident counter.
 pub(super) const NEXT_INCIDENT: &[u8] = b"next_incident";
+/// `meta` key of the next device command id.
+pub(super) const NEXT_CMD: &[u8] = b"next_cmd";
 const COUNT_PREFIX: &str = "count/";
 
 pub(super) fn u64_of(what: &'static str, b: &[u8]) -> Result<u64, StoreError> {

@@ -163,6 +163,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the token `id`; `false` if there was none.
     fn remove_token(&self, id: &str) -> Result<bool, StoreError>;
+
+    // The outbox of device commands: written in the transaction of the change that causes
+    // them, sent by `outbox::CommandSender` until the device acknowledges them.
+
+    /// Commands due to be sent at `now` (at most `max`), oldest first.
+    fn outbox_due(&self, now: Millis, max: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Writes back an entry's attempts and next time, if it is still queued.
+    fn outbox_put(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+
+    /// Drops the command `id` (given up on); `false` if it was not queued.
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError>;
+
+    /// The device acknowledged `ids`: they leave the outbox. Returns how many did (a
+    /// device's ack never removes another device's command).
+    fn outbox_acked(&self, device: &DeviceId, ids: &[u64]) -> Result<usize, StoreError>;
+
+    /// How many commands wait for their device.
+    fn outbox_len(&self) -> usize;
 }
 
 /// A store failure.
@@ -194,6 +213,23 @@ pub enum StoreError {
     /// The workflow refused the change; nothing was written.
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
+}
+
+/// A command waiting for its device's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Its id, which the device names in its `cmdack`.
+    pub id: u64,
+    /// For which device.
+    pub device: DeviceId,
+    /// What it says.
+    pub body: CmdBody,
+    /// Queued at.
+    pub created_at: Millis,
+    /// When to send it (again).
+    pub next_at: Millis,
+    /// Sent so far.
+    pub attempts: u32,
 }
 
 /// A device's last known online state.
@@ -351,8 +387,9 @@ pub struct EventOutcome {
     pub duplicate: bool,
     /// The workflow decision the event caused, and whether it opened the incident.
     pub decision: Option<(Decision, bool)>,
-    /// Commands to send the device, after the flush. On a duplicate report this is the
-    /// `ReportAccepted` again, since the first answer may be what got lost.
+    /// Commands to send the device once, after the flush, outside the outbox: on a
+    /// duplicate report, its `ReportAccepted` (and pending question) again, since the first
+    /// answer may be what got lost. A new decision's commands go to the outbox instead.
     pub cmds: Vec<CmdBody>,
     /// The workflow refused the event (it is stored, nothing else changed).
     pub refused: Option<WorkflowError>,
