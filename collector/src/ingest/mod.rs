@@ -500,7 +500,12 @@ impl Worker {
                         .1
                         .push(rejection);
                 }
-                Outcome::Feed(f) => feed.push(f),
+                Outcome::Feed(f) => {
+                    if matches!(f, FeedEvent::Device { online: true, .. }) {
+                        self.downlink.commands_queued();
+                    }
+                    feed.push(f);
+                }
                 Outcome::CmdAcked(n) => self.deps.metrics.commands_acked(n),
                 Outcome::Nothing => {}
             }
@@ -551,6 +556,10 @@ fn store_decoded(
                 debug!(device = %s.device, online = s.online, boot = s.boot, "status stored");
                 if changed {
                     info!(device = %s.device, online = s.online, boot = s.boot, "device status changed");
+                    // Back online: what it may have missed goes out again now.
+                    if s.online && store.outbox_retry(&s.device, now)? > 0 {
+                        debug!(device = %s.device, "queued commands due again");
+                    }
                     Outcome::Feed(FeedEvent::Device {
                         device: s.device,
                         online: s.online,

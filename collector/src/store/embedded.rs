@@ -866,6 +866,22 @@ impl Handles {
     fn outbox_len(&self) -> usize {
         self.outbox.len()
     }
+
+    fn outbox_retry(&self, device: &DeviceId, now: Millis) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.outbox.iter() {
+            let (k, v) = kv?;
+            let mut e: OutboxEntry = dec("outbox entry", &v)?;
+            if &e.device == device && e.next_at > now {
+                e.next_at = now;
+                let _ = self
+                    .outbox
+                    .compare_and_swap(k, Some(v), Some(enc("outbox entry", &e)?))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl SledStore {
@@ -1069,6 +1085,10 @@ impl Store for SledStore {
 
     fn outbox_len(&self) -> usize {
         self.read().as_ref().map_or(0, |h| h.outbox_len())
+    }
+
+    fn outbox_retry(&self, device: &DeviceId, now: Millis) -> Result<usize, StoreError> {
+        self.with(|h| h.outbox_retry(device, now))
     }
 
     fn recover(&self) -> Result<bool, StoreError> {

@@ -182,6 +182,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many commands wait for their device.
     fn outbox_len(&self) -> usize;
+
+    /// The device came online: its queued commands are due at `now` (it may have missed
+    /// them while away). Returns how many.
+    fn outbox_retry(&self, device: &DeviceId, now: Millis) -> Result<usize, StoreError>;
 }
 
 /// A store failure.
