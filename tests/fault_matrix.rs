@@ -25,9 +25,10 @@
 //! finds a defect prints FAILING with the reason and fails. Cases run one at a time (a
 //! shared lock): they are timing-sensitive and share two cores in CI.
 //!
-//! Needs root (tmpfs, network namespaces), `mosquitto`, `mosquitto_passwd`, `openssl`,
-//! `ip` and libfaketime (`faketime`): a missing one fails the case with the command that
-//! installs it — inside and outside CI, it never passes without having run.
+//! Needs `mosquitto`, `mosquitto_passwd` and `openssl`; the clock cases libfaketime
+//! (`faketime`); the disk-full and partition cases root and `mount` / `ip`. A missing one
+//! fails the case with the command that installs it, inside and outside CI: a case never
+//! passes without having run.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,29 +84,29 @@ fn libfaketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Fails (never skips) when something the matrix needs is missing.
-fn require() {
-    let mut missing: Vec<&str> = ["mosquitto", "mosquitto_passwd", "openssl", "ip", "mount"]
-        .into_iter()
-        .filter(|t| !have_tool(t))
-        .collect();
-    if libfaketime().is_none() {
+/// Fails (never skips) when something a case needs is missing: `tools`, libfaketime
+/// (`faketime`), root (`root`).
+fn require(tools: &[&str], faketime: bool, root: bool) {
+    let mut missing: Vec<&str> = tools.iter().copied().filter(|t| !have_tool(t)).collect();
+    if faketime && libfaketime().is_none() {
         missing.push("libfaketime");
     }
     assert!(
         missing.is_empty(),
-        "the fault matrix needs {missing:?}: apt-get install mosquitto mosquitto-clients \
-         openssl iproute2 mount faketime (.ci/run installs them)"
+        "this case needs {missing:?}: apt-get install mosquitto mosquitto-clients openssl \
+         iproute2 mount faketime (.ci/run installs them)"
     );
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "the fault matrix needs root (tmpfs mounts, network namespaces); .ci/run runs as root"
-    );
+    if root {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            uid, "0",
+            "this case needs root (a tmpfs mount or a network namespace); .ci/run runs as root"
+        );
+    }
 }
 
 fn sh(dir: &Path, script: &str) {
@@ -692,7 +693,14 @@ struct Setup {
 
 impl Case {
     fn new(name: &'static str, setup: Setup) -> Case {
-        require();
+        let mut tools = vec!["mosquitto", "mosquitto_passwd", "openssl"];
+        if setup.netns {
+            tools.push("ip");
+        }
+        if setup.tmpfs.is_some() {
+            tools.extend(["mount", "umount"]);
+        }
+        require(&tools, setup.backdate, setup.netns || setup.tmpfs.is_some());
         let dir = tempfile::Builder::new()
             .prefix("vigia-fm-")
             .tempdir()
