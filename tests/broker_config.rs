@@ -19,35 +19,6 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("bash")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("bash: {e}"));
-    assert!(
-        out.status.success(),
-        "{script}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_pki(dir: &Path) {
-    sh(
-        dir,
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vigia-test-ca \
-           -keyout ca.key -out ca.crt 2>/dev/null
-         openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
-           -keyout server.key -out server.csr 2>/dev/null
-         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
-         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-           -extfile ext.cnf -out server.crt 2>/dev/null
-         chmod 644 server.key",
-    );
-}
-
 /// The production config with its paths and port moved into `dir`.
 fn rewrite_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker-config");
@@ -123,17 +94,7 @@ fn enroll(dir: &Path, id: &str) -> String {
     let out = enroll_cmd(dir, &[id])
         .output()
         .unwrap_or_else(|e| panic!("enroll-device: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("password = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("no password in enroll output:\n{text}"))
-        .to_string()
+    enrolled_password(id, &out)
 }
 
 struct Client {
@@ -221,7 +182,7 @@ async fn production_broker_config_pins_devices_to_their_topics() {
     }
     let dir = tempdir();
     let d = dir.path();
-    make_pki(d);
+    make_pki(d, None, "");
     let port = free_port();
     let conf = rewrite_config(d, port);
     let pw_a = enroll(d, "ws-a");

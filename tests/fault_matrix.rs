@@ -109,45 +109,14 @@ fn require(tools: &[&str], faketime: bool, root: bool) {
     }
 }
 
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("bash")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("bash: {e}"));
-    assert!(
-        out.status.success(),
-        "{script}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA and a server certificate for 127.0.0.1 (and `extra_ip`). `backdate`: made with
 /// the clock a day back, so a device whose clock is hours behind still finds it valid.
-fn make_pki(dir: &Path, extra_ip: Option<&str>, backdate: bool) {
+fn make_pki_dated(dir: &Path, extra_ip: Option<&str>, backdate: bool) {
     let pre = match (backdate, libfaketime()) {
         (true, Some(lib)) => format!("LD_PRELOAD={} FAKETIME=-1d ", lib.display()),
         _ => String::new(),
     };
-    let san = match extra_ip {
-        Some(ip) => format!("DNS:localhost,IP:127.0.0.1,IP:{ip}"),
-        None => "DNS:localhost,IP:127.0.0.1".into(),
-    };
-    sh(
-        dir,
-        &format!(
-            "{pre}openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj /CN=vigia-fm-ca \
-               -keyout ca.key -out ca.crt 2>/dev/null
-             openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
-               -keyout server.key -out server.csr 2>/dev/null
-             printf 'subjectAltName={san}\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
-             {pre}openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-               -days 3 -extfile ext.cnf -out server.crt 2>/dev/null
-             chmod 644 server.key"
-        ),
-    );
+    make_pki(dir, extra_ip, &pre);
 }
 
 /// Runs `enroll-device` and returns the password it generated.
@@ -158,17 +127,7 @@ fn enroll(dir: &Path, id: &str) -> String {
         .arg(dir.join("vigia.passwd"))
         .output()
         .unwrap_or_else(|e| panic!("enroll-device: {e}"));
-    assert!(
-        out.status.success(),
-        "enroll-device {id}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("password = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("no password in enroll output:\n{text}"))
-        .to_string()
+    enrolled_password(id, &out)
 }
 
 /// Mosquitto on the production config, rewritten for `dir`, listening on `bind:port`.
@@ -710,7 +669,7 @@ impl Case {
         let bind = netns
             .as_ref()
             .map_or("127.0.0.1".to_string(), |n| n.host_ip.clone());
-        make_pki(
+        make_pki_dated(
             &d,
             netns.as_ref().map(|n| n.host_ip.as_str()),
             setup.backdate,

@@ -505,3 +505,57 @@ pub fn reported_incident(out: &str) -> u64 {
 
 /// The WebDriver client of the browser tests (`tests/console_browser.rs`).
 pub mod webdriver;
+
+/// Runs a bash script in `dir`; fails the test with its output if it fails.
+pub fn sh(dir: &Path, script: &str) {
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("bash: {e}"));
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`ca.crt`) and a server certificate for localhost and 127.0.0.1 (and `extra_ip`)
+/// in `dir`, as the production broker files expect them. `pre` prefixes each signing
+/// command (a faketime preload, to date them in the past).
+pub fn make_pki(dir: &Path, extra_ip: Option<&str>, pre: &str) {
+    let san = match extra_ip {
+        Some(ip) => format!("DNS:localhost,IP:127.0.0.1,IP:{ip}"),
+        None => "DNS:localhost,IP:127.0.0.1".into(),
+    };
+    sh(
+        dir,
+        &format!(
+            "{pre}openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj /CN=vigia-test-ca \
+               -keyout ca.key -out ca.crt 2>/dev/null
+             openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+               -keyout server.key -out server.csr 2>/dev/null
+             printf 'subjectAltName={san}\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
+             {pre}openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+               -days 3 -extfile ext.cnf -out server.crt 2>/dev/null
+             chmod 644 server.key"
+        ),
+    );
+}
+
+/// The device password `enroll-device` printed (it exited with `out`).
+pub fn enrolled_password(id: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "enroll-device {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("password = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no password in enroll output:\n{text}"))
+        .to_string()
+}
