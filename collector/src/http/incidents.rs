@@ -672,4 +672,68 @@ mod tests {
         };
         assert!(q.filter().is_err());
     }
+
+    fn summary(group: Option<&str>, assignee: Option<&str>, tags: &[&str]) -> IncidentSummary {
+        let origin = crate::workflow::Origin::Report {
+            report_id: 1,
+            category: "printer".into(),
+            summary: "Printer jams on floor 3".into(),
+            text: "t".into(),
+            reporter: "ana".into(),
+            contact: "x".into(),
+            urgency: vigia_protocol::Urgency::Medium,
+            snapshot: vec![],
+            open_faults: vec![],
+        };
+        let mut inc = crate::workflow::open(
+            4,
+            DeviceId::new("ws-7").unwrap(),
+            origin,
+            crate::workflow::DeviceContext {
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                warranty: None,
+            },
+            crate::workflow::Actor::System,
+            0,
+            &Policy::default(),
+        )
+        .incident;
+        inc.group = group.map(str::to_owned);
+        inc.assignee = assignee.map(str::to_owned);
+        IncidentSummary::of(&inc, &Policy::default())
+    }
+
+    #[test]
+    fn the_filters_the_indexes_do_not_cover_narrow_a_list() {
+        let mut account =
+            crate::auth::Account::new("tomas", [crate::auth::AccountRole::Technician], 0);
+        account.level = Some(Level::L2);
+        account.groups = ["soporte".to_string()].into();
+        let tomas = Caller {
+            account,
+            scope: crate::auth::Scope::Act,
+        };
+        let q = |f: &dyn Fn(&mut IncidentQuery)| {
+            let mut q = IncidentQuery::empty();
+            f(&mut q);
+            Narrow::of(&q)
+        };
+        let s = summary(Some("soporte"), None, &["site=madrid"]);
+        let keeps = |n: &Narrow| n.keeps(&s, &tomas);
+        assert!(keeps(&q(&|q| q.group = Some("SOPORTE".into()))));
+        assert!(!keeps(&q(&|q| q.group = Some("redes".into()))));
+        assert!(keeps(&q(&|q| q.assignee = Some("none".into()))));
+        assert!(!keeps(&q(&|q| q.assignee = Some("luis".into()))));
+        assert!(keeps(&q(&|q| q.kind = Some("printer".into()))));
+        assert!(!keeps(&q(&|q| q.kind = Some("disk_space".into()))));
+        assert!(keeps(&q(&|q| q.tag = Some("site=madrid".into()))));
+        assert!(!keeps(&q(&|q| q.tag = Some("site=sevilla".into()))));
+        assert!(keeps(&q(&|q| q.q = Some("floor ws-7".into()))));
+        assert!(!keeps(&q(&|q| q.q = Some("floor toner".into()))));
+        // Mine: in my group here; not when it is someone else's outside my groups.
+        assert!(keeps(&q(&|q| q.mine = Some(true))));
+        let other = summary(Some("redes"), Some("luis"), &[]);
+        assert!(!q(&|q| q.mine = Some(true)).keeps(&other, &tomas));
+        assert!(Narrow::of(&IncidentQuery::empty()).is_empty());
+    }
 }
