@@ -154,8 +154,10 @@ async fn a_full_disk_stalls_ingest_without_losing_an_event_and_it_resumes_when_f
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Twenty more while it is stalled: released to the broker, none acknowledged.
-    for _ in 0..20 {
+    // More while it is stalled than the broker lets the collector hold unacknowledged
+    // (its in-flight window is 500): they all reach the collector only if each one is
+    // released to the broker although it could not be stored.
+    for _ in 0..600 {
         seq += 1;
         unacked.insert(seq);
         dev.publish(&topic, false, event(seq)).await;
