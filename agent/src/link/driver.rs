@@ -67,7 +67,7 @@ pub async fn run(
                 let _ = tx.send(SessionMsg::Up { boot });
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                if let Some(id) = handle_down(&shared, &cfg, &p.topic, &p.payload) {
+                if let Some(id) = handle_down(&shared, &cfg, &p.topic, &p.payload, p.retain) {
                     acknowledge_cmd(&client, &cfg, id);
                 }
             }
@@ -173,12 +173,15 @@ fn acknowledge_cmd(client: &AsyncClient, cfg: &LinkConfig, id: u64) {
 }
 
 /// Handles a message on a `down/` topic: acks leave the spool, commands are kept.
-/// Returns the id of a command to acknowledge.
+/// `retained` is the MQTT retain flag, which a broker sets only on what it sends because
+/// of a new subscription (a live message is forwarded with it cleared). Returns the id of
+/// a command to acknowledge.
 pub(super) fn handle_down(
     shared: &AgentState,
     cfg: &LinkConfig,
     topic: &str,
     payload: &[u8],
+    retained: bool,
 ) -> Option<u64> {
     match cfg.topics.parse(topic) {
         Ok(Topic::Down(id, DownKind::Ack)) if id == cfg.device => match decode::<Ack>(payload) {
@@ -217,7 +220,13 @@ pub(super) fn handle_down(
         Ok(Topic::CollectorStatus) => match decode::<CollectorStatus>(payload) {
             Ok(status) if status.online => {
                 let new = lock(&shared.collector_online_ts).replace(status.ts) != Some(status.ts);
-                if new {
+                // The retained `online` comes with every subscription, right after the
+                // session's own start replayed the whole spool: replaying again would
+                // publish everything twice. Only a live `online` (the collector started
+                // or recovered while this session was up) means it may have lost some.
+                if retained {
+                    tracing::debug!(ts = status.ts, "collector online (retained)");
+                } else if new {
                     tracing::info!(ts = status.ts, "collector online: replaying unacked events");
                     shared.replay.store(true, Ordering::SeqCst);
                     shared.wake.notify_one();
@@ -257,7 +266,7 @@ mod tests {
         let (shared, _dir) = shared_with(5);
         let cfg = test_config();
         let ack = br#"{"v":1,"device":"ws-1","stored":[{"from":1,"to":2}],"rejected":[{"seq":4,"reason":"malformed"}]}"#;
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", ack);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", ack, false);
         assert_eq!(lock(&shared.spool).seqs().collect::<Vec<_>>(), [3, 5]);
     }
 
@@ -266,14 +275,15 @@ mod tests {
         let (shared, _dir) = shared_with(3);
         let cfg = test_config();
         let other = br#"{"v":1,"device":"ws-2","stored":[{"from":1,"to":3}]}"#;
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", other);
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-2/ack", other);
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", b"{not json");
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", other, false);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-2/ack", other, false);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/ack", b"{not json", false);
         handle_down(
             &shared,
             &cfg,
             "vigia/v1/down/ws-1/ack",
             br#"{"device":"ws-1","stored":[{"from":1,"to":3}]}"#,
+            false,
         );
         assert_eq!(lock(&shared.spool).len(), 3);
     }
@@ -284,7 +294,7 @@ mod tests {
         let cfg = test_config();
         let mut rx = shared.cmds.subscribe();
         let cmd = br#"{"v":1,"device":"ws-1","ts":5,"body":{"type":"report_accepted","report_id":9,"incident":42}}"#;
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd, false);
         let got = rx.try_recv().unwrap();
         assert_eq!(
             got.body,
@@ -297,23 +307,40 @@ mod tests {
         // A command with an id is to be acknowledged; sent again, it is kept once.
         let queued = br#"{"v":1,"device":"ws-1","id":7,"ts":5,"body":{"type":"report_accepted","report_id":10,"incident":43}}"#;
         assert_eq!(
-            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued),
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued, false),
             Some(7)
         );
         assert_eq!(
-            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued),
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", queued, false),
             Some(7)
         );
         assert_eq!(lock(&shared.inbox).recent.len(), 2);
         assert_eq!(
-            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd),
+            handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", cmd, false),
             None
         );
         let recheck = br#"{"v":1,"device":"ws-1","ts":6,"body":{"type":"recheck"}}"#;
-        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", recheck);
+        handle_down(&shared, &cfg, "vigia/v1/down/ws-1/cmd", recheck, false);
         // The permit is stored: the sampler's next wait returns at once.
         tokio::time::timeout(Duration::from_secs(1), shared.recheck.notified())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn only_a_live_collector_online_asks_for_a_replay() {
+        let (shared, _dir) = shared_with(0);
+        let cfg = test_config();
+        let status = |ts: u64| format!(r#"{{"v":1,"online":true,"ts":{ts}}}"#);
+        let topic = "vigia/v1/svc/collector/status";
+        // The retained one every subscription brings: the session's start already replays.
+        handle_down(&shared, &cfg, topic, status(10).as_bytes(), true);
+        assert!(!shared.replay.load(Ordering::SeqCst));
+        // The same status forwarded live again (a queued copy) is not news either.
+        handle_down(&shared, &cfg, topic, status(10).as_bytes(), false);
+        assert!(!shared.replay.load(Ordering::SeqCst));
+        // The collector started again while this session was up.
+        handle_down(&shared, &cfg, topic, status(11).as_bytes(), false);
+        assert!(shared.replay.load(Ordering::SeqCst));
     }
 }
