@@ -426,10 +426,7 @@ impl Worker {
         let policy = self.deps.policy.clone();
         let now = self.deps.clock.now();
         let result = tokio::task::spawn_blocking(move || {
-            let done: Vec<Result<Outcome, StoreError>> = decoded
-                .into_iter()
-                .map(|m| store_decoded(store.as_ref(), &policy, m, now))
-                .collect();
+            let done = store_batch(store.as_ref(), &policy, decoded, now);
             // One flush for the whole batch: nothing is acked before it returns.
             store.flush().map(|()| done)
         })
@@ -538,6 +535,63 @@ impl Worker {
     }
 }
 
+/// Runs a batch of decoded messages through the store (blocking), in order, one outcome
+/// per message. Consecutive events go to the store together ([`Store::record_events`]:
+/// one transaction for them all); births, statuses and command acks one by one between
+/// them, so an event still sees the birth that came before it.
+fn store_batch(
+    store: &dyn Store,
+    policy: &Policy,
+    decoded: Vec<Decoded>,
+    now: Millis,
+) -> Vec<Result<Outcome, StoreError>> {
+    let mut done = Vec::with_capacity(decoded.len());
+    let mut run: Vec<vigia_protocol::Event> = Vec::new();
+    let flush_run = |run: &mut Vec<vigia_protocol::Event>,
+                     done: &mut Vec<Result<Outcome, StoreError>>| {
+        if run.is_empty() {
+            return;
+        }
+        let outs = store.record_events(run, now, policy);
+        for (e, out) in run.drain(..).zip(outs) {
+            done.push(out.map(|out| event_outcome(e, out)));
+        }
+    };
+    for m in decoded {
+        match m {
+            Decoded::Event(e) => run.push(*e),
+            other => {
+                flush_run(&mut run, &mut done);
+                done.push(store_decoded(store, policy, other, now));
+            }
+        }
+    }
+    flush_run(&mut run, &mut done);
+    done
+}
+
+/// What ingest makes of a stored event.
+fn event_outcome(e: vigia_protocol::Event, out: crate::store::EventOutcome) -> Outcome {
+    debug!(device = %e.device, seq = e.seq, duplicate = out.duplicate, "event stored");
+    if let Some(refused) = &out.refused {
+        warn!(device = %e.device, seq = e.seq, error = %refused,
+            "event stored but the workflow refused it");
+    }
+    if let Some((d, true)) = &out.decision {
+        info!(device = %e.device, incident = d.incident.number,
+            state = %d.incident.state, title = %d.incident.origin.description(),
+            "incident opened");
+    }
+    Outcome::Stored {
+        device: e.device,
+        instance: e.instance,
+        seq: e.seq,
+        duplicate: out.duplicate,
+        cmds: out.cmds,
+        decision: out.decision.map(Box::new),
+    }
+}
+
 /// Runs one decoded message through the store (blocking).
 fn store_decoded(
     store: &dyn Store,
@@ -576,24 +630,7 @@ fn store_decoded(
         },
         Decoded::Event(e) => {
             let out = store.record_event(&e, now, policy)?;
-            debug!(device = %e.device, seq = e.seq, duplicate = out.duplicate, "event stored");
-            if let Some(refused) = &out.refused {
-                warn!(device = %e.device, seq = e.seq, error = %refused,
-                    "event stored but the workflow refused it");
-            }
-            if let Some((d, true)) = &out.decision {
-                info!(device = %e.device, incident = d.incident.number,
-                    state = %d.incident.state, title = %d.incident.origin.description(),
-                    "incident opened");
-            }
-            Outcome::Stored {
-                device: e.device,
-                instance: e.instance,
-                seq: e.seq,
-                duplicate: out.duplicate,
-                cmds: out.cmds,
-                decision: out.decision.map(Box::new),
-            }
+            event_outcome(*e, out)
         }
         Decoded::Rejected {
             device,

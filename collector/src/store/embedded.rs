@@ -2,20 +2,32 @@
 //! workflow incidents with their audit trails, the indexes the feed and the API read, and
 //! the timer queue, all in one directory of one process.
 //!
-//! Every change to an incident is ONE sled transaction: the incident (which carries its
-//! own audit trail, so the records can never be written without the state they explain),
-//! its list summary, every index entry, its timer, the per-state counters and, for device
-//! events, the event itself. The caller then [`Store::flush`]es before it acks or sends a
-//! command (sled's own flush timer is not durability). Values are JSON (serde): some bytes
-//! and CPU against a binary format, in exchange for serde migrations and a database any
-//! sled tool can read.
+//! Every change to an incident is ONE sled transaction: the incident's head (the record
+//! without its audit trail), the audit records the change adds, its list summary, every
+//! index entry, its timer, the per-state counters and, for device events, the event
+//! itself; a batch of device events is one transaction for the whole batch. The audit
+//! records are written with the state they explain, and appended, never rewritten: a
+//! change reads and writes the same few small values whatever the incident's history, so
+//! an event costs the same on an incident's first occurrence and its thousandth (the
+//! head's own history is bounded: see [`workflow::Occurrences`]). The caller then
+//! [`Store::flush`]es before it acks or sends a command (sled's own flush timer is not
+//! durability). Values are JSON (serde): some bytes and CPU against a binary format, in
+//! exchange for serde migrations and a database any sled tool can read.
 //!
-//! Trees: `devices`; `events` (`device\0seq`); `incidents` (number, big-endian, so number
-//! order is opening order); `summaries` (number → [`IncidentSummary`], so a list page never
+//! Trees: `devices`; `events` (`device\0instance seq`); `incidents` (number, big-endian, so
+//! number order is opening order → the head, `audit` empty); `audit` (`number seq` → one
+//! [`AuditRecord`], so a trail is one prefix scan, read only to show the incident);
+//! `summaries` (number → [`IncidentSummary`], so a list page never
 //! decodes audit trails); `fault_index` (`device\0kind\0subject` → the latest incident of
 //! that key, open or closed, for correlation); `idx` (secondary indexes, key only, each
 //! ending in the number so a reverse prefix scan is newest first); `timers` (`deadline,
-//! number` → (), the earliest first); `meta` (incident counter, per-state counts).
+//! number` → (), the earliest first); `meta` (incident counter, per-state counts, layout).
+//!
+//! **Layouts.** Layout 1 kept the whole audit trail inside the incident. A store opened
+//! without the `layout` key in `meta` is migrated on open, once: each incident's trail
+//! moves to `audit` (its `audit_len` and `updated_at` filled from it), one transaction per
+//! incident, idempotent if interrupted; then `layout` = 2 is written. Nothing else changed
+//! shape (new incident fields have serde defaults).
 //!
 //! `idx` prefixes: `S state`, `La level` / `Lo level` (all / open only), `Pa p` / `Po p`,
 //! `Da device\0` / `Do device\0`, `Oa` / `Oo` (every / every open incident), `T opened_at`
@@ -31,8 +43,8 @@ use sled::Transactional;
 use vigia_protocol::{Birth, DeviceId, Event, EventBody, Millis, Status};
 
 use super::keys::{
-    count_key, event_key, event_prefix, fault_key_bytes, idx_number, index_keys, priority_byte,
-    state_byte, tail_number, timer_key, u64_of, NEXT_CMD, NEXT_INCIDENT,
+    audit_key, count_key, event_key, event_prefix, fault_key_bytes, idx_number, index_keys,
+    priority_byte, state_byte, tail_number, timer_key, u64_of, LAYOUT, NEXT_CMD, NEXT_INCIDENT,
 };
 use super::{
     device_context, DeviceRecord, EventOutcome, IncidentFilter, OutboxEntry, StateFilter,
@@ -40,8 +52,8 @@ use super::{
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::workflow::{
-    self, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input, Period,
-    Person, Plan, Policy, Related, State,
+    self, AuditRecord, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input,
+    Period, Person, Plan, Policy, Related, State,
 };
 
 impl From<sled::Error> for StoreError {
@@ -53,6 +65,30 @@ impl From<sled::Error> for StoreError {
 /// How long [`SledStore::open`] waits for a previous owner to release the store's lock.
 const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// The record layout this code writes (see the module documentation).
+const LAYOUT_VERSION: u64 = 2;
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes (sled's own default is 1 GiB, far more than a
+    /// collector needs: the hot data is the open incidents and recent events).
+    pub cache_bytes: u64,
+}
+
+impl StoreOptions {
+    /// The default cache: 64 MiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 /// The open database and its trees.
 #[derive(Clone)]
 struct Handles {
@@ -60,6 +96,7 @@ struct Handles {
     devices: sled::Tree,
     events: sled::Tree,
     incidents: sled::Tree,
+    audit: sled::Tree,
     summaries: sled::Tree,
     fault_index: sled::Tree,
     idx: sled::Tree,
@@ -80,6 +117,7 @@ struct Handles {
 /// while it reopens wait for it.
 pub struct SledStore {
     dir: std::path::PathBuf,
+    options: StoreOptions,
     current: std::sync::RwLock<Option<Handles>>,
     failed: std::sync::atomic::AtomicBool,
 }
@@ -110,6 +148,7 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 struct Trees<'a> {
     events: &'a TransactionalTree,
     incidents: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
     summaries: &'a TransactionalTree,
     fault_index: &'a TransactionalTree,
     idx: &'a TransactionalTree,
@@ -119,7 +158,19 @@ struct Trees<'a> {
     outbox: &'a TransactionalTree,
 }
 
+/// An incident's head: the incident without its audit trail, as the `incidents` tree
+/// holds it.
+fn head_bytes(inc: &Incident) -> Result<Vec<u8>, StoreError> {
+    if inc.audit.is_empty() {
+        return enc("incident", inc);
+    }
+    let mut head = inc.clone();
+    head.audit = Vec::new();
+    enc("incident", &head)
+}
+
 impl Trees<'_> {
+    /// An incident's head (its audit trail is not read: see [`Incident::audit`]).
     fn load_incident(&self, n: u64) -> TxResult<Option<Incident>> {
         match self.incidents.get(n.to_be_bytes())? {
             Some(b) => Ok(Some(dec("incident", &b).map_err(abort)?)),
@@ -181,8 +232,19 @@ impl Trees<'_> {
         Ok(())
     }
 
-    fn save(&self, inc: &Incident, policy: &Policy) -> TxResult<IncidentSummary> {
+    /// Writes an incident's head with its summary, index entries, timer and counts, and
+    /// appends `records` (the change's new audit records) to its trail.
+    fn save(
+        &self,
+        inc: &Incident,
+        records: &[AuditRecord],
+        policy: &Policy,
+    ) -> TxResult<IncidentSummary> {
         let n = inc.number;
+        for r in records {
+            self.audit
+                .insert(&audit_key(n, r.seq), enc("audit record", r).map_err(abort)?)?;
+        }
         let old: Option<IncidentSummary> = match self.summaries.get(n.to_be_bytes())? {
             Some(b) => Some(dec("summary", &b).map_err(abort)?),
             None => None,
@@ -215,16 +277,16 @@ impl Trees<'_> {
         if let Some(k) = inc.fault_key() {
             let fk = fault_key_bytes(&k.device, k.kind, &k.subject);
             // The newest incident of a key is the one correlation must see.
-            let newer = match self.fault_index.get(&fk)? {
-                Some(b) => u64_of("fault index", &b).map_err(abort)? > n,
-                None => false,
+            let current = match self.fault_index.get(&fk)? {
+                Some(b) => Some(u64_of("fault index", &b).map_err(abort)?),
+                None => None,
             };
-            if !newer {
+            if current.is_none_or(|c| c < n) {
                 self.fault_index.insert(fk, &n.to_be_bytes())?;
             }
         }
         self.incidents
-            .insert(&n.to_be_bytes(), enc("incident", inc).map_err(abort)?)?;
+            .insert(&n.to_be_bytes(), head_bytes(inc).map_err(abort)?)?;
         self.summaries
             .insert(&n.to_be_bytes(), enc("summary", &new).map_err(abort)?)?;
         Ok(new)
@@ -290,12 +352,12 @@ impl Trees<'_> {
         match plan {
             Plan::Open(d) => {
                 self.take_number(next)?;
-                self.save(&d.incident, policy)?;
+                self.save(&d.incident, &d.records, policy)?;
                 self.enqueue(&d, now)?;
                 out.decision = Some((d, true));
             }
             Plan::Update(d) => {
-                self.save(&d.incident, policy)?;
+                self.save(&d.incident, &d.records, policy)?;
                 self.enqueue(&d, now)?;
                 out.decision = Some((d, false));
             }
@@ -325,14 +387,19 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 }
 
 impl Handles {
-    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
-    fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir`, migrating an older layout. Fails if another
+    /// process holds it.
+    fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         // A previous owner may still be letting go of the lock: a collector still exiting
         // (a quick restart), or a dropped handle in this process whose background flusher
         // holds it a moment longer. Past the wait, another collector owns the store.
         let deadline = std::time::Instant::now() + OPEN_WAIT;
         let db = loop {
-            match sled::Config::new().path(dir).open() {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_bytes)
+                .open()
+            {
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -342,10 +409,11 @@ impl Handles {
                 other => break other?,
             }
         };
-        Ok(Self {
+        let h = Self {
             devices: db.open_tree("devices")?,
             events: db.open_tree("events")?,
             incidents: db.open_tree("incidents")?,
+            audit: db.open_tree("audit")?,
             summaries: db.open_tree("summaries")?,
             fault_index: db.open_tree("fault_index")?,
             idx: db.open_tree("idx")?,
@@ -356,13 +424,67 @@ impl Handles {
             tokens: db.open_tree("tokens")?,
             outbox: db.open_tree("outbox")?,
             db,
-        })
+        };
+        h.migrate()?;
+        Ok(h)
+    }
+
+    /// Brings a store written in an older layout to [`LAYOUT_VERSION`] (see the module
+    /// documentation). Returns how many incidents moved.
+    fn migrate(&self) -> Result<usize, StoreError> {
+        let layout = match self.meta.get(LAYOUT)? {
+            Some(b) => u64_of("layout", &b)?,
+            None => 1,
+        };
+        if layout >= LAYOUT_VERSION {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for kv in self.incidents.iter() {
+            let (k, b) = kv?;
+            let mut inc: Incident = dec("incident", &b)?;
+            if inc.audit.is_empty() {
+                // Moved by an earlier, interrupted migration.
+                continue;
+            }
+            let n = u64_of("incident key", &k)?;
+            let records = std::mem::take(&mut inc.audit);
+            inc.audit_len = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            inc.updated_at = records.last().map_or(inc.opened_at, |r| r.at);
+            let head = enc("incident", &inc)?;
+            let values = records
+                .iter()
+                .map(|r| Ok((audit_key(n, r.seq), enc("audit record", r)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            (&self.incidents, &self.audit)
+                .transaction(|(incidents, audit)| {
+                    for (key, v) in &values {
+                        audit.insert(key, v.as_slice())?;
+                    }
+                    incidents.insert(&k, head.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_err)?;
+            moved += 1;
+        }
+        self.meta.insert(LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        if moved > 0 {
+            tracing::info!(
+                incidents = moved,
+                from = layout,
+                to = LAYOUT_VERSION,
+                "store layout migrated: audit trails moved to their own tree"
+            );
+        }
+        Ok(moved)
     }
 
     fn transact<R>(&self, f: impl Fn(&Trees<'_>) -> TxResult<R>) -> Result<R, StoreError> {
         (
             &self.events,
             &self.incidents,
+            &self.audit,
             &self.summaries,
             &self.fault_index,
             &self.idx,
@@ -375,6 +497,7 @@ impl Handles {
                 |(
                     events,
                     incidents,
+                    audit,
                     summaries,
                     fault_index,
                     idx,
@@ -386,6 +509,7 @@ impl Handles {
                     f(&Trees {
                         events,
                         incidents,
+                        audit,
                         summaries,
                         fault_index,
                         idx,
@@ -426,6 +550,7 @@ impl Handles {
     /// and the batch is not atomic across trees, so never use it on a live collector.
     fn import(&self, incidents: &[Incident], policy: &Policy) -> Result<(), StoreError> {
         let mut inc_b = sled::Batch::default();
+        let mut aud_b = sled::Batch::default();
         let mut sum_b = sled::Batch::default();
         let mut idx_b = sled::Batch::default();
         let mut tim_b = sled::Batch::default();
@@ -449,10 +574,18 @@ impl Handles {
                 );
             }
             *counts.entry(inc.state).or_default() += 1;
-            inc_b.insert(&n.to_be_bytes(), enc("incident", inc)?);
+            let mut head = inc.clone();
+            for r in std::mem::take(&mut head.audit) {
+                aud_b.insert(&audit_key(n, r.seq), enc("audit record", &r)?);
+            }
+            head.audit_len = head
+                .audit_len
+                .max(u32::try_from(inc.audit.len()).unwrap_or(0));
+            inc_b.insert(&n.to_be_bytes(), enc("incident", &head)?);
             sum_b.insert(&n.to_be_bytes(), enc("summary", &s)?);
         }
         self.incidents.apply_batch(inc_b)?;
+        self.audit.apply_batch(aud_b)?;
         self.summaries.apply_batch(sum_b)?;
         self.idx.apply_batch(idx_b)?;
         self.timers.apply_batch(tim_b)?;
@@ -492,6 +625,37 @@ impl Handles {
         self.transact(|tx| tx.record_event(ev, now, policy))
     }
 
+    fn record_events(
+        &self,
+        evs: &[Event],
+        now: Millis,
+        policy: &Policy,
+    ) -> Vec<Result<EventOutcome, StoreError>> {
+        if evs.is_empty() {
+            return Vec::new();
+        }
+        let all = self.transact(|tx| {
+            evs.iter()
+                .map(|ev| tx.record_event(ev, now, policy))
+                .collect::<TxResult<Vec<_>>>()
+        });
+        match all {
+            Ok(outs) => outs.into_iter().map(Ok).collect(),
+            // One unreadable record must not hold back the rest of the batch: each event
+            // again in its own transaction, so only the one that touches it fails.
+            Err(StoreError::Codec { .. } | StoreError::Corrupt(_)) if evs.len() > 1 => evs
+                .iter()
+                .map(|ev| self.record_event(ev, now, policy))
+                .collect(),
+            // The batch failed as a whole (the disk, most likely): so did every event.
+            Err(e) => {
+                let mut out: Vec<_> = evs.iter().skip(1).map(|_| Err(e.again())).collect();
+                out.insert(0, Err(e));
+                out
+            }
+        }
+    }
+
     fn apply_command(
         &self,
         number: IncidentNo,
@@ -504,16 +668,22 @@ impl Handles {
             by: by.clone(),
             command: command.clone(),
         };
-        self.transact(|tx| {
+        let mut d = self.transact(|tx| {
             let inc = tx
                 .load_incident(number)?
                 .ok_or_else(|| abort(StoreError::NotFound(number)))?;
             let d = workflow::apply(&inc, &input, now, policy)
                 .map_err(|e| abort(StoreError::Workflow(e)))?;
-            tx.save(&d.incident, policy)?;
+            tx.save(&d.incident, &d.records, policy)?;
             tx.enqueue(&d, now)?;
             Ok(d)
-        })
+        })?;
+        // A person's change returns the whole incident, trail included (the API shows it
+        // at once): read after the commit, up to this change's last record (records are
+        // only appended, so a later change cannot alter these).
+        let len = usize::try_from(d.incident.audit_len).unwrap_or(usize::MAX);
+        d.incident.audit = self.trail(number)?.into_iter().take(len).collect();
+        Ok(d)
     }
 
     fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
@@ -542,12 +712,12 @@ impl Handles {
                 };
                 match workflow::tick(&inc, now, policy) {
                     Some(d) => {
-                        tx.save(&d.incident, policy)?;
+                        tx.save(&d.incident, &d.records, policy)?;
                         tx.enqueue(&d, now)?;
                         Ok(Some(d))
                     }
                     None => {
-                        tx.save(&inc, policy)?;
+                        tx.save(&inc, &[], policy)?;
                         Ok(None)
                     }
                 }
@@ -566,7 +736,7 @@ impl Handles {
         let mut moved = 0;
         for n in numbers {
             // Read first: most timers do not move, and those cost no write.
-            let (Some(inc), Some(s)) = (self.incident(n)?, self.summary(n)?) else {
+            let (Some(inc), Some(s)) = (self.head(n)?, self.summary(n)?) else {
                 continue;
             };
             if workflow::next_deadline(&inc, policy) == s.next_deadline {
@@ -574,7 +744,7 @@ impl Handles {
             }
             self.transact(|tx| {
                 if let Some(inc) = tx.load_incident(n)? {
-                    tx.save(&inc, policy)?;
+                    tx.save(&inc, &[], policy)?;
                 }
                 Ok(())
             })?;
@@ -591,11 +761,35 @@ impl Handles {
         self.update_device(&st.device, now, |rec| rec.apply_status(st, now))
     }
 
-    fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
+    /// An incident's head, without its audit trail.
+    fn head(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
         match self.incidents.get(number.to_be_bytes())? {
             Some(b) => Ok(Some(dec("incident", &b)?)),
             None => Ok(None),
         }
+    }
+
+    /// An incident's audit trail, oldest first.
+    fn trail(&self, number: IncidentNo) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit
+            .scan_prefix(number.to_be_bytes())
+            .map(|kv| {
+                let (_, v) = kv?;
+                dec("audit record", &v)
+            })
+            .collect()
+    }
+
+    fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError> {
+        let Some(mut inc) = self.head(number)? else {
+            return Ok(None);
+        };
+        let trail = self.trail(number)?;
+        // Records past the head's count belong to a change whose head is not written yet
+        // (never the case within a transaction; a torn read between trees at most).
+        let len = usize::try_from(inc.audit_len).unwrap_or(usize::MAX);
+        inc.audit = trail.into_iter().take(len).collect();
+        Ok(Some(inc))
     }
 
     fn summary(&self, number: IncidentNo) -> Result<Option<IncidentSummary>, StoreError> {
@@ -696,7 +890,7 @@ impl Handles {
         let mut incidents = Vec::new();
         for kv in self.idx.range(from..to) {
             let (k, _) = kv?;
-            if let Some(i) = self.incident(idx_number(&k)?)? {
+            if let Some(i) = self.head(idx_number(&k)?)? {
                 incidents.push(i);
             }
         }
@@ -885,11 +1079,19 @@ impl Handles {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
+    /// Opens (or creates) the store in `dir` with the default options. Fails if another
+    /// process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`; a store written in an older layout is
+    /// migrated first (see the module documentation). Fails if another process holds it.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         Ok(Self {
             dir: dir.to_path_buf(),
-            current: std::sync::RwLock::new(Some(Handles::open(dir)?)),
+            options,
+            current: std::sync::RwLock::new(Some(Handles::open(dir, options)?)),
             failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -932,6 +1134,23 @@ impl Store for SledStore {
         policy: &Policy,
     ) -> Result<EventOutcome, StoreError> {
         self.with(|h| h.record_event(ev, now, policy))
+    }
+
+    fn record_events(
+        &self,
+        evs: &[Event],
+        now: Millis,
+        policy: &Policy,
+    ) -> Vec<Result<EventOutcome, StoreError>> {
+        let guard = self.read();
+        let Some(h) = guard.as_ref() else {
+            return evs.iter().map(|_| Err(StoreError::Unavailable)).collect();
+        };
+        let out = h.record_events(evs, now, policy);
+        if out.iter().any(|r| matches!(r, Err(StoreError::Backend(_)))) {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        out
     }
 
     fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError> {
@@ -1105,14 +1324,14 @@ impl Store for SledStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Every handle goes first: sled holds one lock per database.
         drop(cur.take());
-        let reopened = match Handles::open(&self.dir) {
+        let reopened = match Handles::open(&self.dir, self.options) {
             Err(StoreError::Backend(_)) => {
                 let (removed, _) = vigia_protocol::disk::remove_unfinished_snapshots(&self.dir);
                 for f in &removed {
                     tracing::warn!(file = %f.display(),
                         "store: removed an unfinished snapshot a full disk left behind");
                 }
-                Handles::open(&self.dir)
+                Handles::open(&self.dir, self.options)
             }
             other => other,
         }?;
@@ -1291,6 +1510,188 @@ mod tests {
             })
             .unwrap();
         assert_eq!(numbers(&closed), vec![1]);
+    }
+
+    /// The raw head of incident `n` and the number of audit records stored, all incidents.
+    fn layout_of(s: &SledStore, n: u64) -> (usize, usize) {
+        let g = s.read();
+        let h = g.as_ref().unwrap();
+        let head = h.incidents.get(n.to_be_bytes()).unwrap().unwrap();
+        (head.len(), h.audit.len())
+    }
+
+    #[test]
+    fn an_event_costs_the_same_whatever_its_incidents_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let p = Policy::default();
+        let ev = |seq, action| fault("a", seq, action, FaultKind::DiskSpace, "/");
+        s.record_event(&ev(1, FaultAction::Raised), T0, &p).unwrap();
+        for seq in 2..=20 {
+            s.record_event(&ev(seq, FaultAction::Updated), T0 + seq, &p)
+                .unwrap();
+        }
+        let (head20, audit20) = layout_of(&s, 1);
+        for seq in 21..=600 {
+            s.record_event(&ev(seq, FaultAction::Updated), T0 + seq, &p)
+                .unwrap();
+        }
+        let (head600, audit600) = layout_of(&s, 1);
+        let inc = s.incident(1).unwrap().unwrap();
+        assert_eq!(inc.occurrences, 600);
+        assert_eq!(s.event_count(), 600);
+        // What an event reads and rewrites does not grow with the history: the head
+        // differs by the digits of its counters at most, the trail by nothing.
+        assert!(head600 <= head20 + 16, "head {head20} → {head600} bytes");
+        assert_eq!(audit600, audit20, "repeats appended audit records");
+        assert_eq!(inc.audit.len(), inc.audit_len as usize);
+        assert_eq!(inc.recent.last().map(|o| o.seq), Some(600));
+        assert_eq!(inc.recent.first.as_ref().map(|o| o.seq), Some(1));
+        // The summary the lists read says the same.
+        let sum = s.summary(1).unwrap().unwrap();
+        assert_eq!(sum.occurrences, 600);
+        assert_eq!(sum.updated_at, T0 + 600);
+    }
+
+    #[test]
+    fn a_store_in_the_first_layout_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Policy::default();
+        let want = {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.record_event(
+                &fault("a", 1, FaultAction::Raised, FaultKind::DiskSpace, "/"),
+                T0,
+                &p,
+            )
+            .unwrap();
+            s.apply_command(
+                1,
+                &desk(),
+                &Command::Note {
+                    text: "looked".into(),
+                },
+                T0 + 1,
+                &p,
+            )
+            .unwrap();
+            let mut want = s.incident(1).unwrap().unwrap();
+            assert!(want.audit.len() >= 3, "{:?}", want.audit);
+            // Rewrite it as layout 1 stored it: the trail inside, none of the new fields.
+            let g = s.read();
+            let h = g.as_ref().unwrap();
+            let mut old = serde_json::to_value(&want).unwrap();
+            let obj = old.as_object_mut().unwrap();
+            for field in ["audit_len", "updated_at", "recent"] {
+                obj.remove(field);
+            }
+            h.incidents
+                .insert(1u64.to_be_bytes(), serde_json::to_vec(&old).unwrap())
+                .unwrap();
+            h.audit.clear().unwrap();
+            h.meta.remove(LAYOUT).unwrap();
+            drop(g);
+            s.flush().unwrap();
+            // Layout 1 had no ring of occurrences to migrate.
+            want.recent = Default::default();
+            want
+        };
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.incident(1).unwrap().unwrap(), want);
+        let (_, records) = layout_of(&s, 1);
+        assert_eq!(records, want.audit.len());
+        {
+            let g = s.read();
+            let head: Incident = dec(
+                "incident",
+                &g.as_ref()
+                    .unwrap()
+                    .incidents
+                    .get(1u64.to_be_bytes())
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(head.audit.is_empty(), "the trail stayed in the head");
+        }
+        // And it goes on from where the trail ended.
+        let d = s
+            .apply_command(
+                1,
+                &desk(),
+                &Command::Note {
+                    text: "again".into(),
+                },
+                T0 + 2,
+                &p,
+            )
+            .unwrap();
+        assert_eq!(d.records[0].seq as usize, want.audit.len());
+        assert_eq!(d.incident.audit.len(), want.audit.len() + 1);
+        assert_eq!(d.incident.audit[..want.audit.len()], want.audit[..]);
+        // Opened again: nothing left to migrate, nothing moved twice.
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.incident(1).unwrap().unwrap(), d.incident);
+    }
+
+    #[test]
+    fn a_batch_stores_what_one_event_at_a_time_does() {
+        let p = Policy::default();
+        // Raises, repeats, clears, a report, and redeliveries inside one batch and
+        // across batches.
+        let mut evs = Vec::new();
+        for seq in 1..=40u64 {
+            let action = match seq % 7 {
+                0 => FaultAction::Cleared,
+                1 => FaultAction::Raised,
+                _ => FaultAction::Updated,
+            };
+            let subject = if seq % 3 == 0 { "/var" } else { "/" };
+            evs.push(fault("a", seq, action, FaultKind::DiskSpace, subject));
+            if seq % 5 == 0 {
+                evs.push(fault(
+                    "a",
+                    seq - 2,
+                    FaultAction::Updated,
+                    FaultKind::DiskSpace,
+                    "/",
+                ));
+            }
+            if seq % 11 == 0 {
+                evs.push(report("b", seq, "ext 1"));
+            }
+        }
+        let one = tempfile::tempdir().unwrap();
+        let many = tempfile::tempdir().unwrap();
+        let s1 = SledStore::open(one.path()).unwrap();
+        let sn = SledStore::open(many.path()).unwrap();
+        let mut now = T0;
+        for chunk in evs.chunks(9) {
+            now += MINUTE;
+            let want: Vec<_> = chunk
+                .iter()
+                .map(|e| s1.record_event(e, now, &p).unwrap())
+                .collect();
+            let got: Vec<_> = sn
+                .record_events(chunk, now, &p)
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(sn.event_count(), s1.event_count());
+        let n = s1.incidents(&IncidentFilter::default()).unwrap().len() as u64;
+        assert!(n >= 3, "{n} incidents");
+        for i in 1..=n + 1 {
+            assert_eq!(
+                sn.incident(i).unwrap(),
+                s1.incident(i).unwrap(),
+                "incident {i}"
+            );
+        }
+        assert_eq!(sn.incident_counts().unwrap(), s1.incident_counts().unwrap());
+        assert_eq!(sn.outbox_len(), s1.outbox_len());
     }
 
     #[test]

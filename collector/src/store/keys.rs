@@ -13,6 +13,8 @@ use crate::workflow::{IncidentSummary, Priority, State};
 pub(super) const NEXT_INCIDENT: &[u8] = b"next_incident";
 /// `meta` key of the next device command id.
 pub(super) const NEXT_CMD: &[u8] = b"next_cmd";
+/// `meta` key of the record layout the store is written in (absent: layout 1).
+pub(super) const LAYOUT: &[u8] = b"layout";
 const COUNT_PREFIX: &str = "count/";
 
 pub(super) fn u64_of(what: &'static str, b: &[u8]) -> Result<u64, StoreError> {
@@ -44,6 +46,15 @@ pub(super) fn idx_number(k: &[u8]) -> Result<u64, StoreError> {
 pub(super) fn event_key(device: &DeviceId, instance: u64, seq: u64) -> Vec<u8> {
     let mut k = event_prefix(device, instance);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The key of an audit record: the incident number, then the record's `seq`, so one
+/// incident's trail is one prefix, in order.
+pub(super) fn audit_key(number: u64, seq: u32) -> [u8; 12] {
+    let mut k = [0; 12];
+    k[..8].copy_from_slice(&number.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

@@ -1,12 +1,15 @@
 //! The collector's durable store: what it keeps, and the interface every backend
 //! implements.
 //!
-//! [`Store`] is narrow on purpose: devices, events exactly once per `(device, seq)`,
-//! incidents with their audit trails and list summaries, the timer queue and the export.
-//! It makes no workflow decision: a change to an incident is loaded, handed to the pure
-//! workflow ([`workflow::route`] for device events, [`workflow::apply`] for people,
+//! [`Store`] is narrow on purpose: devices, events exactly once per `(device, instance,
+//! seq)`, incidents with their audit trails and list summaries, the timer queue and the
+//! export. It makes no workflow decision: a change to an incident is loaded, handed to the
+//! pure workflow ([`workflow::route`] for device events, [`workflow::apply`] for people,
 //! [`workflow::tick`] for timers) and the result persisted with its summary, indexes and
-//! timer in one transaction. So a second backend (PostgreSQL, for larger sites) implements
+//! timer in one transaction. What a device event costs must not depend on its incident's
+//! history: a backend loads an incident for a device event or a timer without its audit
+//! trail (the engine numbers new records from [`Incident::audit_len`]) and appends the
+//! decision's new records, never rewriting the old ones. So a second backend (PostgreSQL, for larger sites) implements
 //! this trait and nothing in the workflow, ingest or HTTP code changes.
 //!
 //! The interface is blocking: callers run it on tokio's blocking pool
@@ -52,6 +55,20 @@ pub trait Store: Send + Sync + 'static {
         policy: &Policy,
     ) -> Result<EventOutcome, StoreError>;
 
+    /// [`Self::record_event`] for a batch, in order, one outcome per event: the embedded
+    /// backend writes the whole batch in one transaction (an event later in the batch sees
+    /// what the earlier ones wrote). Durable, like every write, only after [`Self::flush`].
+    fn record_events(
+        &self,
+        evs: &[Event],
+        now: Millis,
+        policy: &Policy,
+    ) -> Vec<Result<EventOutcome, StoreError>> {
+        evs.iter()
+            .map(|ev| self.record_event(ev, now, policy))
+            .collect()
+    }
+
     /// Stores a birth (inventory) by [`DeviceRecord::apply_birth`]; returns whether it
     /// was applied.
     fn record_birth(&self, birth: &Birth, now: Millis) -> Result<bool, StoreError>;
@@ -87,7 +104,8 @@ pub trait Store: Send + Sync + 'static {
     /// config may have changed since the timers were written). Returns how many moved.
     fn reschedule_timers(&self, policy: &Policy) -> Result<usize, StoreError>;
 
-    /// One incident, with its whole audit trail.
+    /// One incident, with its whole audit trail (the one read whose cost grows with the
+    /// incident's history).
     fn incident(&self, number: IncidentNo) -> Result<Option<Incident>, StoreError>;
 
     /// One incident's list summary.
@@ -217,6 +235,21 @@ pub enum StoreError {
     /// The workflow refused the change; nothing was written.
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
+}
+
+impl StoreError {
+    /// The same failure again, for the other events of a batch that failed as a whole.
+    pub fn again(&self) -> Self {
+        match self {
+            Self::Backend(e) => Self::Backend(e.to_string().into()),
+            Self::Codec { what, .. } => Self::Corrupt(what),
+            Self::Corrupt(what) => Self::Corrupt(what),
+            Self::NotFound(n) => Self::NotFound(*n),
+            Self::Unavailable => Self::Unavailable,
+            Self::NoRoom(p) => Self::NoRoom(p.clone()),
+            Self::Workflow(e) => Self::Workflow(e.clone()),
+        }
+    }
 }
 
 /// A command waiting for its device's acknowledgement.

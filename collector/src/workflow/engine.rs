@@ -14,7 +14,7 @@ use super::incident::{
     FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person, Priority,
     Role, SlaClock, SpecialisedPath, State,
 };
-use super::incident::{Delivery, ProviderRequestSpec, ServiceKind};
+use super::incident::{Delivery, Occurrence, Occurrences, ProviderRequestSpec, ServiceKind};
 use super::policy::{Policy, ReportField};
 use super::provider::{build_request, ProviderError};
 use super::sla::Target;
@@ -207,6 +207,19 @@ impl FaultInput {
         FaultSeq {
             seq: self.seq,
             ts: self.ts,
+        }
+    }
+
+    /// Its details, applied at `now`, for the incident's [`Occurrences`].
+    pub fn occurrence(&self, now: Millis) -> Occurrence {
+        Occurrence {
+            seq: self.seq,
+            ts: self.ts,
+            at: now,
+            action: self.fault.action,
+            severity: self.fault.severity,
+            evidence: self.fault.evidence.clone(),
+            message: self.fault.message.as_str().to_owned(),
         }
     }
 
@@ -495,8 +508,11 @@ impl<'p> Change<'p> {
     ) {
         let from = self.inc.state;
         self.enter(to);
+        let seq = self.inc.audit_len;
+        self.inc.audit_len = seq.saturating_add(1);
+        self.inc.updated_at = self.inc.updated_at.max(self.now);
         let rec = AuditRecord {
-            seq: u32::try_from(self.inc.audit.len()).unwrap_or(u32::MAX),
+            seq,
             at: self.now,
             actor: self.actor.clone(),
             from,
@@ -952,6 +968,9 @@ fn register_at(
         opened_at: now,
         closure: None,
         reopen_count: 0,
+        audit_len: 0,
+        updated_at: now,
+        recent: Occurrences::default(),
         audit: Vec::new(),
     };
     let mut tx = Change::new(&blank, actor, now, policy);
@@ -994,7 +1013,7 @@ pub fn open_fault(
     let actor = Actor::Device {
         device: device.clone(),
     };
-    open_at(
+    let mut d = open_at(
         number,
         device,
         Origin::from_fault(&fault.fault),
@@ -1003,7 +1022,9 @@ pub fn open_fault(
         actor,
         now,
         policy,
-    )
+    );
+    d.incident.recent.push(fault.occurrence(now));
+    d
 }
 
 #[allow(clippy::too_many_arguments)] // the private form of `open` and `open_fault`
@@ -1472,6 +1493,8 @@ fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(
         fi.seq.to_string(),
     );
     tx.inc.last_fault = Some(fi.position());
+    tx.inc.recent.push(fi.occurrence(now));
+    tx.inc.updated_at = tx.inc.updated_at.max(now);
     match ev.action {
         FaultAction::Cleared => {
             tx.inc.fault_active = false;
@@ -1529,7 +1552,8 @@ fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(
             if returned {
                 changes.push(change("fault_active", "false", "true"));
             }
-            if inc.worst_severity.is_none_or(|w| ev.severity > w) {
+            let worse = inc.worst_severity.is_none_or(|w| ev.severity > w);
+            if worse {
                 changes.push(change(
                     "worst_severity",
                     inc.worst_severity
@@ -1539,22 +1563,29 @@ fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(
                 ));
                 tx.inc.worst_severity = Some(ev.severity);
             }
-            let action = if ev.action == FaultAction::Raised {
-                "fault_raised"
-            } else {
-                "fault_updated"
-            };
-            tx.record(
-                state,
-                action,
-                format!(
-                    "{} ({} {})",
-                    ev.message, ev.evidence.value, ev.evidence.unit
-                )
-                .trim()
-                .to_owned(),
-                changes,
-            );
+            // A repeat of a fault that is active, no worse and not reopening anything is
+            // an occurrence: counted, its details in the ring, the event itself in the
+            // event store. Only what changes the incident's course is an audit record, so
+            // a chatty device does not grow the trail by one record per event.
+            let notable = returned || worse || matches!(state, State::Closed | State::Resolved);
+            if notable {
+                let action = if ev.action == FaultAction::Raised {
+                    "fault_raised"
+                } else {
+                    "fault_updated"
+                };
+                tx.record(
+                    state,
+                    action,
+                    format!(
+                        "{} ({} {})",
+                        ev.message, ev.evidence.value, ev.evidence.unit
+                    )
+                    .trim()
+                    .to_owned(),
+                    changes,
+                );
+            }
             if returned {
                 count_cycle(tx, now, policy);
             }

@@ -80,7 +80,17 @@ fn report(category: &str, contact: &str) -> Origin {
 /// numbered and chained from → to, and that the chain ends in the new state.
 fn check_decision(old: &Incident, d: &Decision) {
     let new = &d.incident;
-    assert!(!d.records.is_empty(), "a decision without a record");
+    // Only a repeat of an active fault changes nothing the trail records: it is counted,
+    // and kept in the ring of recent occurrences.
+    let occurrence = new.occurrences > old.occurrences
+        && new.state == old.state
+        && new.recent.last() != old.recent.last();
+    assert!(
+        !d.records.is_empty() || occurrence,
+        "a decision without a record"
+    );
+    assert_eq!(new.audit_len as usize, new.audit.len(), "trail miscounted");
+    assert!(new.updated_at >= old.updated_at, "updated_at went back");
     assert_eq!(
         &new.audit[..old.audit.len()],
         &old.audit[..],
@@ -1895,4 +1905,63 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_repeating_fault_is_counted_not_recorded_and_its_details_stay_bounded() {
+    let major = |a| fault(a, FaultKind::DiskSpace, Severity::Major);
+    let first = seq(major(FaultAction::Raised));
+    let mut inc = open_fault(1, dev(), &first, DeviceContext::default(), T0, &policy()).incident;
+    let trail = inc.audit_len;
+    let mut seqs = vec![first.seq];
+    for i in 1..=50u64 {
+        let fi = seq(major(FaultAction::Updated));
+        seqs.push(fi.seq);
+        inc = step(
+            &inc,
+            device(DeviceEvent::Fault(fi)),
+            T0 + i * crate::workflow::time::SECOND,
+        );
+    }
+    assert_eq!(inc.occurrences, 51);
+    assert_eq!(inc.audit_len, trail, "repeats added audit records");
+    assert_eq!(inc.updated_at, T0 + 50 * crate::workflow::time::SECOND);
+    assert_eq!(inc.last_seen, T0 + 50 * crate::workflow::time::SECOND);
+    // The first occurrence and the most recent ones, nothing in between.
+    assert_eq!(inc.recent.first.as_ref().map(|o| o.seq), Some(first.seq));
+    let kept: Vec<u64> = inc.recent.recent.iter().map(|o| o.seq).collect();
+    assert_eq!(kept, seqs[seqs.len() - Occurrences::RECENT..]);
+    // What changes the incident's course is still recorded: worse, cleared, back.
+    let worse = fault(
+        FaultAction::Updated,
+        FaultKind::DiskSpace,
+        Severity::Critical,
+    );
+    let before = inc.audit_len;
+    inc = step(&inc, device(flt(worse)), T0 + MINUTE);
+    assert_eq!(inc.audit_len, before + 1);
+    assert_eq!(
+        inc.audit.last().map(|r| r.action.as_str()),
+        Some("fault_updated")
+    );
+    // After the verification window, so the clear does not close it as transient.
+    inc = step(
+        &inc,
+        device(flt(disk(FaultAction::Cleared))),
+        T0 + 10 * MINUTE,
+    );
+    assert_eq!(
+        inc.audit.last().map(|r| r.action.as_str()),
+        Some("fault_cleared")
+    );
+    inc = step(
+        &inc,
+        device(flt(disk(FaultAction::Raised))),
+        T0 + 11 * MINUTE,
+    );
+    assert_eq!(
+        inc.audit.last().map(|r| r.action.as_str()),
+        Some("fault_raised")
+    );
+    assert_eq!(inc.audit_len as usize, inc.audit.len());
 }

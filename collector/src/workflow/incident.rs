@@ -1,15 +1,21 @@
 //! The incident record: what the store persists and the engine rewrites.
 //!
-//! An [`Incident`] is plain data (serde both ways) and owns its full audit trail, so one
-//! value is everything the API shows for "show incident"; the trade-off is that a long-lived
-//! flapping incident grows, which is why occurrences are counted, not listed, and raise/clear
-//! cycles are kept only inside the flapping window.
+//! An [`Incident`] is plain data (serde both ways). Its size does not grow with its history:
+//! fault events are counted ([`Incident::occurrences`]) and their details kept in a bounded
+//! ring ([`Occurrences`]: the first, and the most recent [`Occurrences::RECENT`]); raise/clear
+//! cycles are kept only inside the flapping window; and the audit trail is numbered by
+//! [`Incident::audit_len`] but stored apart, appended record by record, so a change costs
+//! the same on the first event and on the thousandth. [`Incident::audit`] holds the records
+//! loaded with it: the whole trail when the store shows an incident, only a change's new
+//! records after a transition on an incident loaded without its trail.
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use vigia_protocol::{DeviceId, Evidence, FaultKind, OpenFault, Reading, Severity, Urgency};
+use vigia_protocol::{
+    DeviceId, Evidence, FaultAction, FaultKind, OpenFault, Reading, Severity, Urgency,
+};
 
 use super::time::Millis;
 
@@ -683,8 +689,77 @@ pub struct Incident {
     pub closure: Option<Closure>,
     /// Times it was reopened.
     pub reopen_count: u32,
-    /// Every change, oldest first. Never rewritten.
+    /// Audit records in the whole trail so far (the next record's `seq`).
+    #[serde(default)]
+    pub audit_len: u32,
+    /// The last change: the newest audit record or fault occurrence.
+    #[serde(default)]
+    pub updated_at: Millis,
+    /// The first fault event applied and the most recent ones, with their details.
+    #[serde(default, skip_serializing_if = "Occurrences::is_empty")]
+    pub recent: Occurrences,
+    /// Audit records, oldest first, as loaded with the incident (see the module
+    /// documentation). Never rewritten: new records are appended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<AuditRecord>,
+}
+
+/// One fault event applied to an incident, with its details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Occurrence {
+    /// The event's per-instance `seq`.
+    pub seq: u64,
+    /// The device's timestamp.
+    pub ts: Millis,
+    /// When the collector applied it.
+    pub at: Millis,
+    /// Raised, updated or cleared.
+    pub action: FaultAction,
+    /// Severity reported.
+    pub severity: Severity,
+    /// The reading behind it.
+    pub evidence: Evidence,
+    /// The agent's one-line summary.
+    pub message: String,
+}
+
+/// The details of an incident's fault events, bounded: the first one and the most recent
+/// [`Self::RECENT`] (newest last). Every event is also stored whole in the event store,
+/// until retention compacts it; this ring is what the incident itself carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Occurrences {
+    /// The first fault event applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Occurrence>,
+    /// The most recent ones, oldest first; the last is the newest.
+    #[serde(default)]
+    pub recent: std::collections::VecDeque<Occurrence>,
+}
+
+impl Occurrences {
+    /// How many recent occurrences are kept.
+    pub const RECENT: usize = 8;
+
+    /// Whether none was recorded (a report's incident).
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.recent.is_empty()
+    }
+
+    /// Adds `o`: the first ever stays, the oldest recent one goes past [`Self::RECENT`].
+    pub fn push(&mut self, o: Occurrence) {
+        if self.first.is_none() {
+            self.first = Some(o.clone());
+        }
+        if self.recent.len() >= Self::RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(o);
+    }
+
+    /// The newest occurrence.
+    pub fn last(&self) -> Option<&Occurrence> {
+        self.recent.back()
+    }
 }
 
 impl Incident {

@@ -45,9 +45,9 @@ pub use engine::{
 pub use export::{csv_cell, row, rows, to_csv, to_json, ExportRow, Period, CSV_HEADER};
 pub use incident::{
     Actor, AuditRecord, Classification, Closure, ClosureReason, Delivery, DeviceContext, FaultKey,
-    FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person,
-    Priority, ProviderRequest, ProviderRequestSpec, Role, ServiceKind, SlaClock, SpecialisedPath,
-    State, UnknownName, Warranty,
+    FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Occurrence,
+    Occurrences, Origin, Person, Priority, ProviderRequest, ProviderRequestSpec, Role, ServiceKind,
+    SlaClock, SpecialisedPath, State, UnknownName, Warranty,
 };
 pub use policy::{
     parse_rules, FlappingConfig, Policy, PolicyConfig, PolicyError, ReportField, SlaConfig,

@@ -163,8 +163,7 @@ pub(super) fn auto_close_due(inc: &Incident, policy: &Policy) -> Option<Millis> 
     if inc.state != State::Resolved {
         return None;
     }
-    let last = inc.audit.last().map_or(inc.opened_at, |r| r.at);
-    Some(last.saturating_add(policy.auto_close_after()))
+    Some(inc.updated_at.saturating_add(policy.auto_close_after()))
 }
 
 /// When the next timer of `incident` falls due (verification window, SLA targets, level

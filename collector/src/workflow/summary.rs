@@ -50,7 +50,7 @@ pub struct IncidentSummary {
     pub occurrences: u32,
     /// Opened at (collector clock).
     pub opened_at: Millis,
-    /// Last change (the newest audit record).
+    /// Last change (the newest audit record or fault occurrence).
     pub updated_at: Millis,
     /// Closed at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +120,7 @@ impl IncidentSummary {
             title: i.origin.description(),
             occurrences: i.occurrences,
             opened_at: i.opened_at,
-            updated_at: i.audit.last().map_or(i.opened_at, |r| r.at),
+            updated_at: i.updated_at,
             closed_at: i.closure.as_ref().map(|c| c.at),
             next_deadline,
             tags: i.context.tags.clone(),
