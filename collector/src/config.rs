@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::{relative_to, BrokerUrl, Topics};
 
 use crate::auth::SessionLimits;
+use crate::store::embedded::StoreOptions;
 use crate::workflow::{
     Dur, FlappingConfig, Policy, PolicyConfig, RulesConfig, SlaConfig, TriageRules,
     ValidationConfig,
@@ -31,6 +32,8 @@ pub const DEFAULT_CLIENT_ID: &str = "vigia-collector";
 pub struct Config {
     /// Where the store (sled) lives. One collector process per directory.
     pub data_dir: PathBuf,
+    /// The embedded store's tuning.
+    pub store: StoreConfig,
     /// The MQTT side: which broker, which topics, which identity.
     pub mqtt: MqttConfig,
     /// The HTTP side: API, metrics and the live feed page.
@@ -39,6 +42,24 @@ pub struct Config {
     pub workflow: WorkflowConfig,
     /// The client commands (`incidents`, `user`, `export`...).
     pub cli: CliConfig,
+}
+
+/// `[store]`: the embedded store (sled) in `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The store's page cache, in MiB (1 to 65536). The collector's memory is about this
+    /// plus a few tens of MiB, whatever the number of events stored; more cache keeps more
+    /// of a large store's incidents and indexes in memory for the console's reads.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: StoreOptions::DEFAULT_CACHE_BYTES / (1024 * 1024),
+        }
+    }
 }
 
 /// `[workflow]`: the policy of the support workflow (defaults from the engine).
@@ -189,6 +210,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: default_data_dir(),
+            store: StoreConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             workflow: WorkflowConfig::default(),
@@ -342,6 +364,8 @@ impl fmt::Debug for WebSettings {
 pub struct Settings {
     /// Store directory.
     pub data_dir: PathBuf,
+    /// How the store is opened.
+    pub store: StoreOptions,
     /// Broker to use.
     pub broker: BrokerTarget,
     /// Topics under the configured prefix.
@@ -437,6 +461,12 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
+        if !(1..=65536).contains(&self.store.cache_mb) {
+            return Err(invalid(
+                "store.cache_mb",
+                format!("{} is not between 1 and 65536", self.store.cache_mb),
+            ));
+        }
         let topics = Topics::new(&self.mqtt.prefix)
             .map_err(|e| invalid("mqtt.prefix", format!("{:?}: {e}", self.mqtt.prefix)))?;
         let id = &self.mqtt.client_id;
@@ -507,6 +537,9 @@ impl Config {
         Ok(Settings {
             policy,
             data_dir: self.data_dir.clone(),
+            store: StoreOptions {
+                cache_bytes: self.store.cache_mb * 1024 * 1024,
+            },
             broker,
             topics,
             client_id: match &self.mqtt.username {
@@ -607,6 +640,22 @@ mod tests {
         let back = Config::parse(&text).unwrap();
         assert_eq!(back, Config::default());
         assert!(back.validate().is_ok());
+    }
+
+    #[test]
+    fn the_store_cache_is_set_in_mib_and_bounded() {
+        assert_eq!(
+            Config::default().validate().unwrap().store.cache_bytes,
+            64 * 1024 * 1024
+        );
+        let c = Config::parse("[store]\ncache_mb = 16\n").unwrap();
+        assert_eq!(c.validate().unwrap().store.cache_bytes, 16 * 1024 * 1024);
+        let err = Config::parse("[store]\ncache_mb = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.cache_mb"), "{err}");
     }
 
     #[test]

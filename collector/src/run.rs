@@ -135,7 +135,8 @@ pub async fn start_with_clock(
         source,
     })?;
     let open_dir = dir.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&open_dir))
+    let options = settings.store;
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with(&open_dir, options))
         .await
         .map_err(|e| CollectorError::Task(e.to_string()))?
         .map_err(|source| CollectorError::Store {
