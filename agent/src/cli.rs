@@ -346,6 +346,13 @@ fn socket_path(cfg: &Config) -> PathBuf {
     }
 }
 
+/// The socket a user's program (`report`, `status`, `reply`, `vigia-tray`) talks to: that
+/// of the config at `config` (else `/etc/vigia/agent.toml`, else the defaults), or the
+/// system agent's when that one does not exist.
+pub fn user_socket(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    load(config).map(|cfg| socket_path(&cfg))
+}
+
 fn ask_ipc(cfg: &Config, lang: Lang, req: &Request) -> anyhow::Result<Option<Response>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
