@@ -12,7 +12,8 @@ use vigia_protocol::{
 use crate::metrics::{Metrics, Rejected};
 
 /// What one incoming publish turned into, before the store.
-pub(super) enum Decoded {
+#[derive(Debug)]
+pub enum Decoded {
     /// An inventory.
     Birth(Box<Birth>),
     /// Online or offline.
@@ -43,17 +44,22 @@ pub(super) enum Decoded {
 
 /// Decodes a publish on `topics`. Counting and logging of refusals happen here.
 pub(super) fn decode_publish(topics: &Topics, metrics: &Metrics, p: &Publish) -> Decoded {
-    let (device, kind) = match topics.parse(&p.topic) {
+    decode_message(topics, metrics, &p.topic, &p.payload)
+}
+
+/// Decodes a message published on `topic`: what [`decode_publish`] does, without the
+/// MQTT packet (the fuzz target calls it with arbitrary bytes).
+pub fn decode_message(topics: &Topics, metrics: &Metrics, topic: &str, payload: &[u8]) -> Decoded {
+    let (device, kind) = match topics.parse(topic) {
         Ok(Topic::Up(d, k)) => (d, k),
         Ok(_) | Err(_) => {
             metrics.message_in(None);
             metrics.rejected(Rejected::UnknownTopic);
-            warn!(topic = %p.topic, reason = "unknown_topic", "message rejected");
+            warn!(topic = %topic, reason = "unknown_topic", "message rejected");
             return Decoded::Nothing;
         }
     };
     metrics.message_in(Some(kind));
-    let payload = &p.payload[..];
     let reject = |reason: RejectReason, detail: &dyn std::fmt::Display| {
         metrics.rejected(Rejected::Payload(reason));
         warn!(device = %device, kind = kind.as_str(), reason = reason.as_str(),

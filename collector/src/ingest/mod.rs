@@ -50,10 +50,11 @@ use crate::workflow::{Decision, Policy};
 
 mod acks;
 mod decode;
+pub use decode::{decode_message, Decoded};
 mod poller;
 
 pub use acks::build_acks;
-use decode::{decode_publish, Decoded};
+use decode::decode_publish;
 use poller::{poll_loop, PollerEvent};
 
 /// Most messages handled in one store batch (one flush).
