@@ -208,3 +208,80 @@ fn agent_stopped_while_broker_down_delivers_its_spool_after_restart() {
     assert_eq!(incident["severity"], "warning");
     collector.proc.terminate();
 }
+
+/// The next datagram on a notification socket, as text (fails after [`DEADLINE`]).
+fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no notification within {DEADLINE:?}: {e}"));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// `Type=notify` (packaging/*.service): systemd hears READY=1 from the collector once its
+/// API answers, from the agent once it has a broker session (not before, when the broker
+/// is unreachable), and STOPPING=1 when they stop.
+#[test]
+fn systemd_hears_ready_when_each_program_is_up() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempdir();
+    let collector_sock = UnixDatagram::bind(dir.path().join("notify-collector")).unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[mqtt]\nembedded_port = 0\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("collector-data").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = vigia(&["collector", "--config", config.to_str().unwrap(), "run"]);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("notify-collector"));
+    let collector = Proc::spawn("collector", cmd);
+    let ready = notified(&collector_sock);
+    let http = ready
+        .strip_prefix("READY=1\nSTATUS=console on ")
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("collector's first notification: {ready:?}"))
+        .to_string();
+    let mqtt = ready
+        .rsplit("broker ")
+        .next()
+        .unwrap_or_else(|| panic!("{ready:?}"))
+        .to_string();
+    let healthz = ureq::get(&format!("{http}/healthz")).call();
+    assert!(
+        healthz.is_ok_and(|r| r.status() == 200),
+        "READY=1 came before {http} answered"
+    );
+
+    // An agent whose broker does not answer says why, and is not ready yet.
+    let down_sock = UnixDatagram::bind(dir.path().join("notify-down")).unwrap();
+    let replay = dir.path().join("readings.jsonl");
+    append_lines(&replay, &disk_line("/var", 50), 3);
+    let nowhere = format!("mqtt://127.0.0.1:{}", free_port());
+    let down = write_agent_config(dir.path(), "notify-down", &nowhere, &replay, "");
+    let mut cmd = vigia(&["agent", "--config", down.to_str().unwrap(), "run"]);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("notify-down"));
+    let agent = Proc::spawn("agent", cmd);
+    let first = notified(&down_sock);
+    assert!(
+        first.starts_with("STATUS=broker not reachable") && !first.contains("READY=1"),
+        "{first:?}"
+    );
+    drop(agent);
+
+    // With its broker there, the agent is ready and says it is connected.
+    let agent_sock = UnixDatagram::bind(dir.path().join("notify-up")).unwrap();
+    let up = write_agent_config(dir.path(), "notify-up", &mqtt, &replay, "");
+    let mut cmd = vigia(&["agent", "--config", up.to_str().unwrap(), "run"]);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("notify-up"));
+    let agent = Proc::spawn("agent", cmd);
+    let msg = notified(&agent_sock);
+    assert_eq!(msg, "READY=1\nSTATUS=connected to the broker");
+    assert!(agent.terminate().success());
+    assert_eq!(notified(&agent_sock), "STOPPING=1");
+    assert!(collector.terminate().success());
+    assert_eq!(notified(&collector_sock), "STOPPING=1");
+}

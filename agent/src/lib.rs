@@ -24,6 +24,8 @@ pub mod probe;
 #[cfg(feature = "std")]
 pub mod run;
 #[cfg(feature = "std")]
+pub mod service;
+#[cfg(feature = "std")]
 pub mod spool;
 #[cfg(feature = "std")]
 pub use run::{run, AgentError};

@@ -171,6 +171,7 @@ async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared))?;
     let ipc = tokio::spawn(ipc.serve(stop_rx.clone()));
     let mut link = tokio::spawn(link::run(Arc::clone(&shared), link_cfg, stop_rx.clone()));
+    let ready_fallback = tokio::spawn(crate::service::ready_after_wait());
 
     // The detectors' first reads (smartctl reads every disk) happen on the blocking pool
     // while the link and the socket already serve.
@@ -210,6 +211,8 @@ async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         }
     };
     tracing::info!("vigia-agent stopping");
+    crate::service::stopping();
+    ready_fallback.abort();
     let _ = stop_tx.send(true);
     let link_result = match early {
         Some(r) => r,

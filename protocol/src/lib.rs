@@ -22,6 +22,8 @@ pub mod disk;
 #[cfg(feature = "std")]
 mod paths;
 mod payload;
+#[cfg(all(feature = "std", unix))]
+pub mod systemd;
 pub mod time;
 mod topic;
 mod url;

@@ -64,6 +64,7 @@ pub async fn run(
                     session_present = ack.session_present,
                     "connected to the broker"
                 );
+                crate::service::connected();
                 let _ = tx.send(SessionMsg::Up { boot });
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -81,6 +82,7 @@ pub async fn run(
                 let delay = backoff.next_delay();
                 let attempts = backoff.attempts();
                 log_failure(&e, attempts, delay, session_used);
+                crate::service::disconnected(&e.to_string());
                 *lock(&shared.state) = LinkState::Connecting {
                     attempts,
                     last_error: Some(e.to_string()),

@@ -472,9 +472,12 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::LOG_FILTER));
     // The all-in-one binary may have set one up already; that one wins.
+    // Colour only on a terminal: under systemd stderr goes to the journal, where escape
+    // codes would be noise in `journalctl -u vigia-collector`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -853,11 +856,28 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     tracing::info!(url = %running.mqtt_url, "mqtt listening");
     tracing::info!(url = %format!("{scheme}://{}", running.http_addr), "http listening");
+    // Under systemd (`Type=notify`): ready once the store is open, the broker subscribed
+    // (or its bounded wait over) and the API listening.
+    notify_systemd(&format!(
+        "READY=1\nSTATUS=console on {scheme}://{}, broker {}",
+        running.http_addr, running.mqtt_url
+    ));
     wait_for_signal().await?;
     tracing::info!("stopping");
+    notify_systemd("STOPPING=1");
     running.shutdown().await?;
     Ok(())
 }
+
+#[cfg(unix)]
+fn notify_systemd(state: &str) {
+    if let Err(e) = vigia_protocol::systemd::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+#[cfg(not(unix))]
+fn notify_systemd(_: &str) {}
 
 #[cfg(unix)]
 async fn wait_for_signal() -> anyhow::Result<()> {
