@@ -2037,12 +2037,14 @@ mod tests {
                 return;
             }
             let (action, kind, subject) = body_of(dev, seq);
-            let EventBody::Fault(f) = fault(DEVS[dev], seq, action, kind, subject).body else {
+            let ev = fault(DEVS[dev], seq, action, kind, subject);
+            let EventBody::Fault(f) = ev.body else {
                 unreachable!()
             };
             let fi = FaultInput {
+                instance: ev.instance,
                 seq,
-                ts: 1000 + seq,
+                ts: ev.ts,
                 fault: f,
             };
             let latest = self

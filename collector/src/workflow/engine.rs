@@ -181,6 +181,9 @@ impl DeviceEvent {
 /// A fault event with its place in the device's sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultInput {
+    /// The agent instance that sent it.
+    #[serde(default)]
+    pub instance: u64,
     /// The event's per-device `seq`.
     pub seq: u64,
     /// The event's device timestamp (`Event::ts`).
@@ -194,6 +197,7 @@ impl FaultInput {
     pub fn from_event(ev: &vigia_protocol::Event) -> Option<Self> {
         match &ev.body {
             vigia_protocol::EventBody::Fault(f) => Some(Self {
+                instance: ev.instance,
                 seq: ev.seq,
                 ts: ev.ts,
                 fault: f.clone(),
@@ -205,6 +209,7 @@ impl FaultInput {
     /// Its place in the sequence.
     pub fn position(&self) -> FaultSeq {
         FaultSeq {
+            instance: self.instance,
             seq: self.seq,
             ts: self.ts,
         }
@@ -1471,12 +1476,17 @@ fn fault_event(tx: &mut Change<'_>, inc: &Incident, fi: &FaultInput) -> Result<(
     }
     let state = inc.state;
     if fi.is_stale_for(inc) {
-        let last = inc.last_fault.map_or(0, |l| l.seq);
+        let last = inc.last_fault.unwrap_or(fi.position());
+        let after = if last.instance == fi.instance {
+            format!("seq {}", last.seq)
+        } else {
+            "a newer event from a later installation of the agent".to_owned()
+        };
         tx.record(
             state,
             "fault_late",
             format!(
-                "{} {} (seq {}) arrived after seq {last}: kept in the history, nothing changed",
+                "{} {} (seq {}) arrived after {after}: kept in the history, nothing changed",
                 ev.kind,
                 ev.action.as_str(),
                 fi.seq

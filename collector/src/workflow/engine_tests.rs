@@ -148,6 +148,7 @@ static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100
 fn seq(fault: FaultEvent) -> FaultInput {
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     FaultInput {
+        instance: 0,
         seq: n,
         ts: n,
         fault,
@@ -1321,11 +1322,13 @@ fn a_late_older_fault_event_changes_nothing_but_the_history() {
     // The broker lost `updated` (seq n+1); `cleared` (n+2) arrives, closing as transient;
     // then the agent resends n+1.
     let lost = FaultInput {
+        instance: 0,
         seq: raised.seq + 1,
         ts: raised.ts + 1,
         fault: disk(FaultAction::Updated),
     };
     let cleared = FaultInput {
+        instance: 0,
         seq: raised.seq + 2,
         ts: raised.ts + 2,
         fault: disk(FaultAction::Cleared),
@@ -1351,8 +1354,10 @@ fn a_late_older_fault_event_changes_nothing_but_the_history() {
         correlate(Some(&closed), &cleared, T0 + 2 * MINUTE, &p),
         Correlation::Late(1)
     );
-    // A reinstalled agent restarts its seqs but its clock moves on: not late.
+    // A reinstalled agent (a new instance) restarts its seqs but its clock moves on: not
+    // late.
     let fresh = FaultInput {
+        instance: 7,
         seq: 1,
         ts: raised.ts + 10,
         fault: disk(FaultAction::Raised),
@@ -1361,6 +1366,55 @@ fn a_late_older_fault_event_changes_nothing_but_the_history() {
         correlate(Some(&closed), &fresh, T0 + 3 * MINUTE, &p),
         Correlation::Reopen(1)
     );
+}
+
+#[test]
+fn a_late_event_of_an_agent_since_reinstalled_changes_nothing() {
+    let p = policy();
+    // The old installation (instance 1) raised at seq 900.
+    let old_raise = FaultInput {
+        instance: 1,
+        seq: 900,
+        ts: 10_000,
+        fault: disk(FaultAction::Raised),
+    };
+    let inc = open_fault(1, dev(), &old_raise, DeviceContext::default(), T0, &p).incident;
+    // Reinstalled (instance 2, seqs from 1 again): the fault is still there.
+    let new_update = FaultInput {
+        instance: 2,
+        seq: 3,
+        ts: 20_000,
+        fault: disk(FaultAction::Updated),
+    };
+    let inc = step(&inc, device(DeviceEvent::Fault(new_update)), T0 + MINUTE);
+    assert!(inc.fault_active);
+    // The old installation's clear, sent before the reinstall, arrives late: its seq is
+    // higher than the new instance's, but it is older, and must not clear the fault.
+    let old_clear = FaultInput {
+        instance: 1,
+        seq: 901,
+        ts: 15_000,
+        fault: disk(FaultAction::Cleared),
+    };
+    let after = step(&inc, device(DeviceEvent::Fault(old_clear)), T0 + 2 * MINUTE);
+    assert!(
+        after.fault_active,
+        "a late event of the old instance cleared the fault"
+    );
+    assert_eq!(after.state, inc.state);
+    let last = after.audit.last().unwrap();
+    assert_eq!(last.action, "fault_late");
+    assert!(last.why.contains("later installation"), "{}", last.why);
+    // Within one instance the seq decides, whatever the clock did: a clear with an
+    // earlier timestamp but a later seq (the device clock was set back) applies.
+    let set_back = FaultInput {
+        instance: 2,
+        seq: 4,
+        ts: 5_000,
+        fault: disk(FaultAction::Cleared),
+    };
+    let cleared = step(&inc, device(DeviceEvent::Fault(set_back)), T0 + 3 * MINUTE);
+    assert!(!cleared.fault_active);
 }
 
 #[test]
@@ -1853,7 +1907,12 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => arb_text().prop_map(|text| Op::Input(Box::new(device(DeviceEvent::Reply { text })))),
         1 => (prop_oneof![Just(FaultAction::Raised), Just(FaultAction::Cleared)], 0u64..1000).prop_map(|(a, n)| {
             let fault = fault(a, FaultKind::DiskSpace, Severity::Major);
-            Op::Input(Box::new(device(DeviceEvent::Fault(FaultInput { seq: n, ts: n, fault }))))
+            Op::Input(Box::new(device(DeviceEvent::Fault(FaultInput {
+                instance: 0,
+                seq: n,
+                ts: n,
+                fault,
+            }))))
         }),
         2 => Just(Op::Tick),
     ]

@@ -797,6 +797,9 @@ impl Incident {
 /// Where a fault event sits in its device's sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultSeq {
+    /// The agent instance that sent it (0 in incidents stored before instances existed).
+    #[serde(default)]
+    pub instance: u64,
     /// The event's per-device `seq`.
     pub seq: u64,
     /// The event's device timestamp.
@@ -804,11 +807,17 @@ pub struct FaultSeq {
 }
 
 impl FaultSeq {
-    /// Whether an event at `self` is older than (or the same as) `last`. Both the seq and
-    /// the device time must say so: an agent reinstalled with a fresh spool restarts its
-    /// seqs, but its clock keeps going forward, and its events must not be discarded.
+    /// Whether an event at `self` is older than (or the same as) `last`. Within one agent
+    /// instance its seq says so, whatever the device clock did meanwhile. Between two
+    /// instances seqs say nothing (a reinstalled agent starts again from 1 while its old
+    /// instance's events may still arrive late), so the device clock decides, as it does
+    /// for births and statuses; a tie keeps what was applied.
     pub fn is_stale_after(self, last: FaultSeq) -> bool {
-        self.seq <= last.seq && self.ts <= last.ts
+        if self.instance == last.instance {
+            self.seq <= last.seq
+        } else {
+            self.ts <= last.ts
+        }
     }
 }
 

@@ -84,6 +84,7 @@ pub fn route(
     match &ev.body {
         EventBody::Fault(f) => {
             let fi = FaultInput {
+                instance: ev.instance,
                 seq: ev.seq,
                 ts: ev.ts,
                 fault: f.clone(),
