@@ -210,6 +210,7 @@ fn agent_stopped_while_broker_down_delivers_its_spool_after_restart() {
 }
 
 /// The next datagram on a notification socket, as text (fails after [`DEADLINE`]).
+#[allow(clippy::unwrap_used)]
 fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut buf = [0u8; 1024];
@@ -223,6 +224,7 @@ fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
 /// API answers, from the agent once it has a broker session (not before, when the broker
 /// is unreachable), and STOPPING=1 when they stop.
 #[test]
+#[allow(clippy::unwrap_used)]
 fn systemd_hears_ready_when_each_program_is_up() {
     use std::os::unix::net::UnixDatagram;
     let dir = tempdir();
