@@ -349,3 +349,272 @@ async fn production_broker_config_pins_devices_to_their_topics() {
     );
     drop(broker);
 }
+
+/// Every name in `dir` whose name starts with a dot: what a failed run could leave behind.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+fn fleet_enroll(d: &Path, csv: &Path, out: &str) -> std::process::Output {
+    vigia(&[
+        "collector",
+        "device",
+        "enroll",
+        "--from",
+        &csv.display().to_string(),
+        "--out",
+        &d.join(out).display().to_string(),
+        "--broker-url",
+        "mqtts://localhost:8883",
+        "--ca-file",
+        &d.join("ca.crt").display().to_string(),
+        "--passwd-file",
+        &d.join("vigia.passwd").display().to_string(),
+        "--acl",
+        &d.join("vigia.acl").display().to_string(),
+    ])
+    .output()
+    .unwrap_or_else(|e| panic!("device enroll: {e}"))
+}
+
+/// `vigia-collector device enroll --from devices.csv`: a malformed row is reported with its
+/// line number and nothing is created; then 200 devices get their accounts in one run
+/// against a real Mosquitto on the production files, and each connects with the config
+/// written for it (read by the agent's own config loader) and reaches only its own topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)]
+async fn a_fleet_enrolled_from_a_csv_reaches_only_its_own_topics() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip_without(&["mosquitto", "mosquitto_passwd", "openssl"]) {
+        return;
+    }
+    const N: usize = 200;
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let port = free_port();
+    let conf = rewrite_config(d, port);
+    sh(
+        d,
+        "umask 027; mosquitto_passwd -c -b vigia.passwd vigia-collector collector-secret",
+    );
+    let mut cmd = Command::new("mosquitto");
+    cmd.arg("-c").arg(&conf);
+    let broker = Proc::spawn("mosquitto", cmd);
+    poll("mosquitto to accept connections", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+
+    let ids: Vec<String> = (0..N).map(|i| format!("ws-{i:04}")).collect();
+    let rows: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "{id},{id}.example.org,{},desk;floor-{},user{i}",
+                ["bogota", "medellin"][i % 2],
+                i % 5
+            )
+        })
+        .collect();
+    let header = "id,hostname,site,tags,owner";
+    let passwd_before = std::fs::read(d.join("vigia.passwd")).unwrap_or_default();
+
+    // Malformed rows (a bad id on line 152, the collector's account on line 181) leave
+    // everything as it was and are reported by line.
+    let mut bad = rows.clone();
+    bad[150] = "ws 150,ws-150.example.org,bogota,,".into();
+    bad[179] = "vigia-collector,collector.example.org,,,".into();
+    let bad_csv = d.join("bad.csv");
+    std::fs::write(&bad_csv, format!("{header}\n{}\n", bad.join("\n"))).unwrap();
+    let out = fleet_enroll(d, &bad_csv, "configs-bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a malformed file was accepted");
+    assert!(err.contains("line 152:"), "{err}");
+    assert!(
+        err.contains("nothing was created"),
+        "parse errors come first: {err}"
+    );
+    // The reserved name is found once the file parses.
+    bad[150] = rows[150].clone();
+    std::fs::write(&bad_csv, format!("{header}\n{}\n", bad.join("\n"))).unwrap();
+    let out = fleet_enroll(d, &bad_csv, "configs-bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 181:") && err.contains("reserved"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("vigia.passwd")).unwrap_or_default(),
+        passwd_before,
+        "a refused run changed the password file"
+    );
+    assert!(
+        !d.join("configs-bad").exists(),
+        "a refused run wrote configs"
+    );
+    assert_eq!(leftovers(d), Vec::<String>::new());
+
+    // The whole fleet in one run.
+    let csv = d.join("devices.csv");
+    std::fs::write(&csv, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    let out = fleet_enroll(d, &csv, "configs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(d.join("vigia.passwd")).unwrap_or_default();
+    assert_eq!(passwd.lines().count(), N + 1, "{passwd}");
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&d.join("vigia.passwd")), 0o640);
+    assert_eq!(mode(&d.join("configs")), 0o700);
+    for id in &ids {
+        let text = std::fs::read_to_string(d.join(format!("configs/{id}.toml"))).unwrap();
+        let pw = text
+            .lines()
+            .find_map(|l| l.strip_prefix("password = \""))
+            .unwrap_or_else(|| panic!("no password for {id}"));
+        assert!(
+            !passwd.contains(pw.trim_end_matches('"')),
+            "plain password in the file"
+        );
+    }
+    // Enrolled again without --rotate: refused, every line named, nothing changed.
+    let out = fleet_enroll(d, &csv, "configs-again");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 2:") && err.contains(&format!("line {}:", N + 1)),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("vigia.passwd")).unwrap_or_default(),
+        passwd
+    );
+    assert!(!d.join("configs-again").exists());
+
+    // Mosquitto reads the new accounts on a reload.
+    sh(d, &format!("kill -HUP {}", broker.pid()));
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let first_pw = std::fs::read_to_string(d.join("configs/ws-0000.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("password = \""))
+        .map(|p| p.trim_end_matches('"').to_string())
+        .unwrap();
+    let mut pause = Duration::from_millis(10);
+    let reload_deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (_c, mut ev) = AsyncClient::new(
+            options("ws-0000", port, &ca, Some(("ws-0000", &first_pw))),
+            10,
+        );
+        if first_connack(&mut ev).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < reload_deadline,
+            "Mosquitto never took the new accounts"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    let mut collector = connect(
+        "vigia-collector",
+        port,
+        &ca,
+        ("vigia-collector", "collector-secret"),
+    )
+    .await;
+    subscribe(&collector, "vigia/v1/up/#").await;
+
+    // Every device, with the config written for it (as the agent reads it): it subscribes
+    // to its neighbour's down topics and its own, then writes a forged message under its
+    // neighbour's id and one under its own. One connection's packets are handled in order,
+    // so once the collector has every device's own message, every subscription is in
+    // place and every forged message would have arrived.
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(20));
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let path = d.join(format!("configs/{id}.toml"));
+        assert_eq!(mode(&path), 0o600, "{id}");
+        let cfg = vigia_agent::config::Config::load(&path)
+            .unwrap_or_else(|e| panic!("the agent refuses {}: {e}", path.display()));
+        assert_eq!(cfg.device.as_str(), id);
+        assert_eq!(cfg.tags.len(), 3, "{id}: site, desk, floor");
+        assert!(cfg.mqtt.broker.tls && cfg.mqtt.broker.host == "localhost");
+        let (user, pw) = cfg.mqtt.credentials.clone().unwrap_or_default();
+        let ca_file = std::fs::read(cfg.mqtt.ca_file.clone().unwrap_or_default()).unwrap();
+        let (sem, id, next) = (sem.clone(), id.clone(), ids[(i + 1) % N].clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.unwrap();
+            let mut device = connect(&id, port, &ca_file, (&user, &pw)).await;
+            subscribe(&device, &format!("vigia/v1/down/{next}/#")).await;
+            subscribe(&device, &format!("vigia/v1/down/{id}/#")).await;
+            publish(
+                &device,
+                &format!("vigia/v1/up/{next}/event"),
+                &format!("forged by {id}"),
+            )
+            .await;
+            publish(
+                &device,
+                &format!("vigia/v1/up/{id}/event"),
+                &format!("own {id}"),
+            )
+            .await;
+            drop(permit);
+            let got = until_marker(&mut device, &format!("down {id}")).await;
+            let mine = format!("vigia/v1/down/{id}/");
+            assert!(
+                got.iter().all(|(t, _)| t.starts_with(&mine)),
+                "{id} read another device's topics: {got:?}"
+            );
+        }));
+    }
+    let mut own = std::collections::BTreeSet::new();
+    while own.len() < N {
+        let (topic, payload) = tokio::time::timeout(DEADLINE, collector.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {N} devices published", own.len()))
+            .unwrap_or_else(|| panic!("collector connection closed"));
+        let payload = String::from_utf8_lossy(&payload).to_string();
+        let id = payload
+            .strip_prefix("own ")
+            .unwrap_or_else(|| panic!("{topic}: {payload:?} got through"));
+        assert_eq!(topic, format!("vigia/v1/up/{id}/event"));
+        own.insert(id.to_string());
+    }
+    // To each device's neighbour, then to the device: it must get only the second.
+    for (i, id) in ids.iter().enumerate() {
+        let next = &ids[(i + 1) % N];
+        publish(
+            &collector,
+            &format!("vigia/v1/down/{next}/cmd"),
+            &format!("for {next}"),
+        )
+        .await;
+        publish(
+            &collector,
+            &format!("vigia/v1/down/{id}/cmd"),
+            &format!("down {id}"),
+        )
+        .await;
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("device task: {e}"));
+    }
+}

@@ -8,7 +8,8 @@
 //! - [`timers`]: the task that runs the workflow's deadlines.
 //! - [`outbox`]: what leaves after a change is stored: device commands, the live feed.
 //! - [`http`]: the JSON API, metrics, the live feed (SSE) and the console page.
-//! - [`cli`]: the command line, a client of the HTTP API.
+//! - [`cli`]: the command line, a client of the HTTP API; [`enroll`] enrols a fleet's
+//!   broker accounts from a devices file.
 //! - [`run`]: starts and stops all of it; [`broker`] is the embedded MQTT broker,
 //!   [`clock`] the one reader of the wall clock, [`config`] the configuration file.
 //!
@@ -20,6 +21,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

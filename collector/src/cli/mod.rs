@@ -1,7 +1,7 @@
 //! The `vigia-collector` command line: `run`, `login`, `logout`, `user add|list|passwd|
 //! disable|enable|set`, `token create|list|revoke`, `incidents list|show|assign|escalate|
 //! resolve|close|reopen|note|request-info|verify|classify|provider|...`, `export`,
-//! `devices`, `print-config`, `print-rules`.
+//! `devices`, `device enroll`, `print-config`, `print-rules`.
 //!
 //! `run` is the server. The other commands are clients of a running collector's HTTP API
 //! (sled allows one process per database, so they never open the store themselves); when
@@ -9,7 +9,8 @@
 //! API token: `VIGIA_TOKEN`, else the file `[cli] token_file` names, else the one `login`
 //! wrote; the server knows who acts from it. An incident action is a workflow
 //! [`Command`](crate::workflow::Command) built here and posted (`client`); answers are
-//! rendered as text by `render`.
+//! rendered as text by `render`. `device enroll` is the exception: it works on the
+//! broker's files (`crate::enroll`), where Mosquitto runs, and needs no collector.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +118,50 @@ enum Command {
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+    },
+    /// Devices' broker accounts: enrol a fleet from a devices file.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCmd {
+    /// Create the broker account of every device in a CSV file (columns id, hostname,
+    /// site, tags, owner; a header names them) and write one agent config per device.
+    /// Every row is checked first: one bad row and nothing is created.
+    Enroll {
+        /// The devices file (CSV).
+        #[arg(long = "from")]
+        from: PathBuf,
+        /// A new (or empty) directory for the configs, `ID.toml` each, and `index.csv`.
+        #[arg(long)]
+        out: PathBuf,
+        /// The broker URL the agents connect to.
+        #[arg(long, default_value = "mqtts://broker.example.org:8883")]
+        broker_url: String,
+        /// The CA certificate's path on the devices, for mqtts:// (`--ca-file ''`: the
+        /// agents trust the system bundle).
+        #[arg(long, default_value = "/etc/vigia/ca.crt")]
+        ca_file: Option<PathBuf>,
+        /// Mosquitto's password file.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.passwd")]
+        passwd_file: PathBuf,
+        /// Mosquitto's ACL file: its `user` entries are reserved names.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.acl")]
+        acl: PathBuf,
+        /// Give the listed devices that are already enrolled a new password (their old
+        /// one stops working at the broker's next reload).
+        #[arg(long)]
+        rotate: bool,
+        /// The mosquitto_passwd program.
+        #[arg(
+            long,
+            default_value = "mosquitto_passwd",
+            env = "VIGIA_MOSQUITTO_PASSWD"
+        )]
+        mosquitto_passwd: PathBuf,
     },
 }
 
@@ -546,6 +591,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => logout(&cli),
         Command::User { cmd } => users::run(&api_client(&cli)?, cmd),
         Command::Token { cmd } => users::tokens(&api_client(&cli)?, cmd),
+        Command::Device { cmd } => device(&cli, cmd),
         Command::Devices { json } => {
             let api = api_client(&cli)?;
             let v = api.get("/api/devices")?;
@@ -559,6 +605,73 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
+    use crate::enroll;
+    let DeviceCmd::Enroll {
+        from,
+        out,
+        broker_url,
+        ca_file,
+        passwd_file,
+        acl,
+        rotate,
+        mosquitto_passwd,
+    } = cmd;
+    let cfg = load_config(cli.config.as_ref())?;
+    // The names no device may take: the collector's account, VIGIA_COLLECTOR_USER (as
+    // enroll-device has it) and every `user` of the ACL.
+    let mut reserved: std::collections::BTreeSet<String> = [
+        cfg.mqtt.username.clone().unwrap_or_default(),
+        cfg.mqtt.client_id.clone(),
+        std::env::var("VIGIA_COLLECTOR_USER").unwrap_or_default(),
+        crate::config::DEFAULT_CLIENT_ID.to_string(),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect();
+    match std::fs::read_to_string(acl) {
+        Ok(text) => reserved.extend(enroll::acl_users(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("{}: {e}", acl.display()),
+    }
+    let text = std::fs::read_to_string(from).with_context(|| format!("{}", from.display()))?;
+    let rows = enroll::parse_csv(&text).map_err(|errors| enroll::EnrollError::Rows {
+        file: from.display().to_string(),
+        errors,
+    })?;
+    let target = enroll::Target {
+        broker_url: broker_url.clone(),
+        ca_file: ca_file.clone().filter(|p| !p.as_os_str().is_empty()),
+        passwd_file: passwd_file.clone(),
+        out: out.clone(),
+        rotate: *rotate,
+        mosquitto_passwd: mosquitto_passwd.clone(),
+    };
+    let today = vigia_protocol::time::rfc3339(now_ms());
+    let done = enroll::apply(&rows, &target, &reserved, today.get(..10).unwrap_or(&today))
+        .map_err(|e| match e {
+            enroll::EnrollError::Rows { errors, .. } => enroll::EnrollError::Rows {
+                file: from.display().to_string(),
+                errors,
+            },
+            other => other,
+        })?;
+    println!(
+        "enrolled {} devices ({} new, {} given a new password) in {}",
+        done.added + done.rotated,
+        done.added,
+        done.rotated,
+        passwd_file.display()
+    );
+    println!(
+        "configs: {}/ID.toml, mode 0600 ({}/index.csv lists them)",
+        done.out.display(),
+        done.out.display()
+    );
+    println!("reload Mosquitto so it reads the new accounts: systemctl reload mosquitto");
+    Ok(())
 }
 
 fn list_incidents(api: &ApiClient, l: &ListArgs) -> anyhow::Result<()> {
