@@ -41,6 +41,7 @@ fn templates(policy: &Policy) -> Vec<Incident> {
     let dev = DeviceId::new("bench-dev").unwrap();
     let fi = FaultInput {
         seq: 1,
+        instance: 0,
         ts: T0,
         fault: FaultEvent {
             action: FaultAction::Raised,
