@@ -28,7 +28,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use vigia_protocol::{
-    encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, RejectReason, Severity,
+    encode, Ack, CodecError, DeviceId, Dropped, Event, EventBody, RejectReason, SeqRange, Severity,
+    DROPPED_RANGES,
 };
 
 /// Why the spool failed.
@@ -182,6 +183,7 @@ const META_BOOT: &[u8] = b"m:boot";
 const META_INSTANCE: &[u8] = b"m:instance";
 const META_DROPS_PENDING: &[u8] = b"m:drops_pending";
 const META_DROPS_WORST: &[u8] = b"m:drops_worst";
+const META_DROPS_SEQS: &[u8] = b"m:drops_seqs";
 const META_NOTICE_SEQ: &[u8] = b"m:notice_seq";
 const META_DROPPED_TOTAL: &[u8] = b"m:dropped_total";
 
@@ -253,6 +255,31 @@ fn u64_value(v: Option<sled::IVec>) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// Seq ranges as stored: 16 bytes each, `from` and `to` big-endian.
+fn ranges_bytes(seqs: &[SeqRange]) -> Vec<u8> {
+    seqs.iter()
+        .flat_map(|r| r.from.to_be_bytes().into_iter().chain(r.to.to_be_bytes()))
+        .collect()
+}
+
+fn ranges_value(v: Option<sled::IVec>) -> heapless::Vec<SeqRange, DROPPED_RANGES> {
+    let mut out = heapless::Vec::new();
+    for chunk in v.as_deref().unwrap_or_default().chunks_exact(16) {
+        let (from, to) = chunk.split_at(8);
+        let (Ok(from), Ok(to)) = (from.try_into(), to.try_into()) else {
+            break;
+        };
+        let r = SeqRange {
+            from: u64::from_be_bytes(from),
+            to: u64::from_be_bytes(to),
+        };
+        if out.push(r).is_err() {
+            break;
+        }
+    }
+    out
+}
+
 /// What one stored event costs against `max_bytes`: key, rank byte and payload.
 fn entry_size(payload_len: usize) -> u64 {
     9 + 1 + payload_len as u64
@@ -319,6 +346,8 @@ pub struct Spool {
     instance: u64,
     drops_pending: u64,
     drops_worst: Option<Severity>,
+    /// The seqs of pending drops that had been written (see [`Dropped::seqs`]).
+    drops_seqs: heapless::Vec<SeqRange, DROPPED_RANGES>,
     notice_seq: Option<u64>,
     dropped_total: u64,
 }
@@ -375,6 +404,7 @@ impl Spool {
             instance: 0,
             drops_pending: 0,
             drops_worst: None,
+            drops_seqs: heapless::Vec::new(),
             notice_seq: None,
             dropped_total: 0,
         };
@@ -436,6 +466,7 @@ impl Spool {
         self.drops_worst = u64_value(tree.get(META_DROPS_WORST)?)
             .and_then(|r| u8::try_from(r).ok())
             .map(rank_severity);
+        self.drops_seqs = ranges_value(tree.get(META_DROPS_SEQS)?);
         self.notice_seq =
             u64_value(tree.get(META_NOTICE_SEQ)?).filter(|s| self.index.contains_key(s));
         self.dropped_total = u64_value(tree.get(META_DROPPED_TOTAL)?).unwrap_or(0);
@@ -902,6 +933,9 @@ impl Spool {
         if let Some(slot) = self.index.get(&seq).copied() {
             self.remove(batch, seq);
             self.count_drop(slot.rank);
+            // It was written, so it may have been published and stored: list it, and the
+            // collector counts it as lost only if it does not have it.
+            Dropped::list(&mut self.drops_seqs, seq);
         }
     }
 
@@ -927,6 +961,7 @@ impl Spool {
             let body = EventBody::Dropped(Dropped {
                 count: self.drops_pending,
                 worst: self.drops_worst.unwrap_or(Severity::Info),
+                seqs: self.drops_seqs.clone(),
             });
             let seq = self.next_seq;
             let payload = self.encode(seq, ts, body)?;
@@ -937,6 +972,7 @@ impl Spool {
                 self.notice_seq = Some(seq);
                 self.drops_pending = 0;
                 self.drops_worst = None;
+                self.drops_seqs.clear();
                 return Ok((Some(seq), evicted));
             }
             // A notice never costs an event more severe than those it announces: it
@@ -960,6 +996,7 @@ impl Spool {
             .drops_worst
             .map_or(u64::MAX, |s| u64::from(severity_rank(s)));
         batch.insert(META_DROPS_WORST, &worst.to_be_bytes());
+        batch.insert(META_DROPS_SEQS, ranges_bytes(&self.drops_seqs));
         batch.insert(META_NOTICE_SEQ, &self.notice_seq.unwrap_or(0).to_be_bytes());
         batch.insert(META_DROPPED_TOTAL, &self.dropped_total.to_be_bytes());
         // A session counter raised while the disk was full is written with this batch.
@@ -1178,11 +1215,12 @@ mod tests {
             .unwrap();
         assert_eq!(s.drops_pending(), 0);
         assert!(all(&s).iter().any(|e| matches!(
-            e.body,
+            &e.body,
             EventBody::Dropped(Dropped {
                 count: 1,
-                worst: Severity::Warning
-            })
+                worst: Severity::Warning,
+                seqs,
+            }) if seqs.is_empty()
         )));
     }
 
@@ -1217,6 +1255,13 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].count, p.dropped);
         assert_eq!(dropped[0].worst, Severity::Warning);
+        // Every event it evicted had been written, so each is listed for the collector to
+        // check against what it stored.
+        assert_eq!(dropped[0].listed(), p.dropped);
+        assert!(dropped[0]
+            .seqs
+            .iter()
+            .any(|r| r.from <= warn_old && warn_old <= r.to));
         assert!(s.bytes() <= max);
         // Fitting the notice cost one more: the other warning went before the minor.
         if p.dropped == 2 {
@@ -1242,7 +1287,9 @@ mod tests {
             last.body,
             EventBody::Dropped(Dropped {
                 count: 1,
-                worst: Severity::Info
+                worst: Severity::Info,
+                // The info event was refused, never written: counted, not listed.
+                seqs: heapless::Vec::new(),
             })
         );
         assert_eq!(s.drops_pending(), 0);
@@ -1253,6 +1300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let max = 2048;
         let notice;
+        let listed;
         {
             let mut s = Spool::open(dir.path(), dev(), max).unwrap();
             let mut last = None;
@@ -1262,16 +1310,19 @@ mod tests {
             }
             notice = last.unwrap();
             assert!(s.drops_pending() > 0);
+            listed = s.drops_seqs.clone();
+            assert!(!listed.is_empty());
         }
         let mut s = Spool::open(dir.path(), dev(), max).unwrap();
         let pending = s.drops_pending();
         assert!(pending > 0);
+        assert_eq!(s.drops_seqs, listed);
         let total = s.dropped_total();
         s.ack(&ack(&[(notice, notice)], &[]), 99).unwrap();
         let events = all(&s);
         assert!(matches!(
             events.last().map(|e| &e.body),
-            Some(EventBody::Dropped(Dropped { count, .. })) if *count == pending
+            Some(EventBody::Dropped(Dropped { count, seqs, .. })) if *count == pending && *seqs == listed
         ));
         assert_eq!(s.dropped_total(), total);
     }
@@ -1370,7 +1421,9 @@ mod tests {
             notice.body,
             EventBody::Dropped(Dropped {
                 count: dropped,
-                worst: Severity::Warning
+                worst: Severity::Warning,
+                // Held in memory, never written: certainly lost, so not listed.
+                seqs: heapless::Vec::new(),
             })
         );
         assert_eq!(s.dropped_total(), dropped);
@@ -1396,6 +1449,7 @@ mod tests {
         notice: Option<u64>,
         max: u64,
         instance: u64,
+        seqs: heapless::Vec<SeqRange, DROPPED_RANGES>,
     }
 
     fn size_of(instance: u64, seq: u64, body: EventBody) -> u64 {
@@ -1430,6 +1484,7 @@ mod tests {
         fn evict(&mut self, seq: u64) {
             if let Some((rank, _)) = self.events.remove(&seq) {
                 self.drop_one(rank);
+                Dropped::list(&mut self.seqs, seq);
             }
         }
         fn notice(&mut self) {
@@ -1440,6 +1495,7 @@ mod tests {
                 let body = EventBody::Dropped(Dropped {
                     count: self.pending,
                     worst: self.worst.unwrap_or(Severity::Info),
+                    seqs: self.seqs.clone(),
                 });
                 let size = size_of(self.instance, self.next_seq, body);
                 if self.bytes() + size <= self.max {
@@ -1448,6 +1504,7 @@ mod tests {
                     self.next_seq += 1;
                     self.pending = 0;
                     self.worst = None;
+                    self.seqs.clear();
                     return;
                 }
                 match self.victim(severity_rank(self.worst.unwrap_or(Severity::Info))) {

@@ -491,6 +491,9 @@ pub struct Reply {
     pub text: String<2000>,
 }
 
+/// How many seq ranges a [`Dropped`] notice lists at most.
+pub const DROPPED_RANGES: usize = 16;
+
 /// Notice that the agent's spool overflowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
@@ -498,6 +501,42 @@ pub struct Dropped {
     pub count: u64,
     /// The most severe severity among them.
     pub worst: Severity,
+    /// The seqs (of the sending instance) of dropped events that had been written to the
+    /// spool, and so may have been published and stored before they were evicted: the
+    /// collector counts as lost only those it does not have. Events dropped before they
+    /// were written are counted in `count` but never listed, nor are those past the first
+    /// [`DROPPED_RANGES`] ranges. Absent from agents older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<SeqRange, DROPPED_RANGES>,
+}
+
+impl Dropped {
+    /// Adds `seq` to [`Self::seqs`]: it extends a range it touches, or starts a new one
+    /// while there is room. Returns whether it is listed.
+    pub fn list(seqs: &mut Vec<SeqRange, DROPPED_RANGES>, seq: u64) -> bool {
+        for r in seqs.iter_mut() {
+            if (r.from..=r.to).contains(&seq) {
+                return true;
+            }
+            if r.to.checked_add(1) == Some(seq) {
+                r.to = seq;
+                return true;
+            }
+            if seq.checked_add(1) == Some(r.from) {
+                r.from = seq;
+                return true;
+            }
+        }
+        seqs.push(SeqRange { from: seq, to: seq }).is_ok()
+    }
+
+    /// How many seqs [`Self::seqs`] names (ranges are inclusive; overlaps count twice).
+    pub fn listed(&self) -> u64 {
+        self.seqs
+            .iter()
+            .map(|r| r.to.saturating_sub(r.from).saturating_add(1))
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// An inclusive range of sequence numbers.
@@ -648,4 +687,48 @@ pub enum CmdBody {
     },
     /// Run every detector now and report.
     Recheck,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_seqs_grow_ranges_and_stop_listing_when_full() {
+        let mut seqs: Vec<SeqRange, DROPPED_RANGES> = Vec::new();
+        for s in [5, 6, 7, 4, 9] {
+            assert!(Dropped::list(&mut seqs, s));
+        }
+        assert_eq!(
+            seqs.as_slice(),
+            [SeqRange { from: 4, to: 7 }, SeqRange { from: 9, to: 9 }]
+        );
+        assert!(Dropped::list(&mut seqs, 6), "already listed");
+        for i in 0..(DROPPED_RANGES as u64 - 2) {
+            assert!(Dropped::list(&mut seqs, 100 + 2 * i));
+        }
+        assert!(
+            !Dropped::list(&mut seqs, 1_000),
+            "no room: counted, not listed"
+        );
+        assert!(
+            Dropped::list(&mut seqs, 10),
+            "extending a range needs no room"
+        );
+        let d = Dropped {
+            count: 30,
+            worst: Severity::Warning,
+            seqs,
+        };
+        assert_eq!(d.listed(), 4 + 2 + (DROPPED_RANGES as u64 - 2));
+    }
+
+    #[test]
+    fn a_drop_notice_without_seqs_still_decodes() {
+        let old: Dropped = serde_json::from_str(r#"{"count":3,"worst":"minor"}"#).unwrap();
+        assert_eq!(old.listed(), 0);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("seqs"), "{json}");
+    }
 }

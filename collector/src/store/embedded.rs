@@ -365,7 +365,12 @@ impl Trees<'_> {
             Plan::Nothing => {}
         }
         if let EventBody::Dropped(d) = &ev.body {
-            device.note_dropped(d, now);
+            let stored = super::dropped_already_stored(d, |seq| {
+                self.events
+                    .get(event_key(&ev.device, ev.instance, seq))
+                    .map(|v| v.is_some())
+            })?;
+            device.note_dropped(d, stored, now);
         }
         self.save_device(&device)?;
         let stored = StoredEvent {
@@ -1369,8 +1374,8 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
     use vigia_protocol::{
-        bounded, CmdBody, Evidence, FaultAction, FaultEvent, FaultKind, Reply, Severity, Urgency,
-        UserReport, VERSION,
+        bounded, CmdBody, Dropped, Evidence, FaultAction, FaultEvent, FaultKind, Reply, SeqRange,
+        Severity, Urgency, UserReport, VERSION,
     };
     use workflow::{
         ClosureReason, Correlation, DeviceContext, DeviceEvent, FaultInput, Level, Priority, Role,
@@ -1510,6 +1515,55 @@ mod tests {
             })
             .unwrap();
         assert_eq!(numbers(&closed), vec![1]);
+    }
+
+    #[test]
+    fn a_drop_notice_counts_as_lost_only_what_was_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let p = Policy::default();
+        let k = FaultKind::DiskSpace;
+        // Seqs 1 and 2 were published and stored; then the agent's spool evicted 1 to 4
+        // (3 and 4 never reached the collector) and refused one more before writing it.
+        for seq in 1..=2 {
+            s.record_event(&fault("a", seq, FaultAction::Updated, k, "/var"), T0, &p)
+                .unwrap();
+        }
+        let notice = |seq: u64, count: u64, ranges: &[(u64, u64)]| Event {
+            body: EventBody::Dropped(Dropped {
+                count,
+                worst: Severity::Warning,
+                seqs: ranges
+                    .iter()
+                    .map(|&(from, to)| SeqRange { from, to })
+                    .collect(),
+            }),
+            ..report("a", seq, "")
+        };
+        s.record_event(&notice(5, 5, &[(1, 4)]), T0 + 1, &p)
+            .unwrap();
+        let lost = |s: &SledStore| s.device(&id("a")).unwrap().unwrap().dropped.unwrap().total;
+        assert_eq!(
+            lost(&s),
+            3,
+            "1 and 2 are stored: 3, 4 and the unwritten one are lost"
+        );
+        // Another instance's seqs are not this one's: a notice from instance 2 naming 1..2
+        // finds none of them.
+        let other = Event {
+            instance: 2,
+            ..notice(1, 2, &[(1, 2)])
+        };
+        s.record_event(&other, T0 + 2, &p).unwrap();
+        assert_eq!(lost(&s), 5);
+        // A notice that lists more than it counts, or a range backwards, is not believed:
+        // all of its count is lost.
+        s.record_event(&notice(6, 1, &[(1, 2)]), T0 + 3, &p)
+            .unwrap();
+        assert_eq!(lost(&s), 6);
+        s.record_event(&notice(7, 2, &[(2, 1)]), T0 + 4, &p)
+            .unwrap();
+        assert_eq!(lost(&s), 8);
     }
 
     /// The raw head of incident `n` and the number of audit records stored, all incidents.

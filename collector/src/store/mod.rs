@@ -288,7 +288,8 @@ pub struct DeviceStatus {
 /// What the agent said it dropped from a full spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DroppedRecord {
-    /// Events dropped, all notices summed.
+    /// Events lost: dropped by the agent and never stored here, all notices summed (an
+    /// event evicted after it was published and stored is not lost).
     pub total: u64,
     /// The worst severity among them.
     pub worst: Severity,
@@ -392,17 +393,46 @@ impl DeviceRecord {
         StatusOutcome::Applied { changed }
     }
 
-    /// Adds a spool overflow notice.
-    pub fn note_dropped(&mut self, d: &Dropped, now: Millis) {
+    /// Adds a spool overflow notice, of which `stored` listed events were stored here
+    /// before the agent evicted them (see [`dropped_already_stored`]).
+    pub fn note_dropped(&mut self, d: &Dropped, stored: u64, now: Millis) {
         let rec = self.dropped.get_or_insert(DroppedRecord {
             total: 0,
             worst: d.worst,
             last_at: now,
         });
-        rec.total = rec.total.saturating_add(d.count);
+        rec.total = rec.total.saturating_add(d.count.saturating_sub(stored));
         rec.worst = rec.worst.max(d.worst);
         rec.last_at = now;
     }
+}
+
+/// The most listed seqs a drop notice has checked against the store; a notice listing
+/// more (an agent's spool lists at most its 16 ranges, but a device can claim anything) is
+/// counted whole, as if none were stored.
+pub const DROPPED_CHECK_MAX: u64 = 10_000;
+
+/// How many of the seqs that drop notice `d` lists are already stored, by asking `has`
+/// for each. A notice whose ranges are malformed (a range backwards, more listed than it
+/// counts, or more than [`DROPPED_CHECK_MAX`]) is not checked: 0, every drop counts.
+pub fn dropped_already_stored<E>(
+    d: &Dropped,
+    mut has: impl FnMut(u64) -> Result<bool, E>,
+) -> Result<u64, E> {
+    let listed = d.listed();
+    if listed > d.count || listed > DROPPED_CHECK_MAX || d.seqs.iter().any(|r| r.from > r.to) {
+        return Ok(0);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stored = 0;
+    for r in &d.seqs {
+        for seq in r.from..=r.to {
+            if seen.insert(seq) && has(seq)? {
+                stored += 1;
+            }
+        }
+    }
+    Ok(stored)
 }
 
 /// A stored event.
