@@ -1107,7 +1107,9 @@ fn emit(name: &str, row: &Row, secs: f64) {
         row.settled,
     );
     let _ = std::io::stderr().write_all(format!("fault matrix {line}").as_bytes());
-    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-matrix.md");
+    // CARGO_TARGET_TMPDIR is `<target>/tmp`, so this follows CARGO_TARGET_DIR.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let table = target.parent().unwrap_or(target).join("fault-matrix.md");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
