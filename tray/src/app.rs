@@ -301,7 +301,7 @@ async fn answer(d: &Dialogs, socket: &Path) -> Result<(), DialogError> {
     for q in questions {
         let prompt = format!(
             "{} {}:\n{}\n\n{}",
-            agent_says(lang, Msg::Questions),
+            say(lang, Say::NotifyAsked),
             q.incident,
             q.question,
             say(lang, Say::AnswerPrompt)

@@ -3,17 +3,21 @@
 //! rest of the desktop, and they are in the desktop's theme and accessibility stack.
 //!
 //! Arguments are built here (pure, tested) and handed to the program directly, never
-//! through a shell. Zenity reads Pango markup and C escapes in `--text`, so any text
-//! that came from the agent (incident numbers, IT's questions) is escaped with
-//! [`gtk_dialog_text`]; long texts (the user's reports) go through `--text-info` on
-//! standard input, which shows plain text. KDialog and yad are not driven yet.
+//! through a shell. What zenity (3.44, Debian 12) does with `--text` depends on the
+//! dialog, so each is given literal text its own way: messages get `--no-markup` and the
+//! text as it is; the answer box reads C escapes and mnemonics (`_x`), escaped with
+//! [`zenity_mnemonic`]; the form's own text reads markup and C escapes
+//! ([`zenity_markup`]); long texts (the user's reports) go through `--text-info` on
+//! standard input, shown as plain text. KDialog and yad are not driven yet.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use vigia_protocol::Urgency;
 
-use crate::text::{gtk_dialog_text, say, urgency_labels, Lang, Say, CATEGORIES};
+use crate::text::{
+    printable, say, urgency_labels, zenity_markup, zenity_mnemonic, Lang, Say, CATEGORIES,
+};
 
 /// Separates the form's fields in Zenity's answer: a character nobody types.
 pub const SEPARATOR: char = '\u{1f}';
@@ -113,13 +117,36 @@ impl Dialogs {
     }
 
     async fn run(&self, args: Vec<String>, stdin: Option<String>) -> Result<Ended, DialogError> {
+        match self.run_in(&args, stdin.clone(), None).await {
+            // The session's locale is not installed (a LANG carried over ssh, a fresh
+            // install): GTK falls back to "C", where zenity refuses every non-ASCII
+            // argument. The same window in C.UTF-8: our texts stay in the user's
+            // language, only GTK's own words fall back to English.
+            Err(DialogError::Failed { stderr, .. }) if stderr.contains("Locale not supported") => {
+                tracing::warn!("the session's locale is not installed; dialogs run in C.UTF-8");
+                self.run_in(&args, stdin, Some("C.UTF-8")).await
+            }
+            other => other,
+        }
+    }
+
+    async fn run_in(
+        &self,
+        args: &[String],
+        stdin: Option<String>,
+        locale: Option<&str>,
+    ) -> Result<Ended, DialogError> {
         let name = self.program.display().to_string();
         let err = |source| DialogError::Run {
             program: name.clone(),
             source,
         };
-        let mut child = tokio::process::Command::new(&self.program)
-            .args(&args)
+        let mut cmd = tokio::process::Command::new(&self.program);
+        if let Some(l) = locale {
+            cmd.env("LC_ALL", l);
+        }
+        let mut child = cmd
+            .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -157,14 +184,14 @@ impl Dialogs {
 
     /// A message; `title` and `text` may hold anything (they are escaped).
     pub async fn info(&self, title: &str, text: &str) -> Result<(), DialogError> {
-        self.run(message_args("--info", title, text), None)
+        self.run(message_args(self.lang, "--info", title, text), None)
             .await
             .map(drop)
     }
 
     /// An error message.
     pub async fn error(&self, title: &str, text: &str) -> Result<(), DialogError> {
-        self.run(message_args("--error", title, text), None)
+        self.run(message_args(self.lang, "--error", title, text), None)
             .await
             .map(drop)
     }
@@ -176,6 +203,8 @@ impl Dialogs {
             format!("--title={title}"),
             "--width=560".into(),
             "--height=360".into(),
+            format!("--ok-label={}", say(self.lang, Say::Ok)),
+            format!("--cancel-label={}", say(self.lang, Say::Close)),
         ];
         self.run(args, Some(text.to_owned())).await.map(drop)
     }
@@ -185,8 +214,10 @@ impl Dialogs {
         let args = vec![
             "--entry".into(),
             format!("--title={title}"),
-            format!("--text={}", gtk_dialog_text(text)),
+            format!("--text={}", zenity_mnemonic(text)),
             "--width=480".into(),
+            format!("--ok-label={}", say(self.lang, Say::Send)),
+            format!("--cancel-label={}", say(self.lang, Say::Cancel)),
         ];
         Ok(match self.run(args, None).await? {
             Ended::Ok(out) => Some(out.trim_end_matches('\n').to_owned()),
@@ -201,9 +232,11 @@ pub fn form_args(lang: Lang) -> Vec<String> {
     vec![
         "--forms".into(),
         format!("--title={}", say(lang, Say::FormTitle)),
-        format!("--text={}", gtk_dialog_text(say(lang, Say::FormIntro))),
+        format!("--text={}", zenity_markup(say(lang, Say::FormIntro))),
         format!("--separator={SEPARATOR}"),
         "--width=520".into(),
+        format!("--ok-label={}", say(lang, Say::Send)),
+        format!("--cancel-label={}", say(lang, Say::Cancel)),
         format!("--add-combo={}", say(lang, Say::FieldCategory)),
         format!("--combo-values={}", categories.join("|")),
         format!("--add-entry={}", say(lang, Say::FieldSummary)),
@@ -241,16 +274,15 @@ pub fn parse_form(lang: Lang, out: &str) -> Result<ReportForm, DialogError> {
     })
 }
 
-/// `--info` or `--error` with an escaped text.
-fn message_args(kind: &str, title: &str, text: &str) -> Vec<String> {
+/// `--info` or `--error` showing `text` as it is (`--no-markup` also turns C escapes off).
+fn message_args(lang: Lang, kind: &str, title: &str, text: &str) -> Vec<String> {
     vec![
         kind.into(),
-        format!(
-            "--title={}",
-            crate::text::printable(title).replace('\n', " ")
-        ),
-        format!("--text={}", gtk_dialog_text(text)),
+        format!("--title={}", printable(title).replace('\n', " ")),
+        "--no-markup".into(),
+        format!("--text={}", printable(text)),
         "--width=420".into(),
+        format!("--ok-label={}", say(lang, Say::Ok)),
     ]
 }
 
@@ -283,8 +315,8 @@ mod tests {
     #[test]
     fn every_argument_is_one_word_with_its_value_attached() {
         // `--text=VALUE` in one argument: a value starting with "--" stays a value.
-        let a = message_args("--info", "Vigía: incident 3", "--help <b>");
-        assert_eq!(a[2], "--text=--help &lt;b&gt;");
+        let a = message_args(Lang::En, "--info", "Vigía: incident 3", "--help <b>");
+        assert_eq!(a[2..4], ["--no-markup", "--text=--help <b>"]);
         for lang in [Lang::En, Lang::Es] {
             let f = form_args(lang);
             assert_eq!(f.iter().filter(|a| a.starts_with("--add-")).count(), 5);

@@ -1,6 +1,6 @@
 //! What the tray says to the person at the keyboard, in Spanish and English, and the
 //! escaping that keeps text from the agent (IT's questions, notes, summaries) from being
-//! read as markup by the dialog tool or the notification server.
+//! read as markup, escapes or mnemonics by the dialog program or the notification server.
 //!
 //! A match per message, as in the agent's `i18n` (whose `Lang` and sentences are reused
 //! where they fit): the compiler checks that every sentence has both languages.
@@ -40,6 +40,10 @@ pub enum Say {
     About,
     NotSent,
     NoDialogTool,
+    Send,
+    Cancel,
+    Ok,
+    Close,
 }
 
 /// The text of `s` in `lang`.
@@ -103,6 +107,14 @@ pub fn say(lang: Lang, s: Say) -> &'static str {
         (About, Es) => "Vigía vigila el hardware de este equipo (discos, memoria, temperatura, batería, red) y avisa a soporte cuando algo falla. Use este ícono para reportar un problema usted mismo.",
         (NotSent, En) => "The report could not be sent:",
         (NotSent, Es) => "No se pudo enviar el reporte:",
+        (Send, En) => "Send",
+        (Send, Es) => "Enviar",
+        (Cancel, En) => "Cancel",
+        (Cancel, Es) => "Cancelar",
+        (Ok, En) => "OK",
+        (Ok, Es) => "Aceptar",
+        (Close, En) => "Close",
+        (Close, Es) => "Cerrar",
         (NoDialogTool, En) => "No dialog program (zenity, kdialog or yad) is installed: ask IT to install zenity, or use `vigia-agent report` in a terminal.",
         (NoDialogTool, Es) => "No hay programa de diálogos (zenity, kdialog o yad) instalado: pida a soporte que instale zenity, o use `vigia-agent report` en una terminal.",
     }
@@ -191,16 +203,18 @@ pub fn markup(s: &str) -> String {
     out
 }
 
-/// `s` as literal text for zenity's and yad's `--text`, which read Pango markup and then
-/// C escapes (`\n`, `\\`: GLib's `g_strcompress`): markup escaped, backslashes doubled.
-pub fn gtk_dialog_text(s: &str) -> String {
+/// `s` as literal text for a zenity `--text` that reads Pango markup and then C escapes
+/// (`\n`, `\\`: GLib's `g_strcompress`), as `--forms` does (zenity 3.44): markup
+/// escaped, backslashes doubled.
+pub fn zenity_markup(s: &str) -> String {
     markup(s).replace('\\', "\\\\")
 }
 
-/// `s` as literal text for kdialog, whose Qt labels guess between plain and rich text:
-/// forced to rich text (`<qt>`) with the text escaped inside, so no guess is made.
-pub fn qt_text(s: &str) -> String {
-    format!("<qt>{}</qt>", markup(s).replace('\n', "<br>"))
+/// `s` as literal text for a zenity `--text` that reads C escapes and mnemonics (`_x`
+/// underlines x and hides the underscore) but no markup, as `--entry` does (zenity
+/// 3.44): backslashes and underscores doubled.
+pub fn zenity_mnemonic(s: &str) -> String {
+    printable(s).replace('\\', "\\\\").replace('_', "__")
 }
 
 #[cfg(test)]
@@ -216,8 +230,8 @@ mod tests {
             "¿Desde &lt;b&gt;cuándo&lt;/b&gt;? A &amp; B &quot;x&quot; &#39;y&#39;[2J"
         );
         // zenity would turn "\n" into a line break and "\\" into one backslash.
-        assert_eq!(gtk_dialog_text(r"C:\new <i>"), r"C:\\new &lt;i&gt;");
-        assert_eq!(qt_text("a<b>\nc"), "<qt>a&lt;b&gt;<br>c</qt>");
+        assert_eq!(zenity_markup(r"C:\new <i>"), r"C:\\new &lt;i&gt;");
+        assert_eq!(zenity_mnemonic(r"C:\new <i> a_b"), r"C:\\new <i> a__b");
         assert_eq!(printable("a\tb\nc\u{0}d"), "a\tb\ncd");
     }
 
