@@ -26,6 +26,10 @@ struct Cli {
     /// defaults (`vigia-agent print-config` shows them).
     #[arg(long, short = 'c', global = true, env = "VIGIA_AGENT_CONFIG")]
     config: Option<PathBuf>,
+    /// The running agent's socket, for `report`, `status` and `reply` (overrides the one
+    /// the config names; `vigia-tray` passes its own on when it asks in the terminal).
+    #[arg(long, global = true, env = "VIGIA_AGENT_SOCKET")]
+    socket: Option<PathBuf>,
     /// Language for messages to the user: es or en (default: from LC_ALL/LANG).
     #[arg(long, global = true)]
     lang: Option<String>,
@@ -100,6 +104,7 @@ where
     };
     let lang = Lang::detect(cli.lang.as_deref());
     init_tracing(matches!(cli.command, Command::Run));
+    let user = (cli.config.clone(), cli.socket.clone());
     let result = match cli.command {
         Command::PrintConfig => print_config(),
         Command::Run => load(cli.config.as_deref()).and_then(run),
@@ -111,7 +116,7 @@ where
             urgency,
             contact,
             wait,
-        } => load(cli.config.as_deref()).and_then(|cfg| {
+        } => load_user(&user).and_then(|cfg| {
             report(
                 &cfg,
                 lang,
@@ -125,11 +130,9 @@ where
                 },
             )
         }),
-        Command::Status { json } => {
-            load(cli.config.as_deref()).and_then(|cfg| status(&cfg, lang, json))
-        }
+        Command::Status { json } => load_user(&user).and_then(|cfg| status(&cfg, lang, json)),
         Command::Reply { incident, text } => {
-            load(cli.config.as_deref()).and_then(|cfg| reply(&cfg, lang, incident, &text))
+            load_user(&user).and_then(|cfg| reply(&cfg, lang, incident, &text))
         }
     };
     match result {
@@ -185,6 +188,16 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         None if Path::new(SYSTEM_CONFIG).exists() => Config::load(Path::new(SYSTEM_CONFIG))?,
         None => Config::defaults()?,
     };
+    Ok(cfg)
+}
+
+/// The config of a user's command (`report`, `status`, `reply`), with `--socket` applied.
+/// `run` never reads `--socket`: where the agent serves is the config's to say.
+fn load_user((config, socket): &(Option<PathBuf>, Option<PathBuf>)) -> anyhow::Result<Config> {
+    let mut cfg = load(config.as_deref())?;
+    if let Some(s) = socket {
+        cfg.socket.clone_from(s);
+    }
     Ok(cfg)
 }
 

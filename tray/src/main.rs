@@ -89,6 +89,9 @@ fn terminal_report(cli: &Cli, lang: Lang) -> ExitCode {
     if let Some(c) = &cli.config {
         args.extend(["--config".into(), c.display().to_string()]);
     }
+    if let Some(s) = &cli.socket {
+        args.extend(["--socket".into(), s.display().to_string()]);
+    }
     let lang = match lang {
         Lang::Es => "es",
         Lang::En => "en",
