@@ -1,10 +1,11 @@
 //! `vigia-tray` on a real (virtual) desktop: Xvfb, a private session D-Bus, zenity, and a
 //! real collector and agent (in this process, on free ports, the agent's readings
-//! replayed from a file). The test is the tray host: it serves the StatusNotifierWatcher
-//! the tray registers with (Debian has one only inside whole panels: xfce4-panel,
-//! plasma-workspace) and an org.freedesktop.Notifications server that records what the
-//! tray announces, clicks the tray's menu over D-Bus the way a panel does, and types
-//! into the windows with xdotool. Screenshots of the windows go to `target/screenshots/`.
+//! replayed from a file). The tray host is XFCE's panel (Debian's `xfce4-panel`: its
+//! notification area is the StatusNotifierWatcher the tray registers with, and shows the
+//! icon by the clock). The test serves an org.freedesktop.Notifications that records what
+//! the tray announces, reads the item and clicks its menu over D-Bus as the panel does,
+//! and types into the windows with xdotool. Screenshots of the screen, panel and window,
+//! go to `target/screenshots/`.
 //!
 //! Without the desktop tools the desktop tests say "skipped", except under CI (`CI`
 //! set), where `.ci/run` installs them and a missing one is a failure. The last test,
@@ -19,14 +20,50 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value as ZValue};
 
 /// How long any single wait may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// What the desktop tests run (Debian: xvfb dbus zenity xdotool imagemagick).
-const TOOLS: [&str; 5] = ["Xvfb", "dbus-daemon", "zenity", "xdotool", "import"];
+/// What the desktop tests run (Debian: xvfb dbus xfce4-panel zenity xdotool imagemagick).
+const TOOLS: [&str; 6] = [
+    "Xvfb",
+    "dbus-daemon",
+    "xfce4-panel",
+    "zenity",
+    "xdotool",
+    "import",
+];
+
+/// The panel: one bar on top, the notification area (systray: it holds the
+/// StatusNotifierWatcher) and the clock at its right end.
+const PANEL_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<channel name="xfce4-panel" version="1.0">
+  <property name="configver" type="int" value="2"/>
+  <property name="panels" type="array">
+    <value type="int" value="1"/>
+    <property name="panel-1" type="empty">
+      <property name="position" type="string" value="p=6;x=0;y=0"/>
+      <property name="length" type="uint" value="100"/>
+      <property name="size" type="uint" value="32"/>
+      <property name="icon-size" type="uint" value="24"/>
+      <property name="plugin-ids" type="array">
+        <value type="int" value="1"/>
+        <value type="int" value="2"/>
+        <value type="int" value="3"/>
+      </property>
+    </property>
+  </property>
+  <property name="plugins" type="empty">
+    <property name="plugin-1" type="string" value="separator">
+      <property name="expand" type="bool" value="true"/>
+      <property name="style" type="uint" value="0"/>
+    </property>
+    <property name="plugin-2" type="string" value="systray"/>
+    <property name="plugin-3" type="string" value="clock"/>
+  </property>
+</channel>
+"#;
 
 fn have(tool: &str) -> bool {
     let path = std::env::var("PATH").unwrap_or_default();
@@ -42,10 +79,10 @@ fn skip_without_desktop() -> bool {
     }
     assert!(
         std::env::var("CI").is_err(),
-        "CI must install {missing:?} (see .ci/run: xvfb dbus zenity xdotool imagemagick)"
+        "CI must install {missing:?} (see .ci/run: xvfb dbus xfce4-panel zenity xdotool imagemagick)"
     );
     eprintln!(
-        "skipped: {missing:?} not installed (apt-get install xvfb dbus zenity xdotool imagemagick)"
+        "skipped: {missing:?} not installed (apt-get install xvfb dbus xfce4-panel zenity xdotool imagemagick)"
     );
     true
 }
@@ -128,16 +165,32 @@ impl Drop for Proc {
     }
 }
 
-/// A private desktop: an X server and a session bus of its own.
+/// A private desktop: an X server, a session bus and XFCE's panel of its own.
 struct Desktop {
     display: String,
     bus: String,
-    _x: Proc,
+    /// The panel's settings (`XDG_CONFIG_HOME` of the panel and of xfconfd).
+    config: tempfile::TempDir,
+    // Dropped in this order: the panel before its settings daemon, the bus, the display.
+    _panel: Option<Proc>,
+    _xfconf: Option<Proc>,
     _dbus: Proc,
+    _x: Proc,
+}
+
+/// Whether `name` has an owner on the bus.
+async fn owned(conn: &zbus::Connection, name: &'static str) -> bool {
+    let Ok(bus) = zbus::fdo::DBusProxy::new(conn).await else {
+        return false;
+    };
+    let Ok(name) = zbus::names::BusName::try_from(name) else {
+        return false;
+    };
+    bus.name_has_owner(name).await.unwrap_or(false)
 }
 
 impl Desktop {
-    fn start() -> Desktop {
+    async fn start() -> Desktop {
         // -displayfd: Xvfb picks a free display itself and prints it once it accepts clients.
         let mut x = Command::new("Xvfb");
         x.args([
@@ -153,12 +206,60 @@ impl Desktop {
         let mut d = Command::new("dbus-daemon");
         d.args(["--session", "--nofork", "--print-address=1"]);
         let (dbus, addr) = Proc::spawn("dbus-daemon", d, true);
-        Desktop {
+        let config = tempfile::Builder::new()
+            .prefix("vigia-tray-panel-")
+            .tempdir()
+            .unwrap();
+        let channel = config.path().join("xfce4/xfconf/xfce-perchannel-xml");
+        std::fs::create_dir_all(&channel).unwrap();
+        std::fs::write(channel.join("xfce4-panel.xml"), PANEL_XML).unwrap();
+        let mut desktop = Desktop {
             display: format!(":{}", n.unwrap()),
             bus: addr.unwrap(),
-            _x: x,
+            config,
+            _panel: None,
+            _xfconf: None,
             _dbus: dbus,
-        }
+            _x: x,
+        };
+        desktop.start_panel().await;
+        desktop
+    }
+
+    /// XFCE's settings daemon (started here, not by the bus, so that it reads this
+    /// desktop's settings and stops with it), then the panel.
+    async fn start_panel(&mut self) {
+        let conn = zbus::connection::Builder::address(self.bus.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let service = std::fs::read_to_string("/usr/share/dbus-1/services/org.xfce.Xfconf.service")
+            .expect("xfconf (a dependency of xfce4-panel)");
+        let xfconfd = service
+            .lines()
+            .find_map(|l| l.strip_prefix("Exec="))
+            .expect("Exec= in org.xfce.Xfconf.service")
+            .trim()
+            .to_owned();
+        let mut c = self.command(&xfconfd, "C.UTF-8");
+        c.env("XDG_CONFIG_HOME", self.config.path());
+        self._xfconf = Some(Proc::spawn("xfconfd", c, false).0);
+        poll("xfconfd on the bus", || async {
+            owned(&conn, "org.xfce.Xfconf").await.then_some(())
+        })
+        .await;
+        let mut c = self.command("xfce4-panel", "C.UTF-8");
+        // No window manager here: the panel would wait for one first.
+        c.arg("--disable-wm-check")
+            .env("XDG_CONFIG_HOME", self.config.path());
+        self._panel = Some(Proc::spawn("xfce4-panel", c, false).0);
+        poll("the panel's StatusNotifierWatcher", || async {
+            owned(&conn, "org.kde.StatusNotifierWatcher")
+                .await
+                .then_some(())
+        })
+        .await;
     }
 
     /// A command run on this desktop (its display and bus, a UTF-8 locale in `lang`).
@@ -194,19 +295,35 @@ impl Desktop {
     }
 
     async fn window(&self, title: &str) -> String {
+        self.window_other_than(title, "").await
+    }
+
+    /// A window titled `title` that is not `old` (the next one, once `old` is closed).
+    async fn window_other_than(&self, title: &str, old: &str) -> String {
         poll(&format!("a window titled {title:?}"), || async {
-            self.windows(title).await.into_iter().next()
+            self.windows(title).await.into_iter().find(|w| w != old)
         })
         .await
     }
 
-    /// Saves the window `win` as `target/screenshots/{name}.png` (ImageMagick's `import`).
-    async fn screenshot(&self, name: &str, win: &str) -> PathBuf {
+    /// Presses Return in `win` (its default button) and waits until it is gone.
+    async fn close(&self, win: &str, title: &str) {
+        self.xdotool(&["windowfocus", "--sync", win]).await;
+        self.xdotool(&["key", "Return"]).await;
+        poll(&format!("the window {title:?} to close"), || async {
+            (!self.windows(title).await.iter().any(|w| w == win)).then_some(())
+        })
+        .await;
+    }
+
+    /// Saves the screen (the panel with the icon, and the window) as
+    /// `target/screenshots/{name}.png` (ImageMagick's `import`).
+    async fn screenshot(&self, name: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
         let out = tokio::process::Command::from(self.command("import", "C.UTF-8"))
-            .args(["-window", win, &format!("png:{}", path.display())])
+            .args(["-window", "root", &format!("png:{}", path.display())])
             .output()
             .await
             .unwrap();
@@ -215,60 +332,11 @@ impl Desktop {
             "import: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // A window's worth of pixels, not an empty or one-colour file.
+        // A screen's worth of pixels, not an empty or one-colour file.
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size > 2000, "{} is {size} bytes", path.display());
         path
     }
-}
-
-/// The StatusNotifierWatcher the tray registers with: the test plays the panel.
-#[derive(Default, Clone)]
-struct Watcher {
-    /// (service the item gave, its sender's unique name).
-    items: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-#[zbus::interface(name = "org.kde.StatusNotifierWatcher")]
-impl Watcher {
-    async fn register_status_notifier_item(
-        &self,
-        service: String,
-        #[zbus(header)] header: zbus::message::Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) {
-        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        self.items.lock().unwrap().push((service.clone(), sender));
-        let _ = Self::status_notifier_item_registered(&emitter, &service).await;
-    }
-
-    fn register_status_notifier_host(&self, _service: String) {}
-
-    #[zbus(property)]
-    fn registered_status_notifier_items(&self) -> Vec<String> {
-        self.items
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(s, _)| s.clone())
-            .collect()
-    }
-
-    #[zbus(property)]
-    fn is_status_notifier_host_registered(&self) -> bool {
-        true
-    }
-
-    #[zbus(property)]
-    fn protocol_version(&self) -> i32 {
-        0
-    }
-
-    #[zbus(signal)]
-    async fn status_notifier_item_registered(
-        emitter: &SignalEmitter<'_>,
-        service: &str,
-    ) -> zbus::Result<()>;
 }
 
 /// One notification as the server received it.
@@ -564,6 +632,27 @@ impl Item {
     }
 }
 
+/// The items the panel's StatusNotifierWatcher holds.
+async fn registered(conn: &zbus::Connection) -> Vec<String> {
+    let Ok(reply) = conn
+        .call_method(
+            Some("org.kde.StatusNotifierWatcher"),
+            "/StatusNotifierWatcher",
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &(
+                "org.kde.StatusNotifierWatcher",
+                "RegisteredStatusNotifierItems",
+            ),
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    let v: OwnedValue = reply.body().deserialize().unwrap();
+    Vec::<String>::try_from(v).unwrap_or_default()
+}
+
 /// The desktop, the world, the test's bus services and the running tray.
 struct Session {
     desktop: Desktop,
@@ -575,17 +664,12 @@ struct Session {
 
 impl Session {
     async fn start(lang: &str) -> Session {
-        let desktop = Desktop::start();
+        let desktop = Desktop::start().await;
         let world = World::start().await;
         let notes = Notifications::default();
-        let watcher = Watcher::default();
         let conn = zbus::connection::Builder::address(desktop.bus.as_str())
             .unwrap()
-            .name("org.kde.StatusNotifierWatcher")
-            .unwrap()
             .name("org.freedesktop.Notifications")
-            .unwrap()
-            .serve_at("/StatusNotifierWatcher", watcher.clone())
             .unwrap()
             .serve_at("/org/freedesktop/Notifications", notes.clone())
             .unwrap()
@@ -598,14 +682,16 @@ impl Session {
             .env("RUST_LOG", "info");
         let (tray, _) = Proc::spawn("vigia-tray", cmd, false);
         let pid = tray.child.id();
-        let (service, sender) = poll("the tray to register with the watcher", || async {
-            watcher.items.lock().unwrap().first().cloned()
+        let items = poll("the tray to register with the panel", || async {
+            let items = registered(&conn).await;
+            (!items.is_empty()).then_some(items)
         })
         .await;
         // ksni names the item after its process: this is our tray, not some other one.
+        let service = items[0].split('/').next().unwrap().to_owned();
         assert!(
             service.starts_with(&format!("org.kde.StatusNotifierItem-{pid}-")),
-            "{service} registered by {sender}"
+            "{items:?}"
         );
         let item = Item { conn, service };
         Session {
@@ -651,12 +737,23 @@ impl Session {
         }
         d.xdotool(&["key", "Tab"]).await;
         d.xdotool(&["type", "--delay", "2", contact]).await;
-        d.screenshot(shot, &win).await;
+        d.screenshot(shot).await;
         // Tab past Cancel to OK.
         d.xdotool(&["key", "Tab", "Tab", "Return"]).await;
     }
 
-    async fn stop(self) {
+    /// Stops the tray as the session's end does (SIGTERM): it must exit cleanly.
+    async fn stop(mut self) {
+        let pid = self.tray.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let child = &mut self.tray.child;
+        let status = poll("the tray to stop on SIGTERM", || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await;
+        assert!(status.success(), "{status}\n{}", self.tray.output());
         drop(self.tray);
         self.world.stop().await;
     }
@@ -707,7 +804,7 @@ async fn the_tray_shows_the_state_reports_a_problem_and_announces_a_question() {
     let win = s.desktop.window("^Vig.*: incident [0-9]+$").await;
     let title = s.desktop.xdotool(&["getwindowname", &win]).await;
     let number: u64 = title.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    s.desktop.screenshot("tray-report-number-en", &win).await;
+    s.desktop.screenshot("tray-report-number-en").await;
     let (code, incident) = api(&s.world, "GET", &format!("/api/incidents/{number}"), None).await;
     assert_eq!(code, 200, "{incident}");
     let text = incident.to_string();
@@ -726,8 +823,7 @@ async fn the_tray_shows_the_state_reports_a_problem_and_announces_a_question() {
         text.contains(&format!("\"{}\"", me.trim())),
         "reporter {me} not in {incident}"
     );
-    s.desktop.xdotool(&["windowfocus", "--sync", &win]).await;
-    s.desktop.xdotool(&["key", "Return"]).await;
+    s.desktop.close(&win, "^Vig.*: incident [0-9]+$").await;
 
     // IT asks a question, with markup in it: announced, escaped, and the icon changes.
     let question = "Which <b>tray</b> & which paper_size? C:\\new";
@@ -760,12 +856,17 @@ async fn the_tray_shows_the_state_reports_a_problem_and_announces_a_question() {
     // Answer it from the menu: the answer reaches the incident.
     s.item.click("Answer IT's question…").await;
     let win = s.desktop.window("^Vig.*: answer IT$").await;
-    s.desktop.screenshot("tray-question-en", &win).await;
+    s.desktop.screenshot("tray-question-en").await;
     s.desktop.xdotool(&["windowfocus", "--sync", &win]).await;
     s.desktop
         .xdotool(&["type", "--delay", "2", "The upper tray, A4"])
         .await;
     s.desktop.xdotool(&["key", "Return"]).await;
+    // The entry closes and the same title says the answer was sent.
+    let sent = s
+        .desktop
+        .window_other_than("^Vig.*: answer IT$", &win)
+        .await;
     let answered = poll("the answer at the collector", || async {
         let (_, v) = api(&s.world, "GET", &format!("/api/incidents/{number}"), None).await;
         v.to_string().contains("The upper tray, A4").then_some(v)
@@ -774,6 +875,7 @@ async fn the_tray_shows_the_state_reports_a_problem_and_announces_a_question() {
     assert!(answered.to_string().contains("The upper tray, A4"));
     // Back to the fault: the question is answered.
     s.icon_becomes("dialog-warning").await;
+    s.desktop.close(&sent, "^Vig.*: answer IT$").await;
     s.stop().await;
 }
 
@@ -806,7 +908,7 @@ async fn the_report_window_speaks_spanish() {
     let win = s.desktop.window("^Vig.*: incidente [0-9]+$").await;
     let title = s.desktop.xdotool(&["getwindowname", &win]).await;
     let number: u64 = title.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    s.desktop.screenshot("tray-report-number-es", &win).await;
+    s.desktop.screenshot("tray-report-number-es").await;
     let (code, incident) = api(&s.world, "GET", &format!("/api/incidents/{number}"), None).await;
     assert_eq!(code, 200, "{incident}");
     let text = incident.to_string();
@@ -815,6 +917,7 @@ async fn the_report_window_speaks_spanish() {
         "{incident}"
     );
     assert!(text.contains("critical"), "the urgency chosen: {incident}");
+    s.desktop.close(&win, "^Vig.*: incidente [0-9]+$").await;
     s.stop().await;
 }
 
