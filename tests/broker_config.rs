@@ -481,6 +481,14 @@ async fn a_fleet_enrolled_from_a_csv_reaches_only_its_own_topics() {
     };
     assert_eq!(mode(&d.join("vigia.passwd")), 0o640);
     assert_eq!(mode(&d.join("configs")), 0o700);
+    let index = std::fs::read_to_string(d.join("configs/index.csv")).unwrap();
+    assert_eq!(index.lines().count(), N + 1);
+    assert!(
+        index
+            .lines()
+            .any(|l| l == "ws-0007.example.org,ws-0007,medellin,user7,ws-0007.toml"),
+        "{index}"
+    );
     for id in &ids {
         let text = std::fs::read_to_string(d.join(format!("configs/{id}.toml"))).unwrap();
         let pw = text

@@ -625,7 +625,9 @@ fn stage_and_commit(
         .create(staging)
         .map_err(io("cannot create", staging))?;
     let mut accounts = Vec::with_capacity(rows.len());
-    let mut index = String::from("id,hostname,site,owner,config\n");
+    // Host name first: tools look a host's file up by the first column (Ansible's
+    // csvfile lookup).
+    let mut index = String::from("hostname,id,site,owner,config\n");
     for r in rows {
         let password = crate::auth::secret::random_token()?;
         let file = format!("{}.toml", r.id);
@@ -636,8 +638,8 @@ fn stage_and_commit(
         )?;
         index.push_str(&format!(
             "{},{},{},{},{file}\n",
-            r.id,
             csv_cell(&r.hostname),
+            r.id,
             csv_cell(&r.site),
             csv_cell(&r.owner)
         ));
