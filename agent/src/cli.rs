@@ -160,7 +160,8 @@ fn error_text(e: &anyhow::Error) -> String {
 
 /// Logs to stderr, filtered by `VIGIA_LOG` or `RUST_LOG` (`info`, `warn,vigia_agent=debug`:
 /// levels per target, without `EnvFilter`'s span and regex syntax, whose regex engine
-/// would add half a megabyte to the agent binary).
+/// would add half a megabyte to the agent binary). Under a systemd unit whose stderr is
+/// the journal, to the journal instead, each field a field of the entry.
 fn init_tracing(run: bool) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
@@ -171,10 +172,16 @@ fn init_tracing(run: bool) {
         .find_map(|var| std::env::var(var).ok())
         .and_then(|spec| spec.parse::<Targets>().ok());
     let filter = from_env.unwrap_or_else(|| default.parse().unwrap_or_default());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let journal = vigia_protocol::journal::stderr_is_journal()
+        .then(|| vigia_protocol::journal::JournalLayer::new("vigia-agent").ok())
+        .flatten();
+    let fmt = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
     let _ = tracing_subscriber::registry()
+        .with(journal)
         .with(fmt)
         .with(filter)
         .try_init();

@@ -19,6 +19,8 @@ mod codec;
 mod device;
 #[cfg(feature = "std")]
 pub mod disk;
+#[cfg(all(feature = "std", unix))]
+pub mod journal;
 #[cfg(feature = "std")]
 mod paths;
 mod payload;

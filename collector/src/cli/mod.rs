@@ -516,13 +516,24 @@ where
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::LOG_FILTER));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // Under a unit whose stderr is the journal, entries with structured fields
+    // (`journalctl -u vigia-collector DEVICE=ws-0042`); else text on stderr, coloured only
+    // on a terminal.
+    let journal = vigia_protocol::journal::stderr_is_journal()
+        .then(|| vigia_protocol::journal::JournalLayer::new("vigia-collector").ok())
+        .flatten();
+    let fmt = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
     // The all-in-one binary may have set one up already; that one wins.
-    // Colour only on a terminal: under systemd stderr goes to the journal, where escape
-    // codes would be noise in `journalctl -u vigia-collector`.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let _ = tracing_subscriber::registry()
+        .with(journal)
+        .with(fmt)
+        .with(filter)
         .try_init();
 }
 
