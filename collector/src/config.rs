@@ -42,6 +42,8 @@ pub struct Config {
     pub workflow: WorkflowConfig,
     /// The client commands (`incidents`, `user`, `export`...).
     pub cli: CliConfig,
+    /// Notifications for people: the mail relay, webhooks, and who gets what.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// `[store]`: the embedded store (sled) in `data_dir`.
@@ -215,6 +217,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             workflow: WorkflowConfig::default(),
             cli: CliConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -382,6 +385,8 @@ pub struct Settings {
     pub web: WebSettings,
     /// The validated workflow policy and triage rules.
     pub policy: Policy,
+    /// Notification channels and routes (checked).
+    pub notify: Arc<crate::notify::NotifyConfig>,
 }
 
 impl Config {
@@ -425,6 +430,14 @@ impl Config {
         .flatten()
         {
             fix(p);
+        }
+        if let Some(e) = &mut self.notify.email {
+            fix(&mut e.ca_file);
+        }
+        for w in &mut self.notify.webhook {
+            if let Some(p) = &mut w.ca_file {
+                fix(p);
+            }
         }
     }
 
@@ -534,8 +547,24 @@ impl Config {
         };
         let policy = Policy::new(self.workflow.policy_config(), rules, "config")
             .map_err(|e| invalid("workflow", e.to_string()))?;
+        crate::notify::validate(&self.notify).map_err(|(field, reason)| invalid(field, reason))?;
+        if let Some(e) = &self.notify.email {
+            crate::notify::channel::Mailer::new(e)
+                .map_err(|reason| invalid("notify.email.ca_file", reason))?;
+        }
+        for w in &self.notify.webhook {
+            if let Some(p) = &w.ca_file {
+                std::fs::read(p).map_err(|e| {
+                    invalid(
+                        "notify.webhook.ca_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+            }
+        }
         Ok(Settings {
             policy,
+            notify: Arc::new(self.notify.clone()),
             data_dir: self.data_dir.clone(),
             store: StoreOptions {
                 cache_bytes: self.store.cache_mb * 1024 * 1024,

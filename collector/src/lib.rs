@@ -25,6 +25,7 @@ pub mod enroll;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod run;
 pub mod store;

@@ -81,6 +81,7 @@ pub struct Downlink {
     client: AsyncClient,
     topics: Topics,
     queued: Arc<Notify>,
+    notifications: Arc<Notify>,
 }
 
 impl Downlink {
@@ -90,7 +91,14 @@ impl Downlink {
             client,
             topics,
             queued: Arc::new(Notify::new()),
+            notifications: Arc::new(Notify::new()),
         }
+    }
+
+    /// What wakes the notification sender (`notify::sender::NotifySender`) when a stored
+    /// change queued notifications for people.
+    pub fn notifications(&self) -> Arc<Notify> {
+        self.notifications.clone()
     }
 
     /// Tells the [`CommandSender`] that a change queued commands.
@@ -134,8 +142,9 @@ impl Downlink {
 
 /// Sends what stored decisions emit: notifications (logged and put on the feed), each
 /// changed incident on the feed (`opened` says the decision opened its incident), and a
-/// nudge to the [`CommandSender`] for the device commands the store queued with them.
-/// Call only after the store is flushed.
+/// nudge to the [`CommandSender`] for the device commands and to the notification sender
+/// for the mails and webhooks the store queued with them. Call only after the store is
+/// flushed.
 pub fn deliver(
     decisions: &[(Decision, bool)],
     downlink: &Downlink,
@@ -153,6 +162,7 @@ pub fn deliver(
                 }
             }
         }
+        downlink.notifications.notify_one();
         let inc = &d.incident;
         feed.publish(FeedEvent::Incident {
             opened: *opened,

@@ -102,6 +102,7 @@ pub struct Running {
     timers: Timers,
     timer_task: JoinHandle<()>,
     sender_task: JoinHandle<()>,
+    notify_task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -221,6 +222,13 @@ pub async fn start_with_clock(
         clock: clock.clone(),
     }
     .spawn(stop_rx.clone());
+    let notify_task = crate::notify::sender::NotifySender {
+        store: store.clone(),
+        config: settings.notify.clone(),
+        clock: clock.clone(),
+        wake: ingest.downlink().notifications(),
+    }
+    .spawn(stop_rx.clone());
     let state = HttpState {
         store: store.clone(),
         metrics,
@@ -237,6 +245,7 @@ pub async fn start_with_clock(
         )),
         web: Arc::new(settings.web.clone()),
         data_dir: dir.clone(),
+        notify: settings.notify.clone(),
     };
     let mut api_stop = stop_rx;
     let api = tokio::spawn(http::serve(listener, state, async move {
@@ -256,6 +265,7 @@ pub async fn start_with_clock(
         timers,
         timer_task,
         sender_task,
+        notify_task,
     })
 }
 
@@ -281,6 +291,9 @@ impl Running {
         }
         if let Err(e) = self.sender_task.await {
             warn!(error = %e, "command sender ended abnormally");
+        }
+        if let Err(e) = self.notify_task.await {
+            warn!(error = %e, "notification sender ended abnormally");
         }
         self.ingest.shutdown().await;
         let api = self

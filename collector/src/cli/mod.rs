@@ -124,6 +124,25 @@ enum Command {
         #[command(subcommand)]
         cmd: DeviceCmd,
     },
+    /// Notifications (admin): send a test through a channel of [notify].
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCmd {
+    /// Send a test message now, by email to an address or to a configured webhook, and
+    /// say whether the relay or the webhook took it.
+    Test {
+        /// An email address to send the test to.
+        #[arg(long, conflicts_with = "webhook", required_unless_present = "webhook")]
+        email: Option<String>,
+        /// The name of a [[notify.webhook]] to post the test to.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -603,6 +622,22 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::User { cmd } => users::run(&api_client(&cli)?, cmd),
         Command::Token { cmd } => users::tokens(&api_client(&cli)?, cmd),
         Command::Device { cmd } => device(&cli, cmd),
+        Command::Notify {
+            cmd: NotifyCmd::Test { email, webhook },
+        } => {
+            let api = api_client(&cli)?;
+            let (channel, to) = match (email, webhook) {
+                (Some(e), _) => ("email", e.clone()),
+                (None, Some(w)) => ("webhook", w.clone()),
+                (None, None) => anyhow::bail!("give --email ADDRESS or --webhook NAME"),
+            };
+            api.post(
+                "/api/notify/test",
+                &serde_json::json!({"channel": channel, "to": to}),
+            )?;
+            println!("test sent to {to} ({channel})");
+            Ok(())
+        }
         Command::Devices { json } => {
             let api = api_client(&cli)?;
             let v = api.get("/api/devices")?;

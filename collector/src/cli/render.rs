@@ -239,6 +239,38 @@ pub(super) fn incident_text(v: &Value) -> String {
             n["text"].as_str().unwrap_or("")
         ));
     }
+    let sent: Vec<_> = v["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    if !sent.is_empty() {
+        out.push_str("notifications:\n");
+    }
+    for n in sent {
+        for d in n["deliveries"].as_array().into_iter().flatten() {
+            let state = d["state"].as_str().unwrap_or("-");
+            let at = if state == "pending" {
+                format!("next try {}", when(&d["next_at"]))
+            } else {
+                when(&d["done_at"])
+            };
+            out.push_str(&format!(
+                "  {}  {:<16} {:<8} {:<30} {:<8} {} attempt(s)  {}\n",
+                when(&n["at"]),
+                n["event"].as_str().unwrap_or("-"),
+                d["channel"].as_str().unwrap_or("-"),
+                clip(d["to"].as_str().unwrap_or("-"), 30),
+                state,
+                d["attempts"],
+                if d["error"].is_string() {
+                    format!("{at}: {}", d["error"].as_str().unwrap_or(""))
+                } else {
+                    at
+                }
+            ));
+        }
+    }
     out
 }
 

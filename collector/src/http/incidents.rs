@@ -357,6 +357,9 @@ pub struct IncidentDetail {
     /// What the caller may do now (their role, the incident's state), with each action's
     /// fields: the console draws its buttons from this.
     pub allowed: Vec<&'static ActionSpec>,
+    /// What was sent to whom about it and when, or is still being tried (staff only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::NotifyEntry>,
 }
 
 impl IncidentDetail {
@@ -392,6 +395,7 @@ impl IncidentDetail {
             updated_at: s.updated_at,
             next_deadline: s.next_deadline,
             incident,
+            notifications: Vec::new(),
         }
     }
 }
@@ -415,13 +419,11 @@ fn detail(st: &HttpState, caller: &Caller, n: u64) -> Result<IncidentDetail, Api
         .device(&inc.device)?
         .as_ref()
         .map(DeviceSummary::from);
-    Ok(IncidentDetail::for_caller(
-        inc,
-        &st.policy,
-        Some(caller),
-        st.clock.now(),
-        device,
-    ))
+    let mut d = IncidentDetail::for_caller(inc, &st.policy, Some(caller), st.clock.now(), device);
+    if caller.reads_all() {
+        d.notifications = st.store.notifications_of(n)?;
+    }
+    Ok(d)
 }
 
 pub(super) async fn show(

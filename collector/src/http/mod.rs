@@ -119,6 +119,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/devices/{id}", get(devices::show))
         .route("/api/devices/{id}/events", get(devices::events))
         .route("/api/feed", get(feed::stream))
+        .route("/api/notify/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -185,4 +186,33 @@ async fn metrics(State(st): State<HttpState>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
+}
+
+/// `POST /api/notify/test` `{"channel": "email", "to": "it@example.org"}` or
+/// `{"channel": "webhook", "to": "chat"}` (admins): sends a test message now, outside the
+/// outbox, and says whether the relay or the webhook took it.
+async fn notify_test(
+    axum::extract::State(st): axum::extract::State<HttpState>,
+    a: auth::Authed,
+    axum::Json(req): axum::Json<NotifyTest>,
+) -> Result<axum::Json<serde_json::Value>, state::ApiError> {
+    a.caller.may_admin()?;
+    tracing::info!(by = %a.caller.account.login, channel = ?req.channel, to = %req.to,
+        "notification test requested");
+    match crate::notify::sender::send_test(st.notify.clone(), req.channel, req.to.clone()).await {
+        Ok(()) => Ok(axum::Json(serde_json::json!({"sent": true, "to": req.to}))),
+        Err(e) => Err(state::ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "not_delivered",
+            format!("the test to {} was not delivered: {e}", req.to),
+        )),
+    }
+}
+
+/// The body of `POST /api/notify/test`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyTest {
+    channel: crate::notify::Channel,
+    to: String,
 }

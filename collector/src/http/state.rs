@@ -43,6 +43,8 @@ pub struct HttpState {
     pub web: Arc<WebSettings>,
     /// The data directory (the first admin's password file lives there).
     pub data_dir: PathBuf,
+    /// Notification channels (for "send a test").
+    pub notify: Arc<crate::notify::NotifyConfig>,
 }
 
 /// An API error: a status, a stable code for scripts, and a message for people, as JSON

@@ -45,12 +45,14 @@ use vigia_protocol::{Birth, DeviceId, Event, EventBody, Millis, Status};
 use super::keys::{
     audit_key, count_key, event_key, event_prefix, fault_key_bytes, idx_number, index_keys,
     priority_byte, state_byte, tail_number, timer_key, u64_of, LAYOUT, NEXT_CMD, NEXT_INCIDENT,
+    NEXT_NOTIFY,
 };
 use super::{
     device_context, DeviceRecord, EventOutcome, IncidentFilter, OutboxEntry, StateFilter,
     StatusOutcome, Store, StoreError, StoredEvent,
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
+use crate::notify::NotifyEntry;
 use crate::workflow::{
     self, AuditRecord, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input,
     Period, Person, Plan, Policy, Related, State,
@@ -106,6 +108,8 @@ struct Handles {
     sessions: sled::Tree,
     tokens: sled::Tree,
     outbox: sled::Tree,
+    notify: sled::Tree,
+    notify_log: sled::Tree,
 }
 
 /// The embedded store: the open database, and what it takes to open it again after an
@@ -156,6 +160,7 @@ struct Trees<'a> {
     meta: &'a TransactionalTree,
     devices: &'a TransactionalTree,
     outbox: &'a TransactionalTree,
+    notify: &'a TransactionalTree,
 }
 
 /// An incident's head: the incident without its audit trail, as the `incidents` tree
@@ -204,9 +209,26 @@ impl Trees<'_> {
     }
 
     /// Writes an incident with its summary, index entries, timer and counts.
-    /// Puts every device command of `d` in the outbox, numbered, in this transaction: a
-    /// command exists exactly when the change that causes it does.
-    fn enqueue(&self, d: &Decision, now: Millis) -> TxResult<()> {
+    /// Puts every device command of `d` in the outbox, and every notification for people
+    /// it calls for in the notification outbox, numbered, in this transaction: a command
+    /// or a notification exists exactly when the change that causes it does.
+    fn enqueue(&self, d: &Decision, now: Millis, policy: &Policy) -> TxResult<()> {
+        let mut next = match self.meta.get(NEXT_NOTIFY)? {
+            Some(b) => u64_of("notification counter", &b).map_err(abort)?,
+            None => 1,
+        };
+        let first = next;
+        let entries = crate::notify::entries_of(d, policy, now, &mut || {
+            next += 1;
+            next - 1
+        });
+        if next != first {
+            self.meta.insert(NEXT_NOTIFY, &next.to_be_bytes())?;
+        }
+        for e in &entries {
+            self.notify
+                .insert(&e.id.to_be_bytes(), enc("notification", e).map_err(abort)?)?;
+        }
         for m in &d.messages {
             let workflow::Outgoing::Device { device, body } = m else {
                 continue;
@@ -353,12 +375,12 @@ impl Trees<'_> {
             Plan::Open(d) => {
                 self.take_number(next)?;
                 self.save(&d.incident, &d.records, policy)?;
-                self.enqueue(&d, now)?;
+                self.enqueue(&d, now, policy)?;
                 out.decision = Some((d, true));
             }
             Plan::Update(d) => {
                 self.save(&d.incident, &d.records, policy)?;
-                self.enqueue(&d, now)?;
+                self.enqueue(&d, now, policy)?;
                 out.decision = Some((d, false));
             }
             Plan::Refused(e) => out.refused = Some(e),
@@ -428,6 +450,8 @@ impl Handles {
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
             outbox: db.open_tree("outbox")?,
+            notify: db.open_tree("notify")?,
+            notify_log: db.open_tree("notify_log")?,
             db,
         };
         h.migrate()?;
@@ -497,6 +521,7 @@ impl Handles {
             &self.meta,
             &self.devices,
             &self.outbox,
+            &self.notify,
         )
             .transaction(
                 |(
@@ -510,6 +535,7 @@ impl Handles {
                     meta,
                     devices,
                     outbox,
+                    notify,
                 )| {
                     f(&Trees {
                         events,
@@ -522,6 +548,7 @@ impl Handles {
                         meta,
                         devices,
                         outbox,
+                        notify,
                     })
                 },
             )
@@ -680,7 +707,7 @@ impl Handles {
             let d = workflow::apply(&inc, &input, now, policy)
                 .map_err(|e| abort(StoreError::Workflow(e)))?;
             tx.save(&d.incident, &d.records, policy)?;
-            tx.enqueue(&d, now)?;
+            tx.enqueue(&d, now, policy)?;
             Ok(d)
         })?;
         // A person's change returns the whole incident, trail included (the API shows it
@@ -718,7 +745,7 @@ impl Handles {
                 match workflow::tick(&inc, now, policy) {
                     Some(d) => {
                         tx.save(&d.incident, &d.records, policy)?;
-                        tx.enqueue(&d, now)?;
+                        tx.enqueue(&d, now, policy)?;
                         Ok(Some(d))
                     }
                     None => {
@@ -1081,6 +1108,62 @@ impl Handles {
         }
         Ok(n)
     }
+
+    fn notify_due(&self, now: Millis, max: usize) -> Result<Vec<NotifyEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.notify.iter() {
+            let (_, v) = kv?;
+            let e: NotifyEntry = dec("notification", &v)?;
+            if e.next_due().is_some_and(|at| at <= now) {
+                out.push(e);
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn notify_put(&self, e: &NotifyEntry) -> Result<(), StoreError> {
+        let key = e.id.to_be_bytes();
+        let bytes = enc("notification", e)?;
+        if e.finished() {
+            // Kept with its incident for the record, out of the queue the sender scans.
+            let mut log_key = e.incident.to_be_bytes().to_vec();
+            log_key.extend_from_slice(&key);
+            (&self.notify, &self.notify_log)
+                .transaction(|(q, log)| {
+                    q.remove(&key)?;
+                    log.insert(log_key.as_slice(), bytes.as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        } else {
+            self.notify.insert(key, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn notifications_of(&self, incident: IncidentNo) -> Result<Vec<NotifyEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.notify_log.scan_prefix(incident.to_be_bytes()) {
+            let (_, v) = kv?;
+            out.push(dec("notification", &v)?);
+        }
+        for kv in self.notify.iter() {
+            let (_, v) = kv?;
+            let e: NotifyEntry = dec("notification", &v)?;
+            if e.incident == incident {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e: &NotifyEntry| e.id);
+        Ok(out)
+    }
+
+    fn notify_len(&self) -> usize {
+        self.notify.len()
+    }
 }
 
 impl SledStore {
@@ -1315,6 +1398,22 @@ impl Store for SledStore {
         self.with(|h| h.outbox_retry(device, now))
     }
 
+    fn notify_due(&self, now: Millis, max: usize) -> Result<Vec<NotifyEntry>, StoreError> {
+        self.with(|h| h.notify_due(now, max))
+    }
+
+    fn notify_put(&self, entry: &NotifyEntry) -> Result<(), StoreError> {
+        self.with(|h| h.notify_put(entry))
+    }
+
+    fn notifications_of(&self, incident: IncidentNo) -> Result<Vec<NotifyEntry>, StoreError> {
+        self.with(|h| h.notifications_of(incident))
+    }
+
+    fn notify_len(&self) -> usize {
+        self.read().as_ref().map_or(0, |h| h.notify_len())
+    }
+
     fn recover(&self) -> Result<bool, StoreError> {
         use std::sync::atomic::Ordering;
         if !self.failed.load(Ordering::SeqCst) {
@@ -1515,6 +1614,53 @@ mod tests {
             })
             .unwrap();
         assert_eq!(numbers(&closed), vec![1]);
+    }
+
+    #[test]
+    fn a_change_and_its_notifications_are_stored_together_and_kept_once_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let p = Policy::default();
+        s.record_event(&report("a", 1, "ext 5"), T0, &p).unwrap();
+        s.record_event(&report("a", 1, "ext 5"), T0 + 1, &p)
+            .unwrap();
+        let due = s.notify_due(T0, 10).unwrap();
+        assert_eq!(
+            due.len(),
+            1,
+            "one opening, the duplicate adds nothing: {due:?}"
+        );
+        let mut e = due[0].clone();
+        assert_eq!(
+            (e.event, e.incident, e.routed),
+            (crate::notify::NotifyEvent::Opened, 1, false)
+        );
+        assert!(
+            s.notify_due(T0 - 1, 10).unwrap().is_empty(),
+            "not due before its change"
+        );
+        // Routed to one recipient, failed once: still queued, due at its retry.
+        e.routed = true;
+        e.deliveries = vec![crate::notify::Delivery {
+            channel: crate::notify::Channel::Email,
+            to: "it@example.org".into(),
+            lang: crate::notify::Lang::Es,
+            state: crate::notify::DeliveryState::Pending,
+            attempts: 1,
+            next_at: T0 + 500,
+            done_at: None,
+            error: Some("421 busy".into()),
+        }];
+        s.notify_put(&e).unwrap();
+        assert!(s.notify_due(T0 + 499, 10).unwrap().is_empty());
+        assert_eq!(s.notify_due(T0 + 500, 10).unwrap().len(), 1);
+        // Sent: out of the queue, still shown with its incident.
+        e.deliveries[0].state = crate::notify::DeliveryState::Sent;
+        s.notify_put(&e).unwrap();
+        assert!(s.notify_due(u64::MAX, 10).unwrap().is_empty());
+        assert_eq!(s.notify_len(), 0);
+        assert_eq!(s.notifications_of(1).unwrap(), vec![e]);
+        assert!(s.notifications_of(2).unwrap().is_empty());
     }
 
     #[test]

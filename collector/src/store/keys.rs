@@ -13,6 +13,8 @@ use crate::workflow::{IncidentSummary, Priority, State};
 pub(super) const NEXT_INCIDENT: &[u8] = b"next_incident";
 /// `meta` key of the next device command id.
 pub(super) const NEXT_CMD: &[u8] = b"next_cmd";
+/// `meta` key of the next notification id.
+pub(super) const NEXT_NOTIFY: &[u8] = b"next_notify";
 /// `meta` key of the record layout the store is written in (absent: layout 1).
 pub(super) const LAYOUT: &[u8] = b"layout";
 const COUNT_PREFIX: &str = "count/";

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::{Birth, CmdBody, DeviceId, Dropped, Event, Millis, Severity, Status};
 
 use crate::auth::{Account, SessionRecord, TokenRecord};
+use crate::notify::NotifyEntry;
 use crate::workflow::{
     Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo, IncidentSummary, Level,
     Period, Person, Policy, Priority, State, WorkflowError,
@@ -204,6 +205,23 @@ pub trait Store: Send + Sync + 'static {
     /// The device came online: its queued commands are due at `now` (it may have missed
     /// them while away). Returns how many.
     fn outbox_retry(&self, device: &DeviceId, now: Millis) -> Result<usize, StoreError>;
+
+    // The notification outbox: written in the transaction of the change that causes
+    // them, delivered by `notify::sender::NotifySender`; finished ones are kept with
+    // their incident.
+
+    /// Notifications with something due at `now` (at most `max`), oldest first.
+    fn notify_due(&self, now: Millis, max: usize) -> Result<Vec<NotifyEntry>, StoreError>;
+
+    /// Writes back a notification's routing and deliveries; a finished one leaves the
+    /// queue for its incident's record.
+    fn notify_put(&self, entry: &NotifyEntry) -> Result<(), StoreError>;
+
+    /// Every notification about `incident`, sent or not, oldest first.
+    fn notifications_of(&self, incident: IncidentNo) -> Result<Vec<NotifyEntry>, StoreError>;
+
+    /// How many notifications wait to be delivered.
+    fn notify_len(&self) -> usize;
 }
 
 /// A store failure.

@@ -1,0 +1,766 @@
+//! Notifications that reach people: email over SMTP (STARTTLS or TLS) and JSON webhooks
+//! (chat and WhatsApp gateways), routed by event, group, level and priority.
+//!
+//! A change that calls for a notification writes a [`NotifyEntry`] to the store's
+//! notification outbox in the same transaction as the change itself
+//! (`store::embedded`'s `enqueue`), so a notification exists exactly when its change
+//! does. The [`sender::NotifySender`] task routes each entry once (its recipients are
+//! then part of the entry), sends every delivery, and writes down each result before the
+//! next send: a restart resends only what was not recorded as sent. Each delivery has a
+//! stable key (`vigia-<entry>-<recipient>`), sent as the mail's `Message-ID` and as the
+//! webhook's `Idempotency-Key`, so the one send a kill can leave unrecorded (the relay
+//! took it, the record did not reach the disk) is recognisable as a repeat downstream.
+//! Temporary failures (a relay's 4xx, a webhook's 429/5xx or a refused connection) are
+//! retried with backoff, never sooner than a webhook's `Retry-After`; permanent ones (a
+//! 5xx from the relay, a webhook's other 4xx) stop at once. Every incident shows what was
+//! sent to whom and when (`GET /api/incidents/{n}`, `notifications`).
+//!
+//! This module is the pure part: configuration, routing and the texts. Sending is in
+//! [`channel`], the task in [`sender`].
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vigia_protocol::{DeviceId, Millis};
+
+use crate::workflow::{Decision, IncidentSummary, Level, NotificationKind, Policy, Priority};
+
+pub mod channel;
+pub mod sender;
+
+/// What a notification is about, as routes name it (`on = ["opened", "escalated"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// An incident was opened (routes usually ask for P1 and P2 only).
+    Opened,
+    /// Escalated to a higher level, or due beyond level 3.
+    Escalated,
+    /// An SLA target was breached.
+    SlaBreached,
+    /// The user answered IT's question.
+    InfoAnswered,
+    /// The user did not answer in time: back to the service desk.
+    InfoUnanswered,
+    /// A provider service was requested.
+    ProviderRequest,
+    /// The provider did not deliver as agreed.
+    ProviderNotAsAgreed,
+    /// The week's notice of network work, for all staff.
+    StaffNotice,
+    /// A fault keeps coming back.
+    Flapping,
+    /// An incident came back.
+    Reopened,
+}
+
+impl NotifyEvent {
+    /// Every event, in the order the docs list them.
+    pub const ALL: [NotifyEvent; 10] = [
+        Self::Opened,
+        Self::Escalated,
+        Self::SlaBreached,
+        Self::InfoAnswered,
+        Self::InfoUnanswered,
+        Self::ProviderRequest,
+        Self::ProviderNotAsAgreed,
+        Self::StaffNotice,
+        Self::Flapping,
+        Self::Reopened,
+    ];
+
+    /// The event a workflow notification is.
+    pub fn of(kind: &NotificationKind) -> Self {
+        match kind {
+            NotificationKind::Escalated { .. } | NotificationKind::EscalationFromL3 => {
+                Self::Escalated
+            }
+            NotificationKind::SlaBreached { .. } => Self::SlaBreached,
+            NotificationKind::ProviderRequested => Self::ProviderRequest,
+            NotificationKind::NetworkNotice { .. } => Self::StaffNotice,
+            NotificationKind::ProviderNotAsAgreed => Self::ProviderNotAsAgreed,
+            NotificationKind::Flapping => Self::Flapping,
+            NotificationKind::Reopened => Self::Reopened,
+            NotificationKind::InfoUnanswered => Self::InfoUnanswered,
+        }
+    }
+
+    /// Its name in routes and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Escalated => "escalated",
+            Self::SlaBreached => "sla_breached",
+            Self::InfoAnswered => "info_answered",
+            Self::InfoUnanswered => "info_unanswered",
+            Self::ProviderRequest => "provider_request",
+            Self::ProviderNotAsAgreed => "provider_not_as_agreed",
+            Self::StaffNotice => "staff_notice",
+            Self::Flapping => "flapping",
+            Self::Reopened => "reopened",
+        }
+    }
+}
+
+/// The language of a notification's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Español (the procedures' language).
+    #[default]
+    Es,
+    /// English.
+    En,
+}
+
+/// A channel a delivery goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Email through the configured relay.
+    Email,
+    /// A configured webhook, by name.
+    Webhook,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not sent yet, or to be tried again at `next_at`.
+    Pending,
+    /// Accepted by the relay or the webhook.
+    Sent,
+    /// Refused for good, or given up after the last attempt.
+    Failed,
+}
+
+/// One recipient of a notification and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Email or webhook.
+    pub channel: Channel,
+    /// The address, or the webhook's name.
+    pub to: String,
+    /// In which language.
+    pub lang: Lang,
+    /// Pending, sent or failed.
+    pub state: DeliveryState,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When to try (again), while pending.
+    pub next_at: Millis,
+    /// When it was sent, or failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<Millis>,
+    /// The last failure, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A notification for people: written with the change that causes it, then routed and
+/// delivered by the [`sender::NotifySender`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyEntry {
+    /// Its number (the outbox's counter).
+    pub id: u64,
+    /// About which incident.
+    pub incident: u64,
+    /// What happened.
+    pub event: NotifyEvent,
+    /// The workflow's words for it (empty for an opening).
+    pub text: String,
+    /// The incident's one-line title then.
+    pub title: String,
+    /// Its device.
+    pub device: DeviceId,
+    /// Its priority then, once diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Its level then.
+    pub level: Level,
+    /// The group working it then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// When the change happened.
+    pub at: Millis,
+    /// Whether the routes have been applied (the recipients are then in `deliveries`).
+    pub routed: bool,
+    /// One per recipient.
+    pub deliveries: Vec<Delivery>,
+}
+
+impl NotifyEntry {
+    /// Whether nothing more will be sent for it.
+    pub fn finished(&self) -> bool {
+        self.routed
+            && self
+                .deliveries
+                .iter()
+                .all(|d| d.state != DeliveryState::Pending)
+    }
+
+    /// The delivery's key, the same on every attempt: the mail's `Message-ID` (without
+    /// its domain) and the webhook's `Idempotency-Key`.
+    pub fn key(&self, delivery: usize) -> String {
+        format!("vigia-{}-{}-{delivery}", self.incident, self.id)
+    }
+
+    /// When something of it is next due: `None` once finished.
+    pub fn next_due(&self) -> Option<Millis> {
+        if !self.routed {
+            return Some(self.at);
+        }
+        self.deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Pending)
+            .map(|d| d.next_at)
+            .min()
+    }
+}
+
+/// The notifications a stored decision calls for, numbered from `next_id` on: one per
+/// workflow notification, one for an opening and one for an answer from the user.
+pub fn entries_of(
+    d: &Decision,
+    policy: &Policy,
+    now: Millis,
+    next_id: &mut impl FnMut() -> u64,
+) -> Vec<NotifyEntry> {
+    let mut events: Vec<(NotifyEvent, String)> = Vec::new();
+    if d.records.first().is_some_and(|r| r.seq == 0) {
+        events.push((NotifyEvent::Opened, String::new()));
+    }
+    if let Some(r) = d.records.iter().find(|r| r.action == "info_received") {
+        events.push((NotifyEvent::InfoAnswered, r.why.clone()));
+    }
+    for m in &d.messages {
+        if let crate::workflow::Outgoing::Notify(n) = m {
+            events.push((NotifyEvent::of(&n.kind), n.text.clone()));
+        }
+    }
+    if events.is_empty() {
+        return Vec::new();
+    }
+    let s = IncidentSummary::of(&d.incident, policy);
+    events
+        .into_iter()
+        .map(|(event, text)| NotifyEntry {
+            id: next_id(),
+            incident: s.number,
+            event,
+            text,
+            title: s.title.clone(),
+            device: s.device.clone(),
+            priority: s.priority,
+            level: s.level,
+            group: s.group.clone(),
+            at: now,
+            routed: false,
+            deliveries: Vec::new(),
+        })
+        .collect()
+}
+
+/// `[notify]`: where notifications go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The language of the texts, unless a route says otherwise (`es` or `en`).
+    pub lang: Lang,
+    /// The console's address as people open it (`https://vigia.example.org`): each
+    /// notification links to its incident.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+    /// The first retry of a temporary failure waits this long, each next one twice as
+    /// long up to `retry_max`.
+    pub retry_first: crate::workflow::Dur,
+    /// The longest wait between retries.
+    pub retry_max: crate::workflow::Dur,
+    /// A delivery still failing after this many attempts is given up (and shown failed).
+    pub max_attempts: u32,
+    /// The mail relay, if notifications go by email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailConfig>,
+    /// Webhooks, each with a name routes use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<WebhookConfig>,
+    /// Who gets what: every matching route adds its recipients (each once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteConfig>,
+}
+
+impl Default for NotifyConfig {
+    /// The defaults for retries, with no channel and no route.
+    fn default() -> Self {
+        Self {
+            lang: Lang::Es,
+            console_url: None,
+            retry_first: crate::workflow::Dur(30_000),
+            retry_max: crate::workflow::Dur(3_600_000),
+            max_attempts: 20,
+            email: None,
+            webhook: Vec::new(),
+            route: Vec::new(),
+        }
+    }
+}
+
+/// How the connection to the relay is secured; there is no plain-text option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, refused if the relay does not offer it
+    /// (submission, port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[notify.email]`: the mail relay.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The relay's host name, as its certificate names it.
+    pub relay: String,
+    /// Its port (587 for STARTTLS, 465 for TLS).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` or `tls`.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// PEM file with the CA(s) that signed the relay's certificate
+    /// (`/etc/ssl/certs/ca-certificates.crt` for the system roots).
+    pub ca_file: PathBuf,
+    /// The sender, `Vigía <vigia@example.org>`.
+    pub from: String,
+    /// The relay's account, if it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("relay", &self.relay)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("ca_file", &self.ca_file)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[[notify.webhook]]`: a JSON POST to a chat or messaging gateway.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The name routes use (`webhook = ["chat"]`).
+    pub name: String,
+    /// `https://...` (plain `http://` only to this machine).
+    pub url: String,
+    /// Extra headers (a gateway's `Authorization`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// PEM file with the CA of the gateway's certificate, if not a public one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `[[notify.route]]`: which notifications go to whom. Every list but `on` is a filter
+/// that matches anything when empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The events (`opened`, `escalated`, `sla_breached`, `info_answered`,
+    /// `info_unanswered`, `provider_request`, `provider_not_as_agreed`, `staff_notice`,
+    /// `flapping`, `reopened`).
+    pub on: Vec<NotifyEvent>,
+    /// Only incidents at these priorities (`P1`...); an undiagnosed one matches none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priorities: Vec<Priority>,
+    /// Only incidents at these levels (1, 2, 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Level>,
+    /// Only incidents of these groups; an unassigned one matches none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Email addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
+    /// Webhook names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<String>,
+    /// The texts' language for these recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<Lang>,
+}
+
+impl RouteConfig {
+    /// Whether `e` is for this route.
+    pub fn matches(&self, e: &NotifyEntry) -> bool {
+        self.on.contains(&e.event)
+            && (self.priorities.is_empty()
+                || e.priority.is_some_and(|p| self.priorities.contains(&p)))
+            && (self.levels.is_empty() || self.levels.contains(&e.level))
+            && (self.groups.is_empty() || e.group.as_ref().is_some_and(|g| self.groups.contains(g)))
+    }
+}
+
+/// Checks a `[notify]` section: every route names known webhooks and parseable
+/// addresses, email routes have a relay, webhook URLs are https (or http to this
+/// machine). Returns the field and the reason.
+pub fn validate(c: &NotifyConfig) -> Result<(), (&'static str, String)> {
+    if c.max_attempts == 0 {
+        return Err(("notify.max_attempts", "must be at least 1".into()));
+    }
+    if c.retry_first.ms() == 0 || c.retry_max.ms() < c.retry_first.ms() {
+        return Err((
+            "notify.retry_first",
+            "must be more than 0 and no more than notify.retry_max".into(),
+        ));
+    }
+    if let Some(u) = &c.console_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            return Err(("notify.console_url", format!("{u:?} is not an http(s) URL")));
+        }
+    }
+    if let Some(e) = &c.email {
+        if e.relay.trim().is_empty() {
+            return Err(("notify.email.relay", "must not be empty".into()));
+        }
+        channel::mailbox(&e.from).map_err(|r| ("notify.email.from", r))?;
+        if e.password.is_some() && e.username.is_none() {
+            return Err((
+                "notify.email.password",
+                "is set but notify.email.username is not".into(),
+            ));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for w in &c.webhook {
+        if w.name.is_empty() || !names.insert(w.name.as_str()) {
+            return Err((
+                "notify.webhook.name",
+                format!("{:?}: each webhook needs its own non-empty name", w.name),
+            ));
+        }
+        channel::check_webhook_url(&w.url).map_err(|r| ("notify.webhook.url", r))?;
+    }
+    for r in &c.route {
+        if r.on.is_empty() {
+            return Err(("notify.route.on", "name at least one event".into()));
+        }
+        if r.email.is_empty() && r.webhook.is_empty() {
+            return Err((
+                "notify.route",
+                "a route needs at least one email address or webhook".into(),
+            ));
+        }
+        if !r.email.is_empty() && c.email.is_none() {
+            return Err((
+                "notify.route.email",
+                "email recipients need a [notify.email] relay".into(),
+            ));
+        }
+        for a in &r.email {
+            channel::mailbox(a).map_err(|r| ("notify.route.email", r))?;
+        }
+        for w in &r.webhook {
+            if !names.contains(w.as_str()) {
+                return Err((
+                    "notify.route.webhook",
+                    format!("{w:?} is not a [[notify.webhook]] name"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The recipients of `e` under `routes`, each once (the first route that names one
+/// decides its language), due at `now`.
+pub fn route(e: &NotifyEntry, c: &NotifyConfig, now: Millis) -> Vec<Delivery> {
+    let mut out: Vec<Delivery> = Vec::new();
+    for r in c.route.iter().filter(|r| r.matches(e)) {
+        let lang = r.lang.unwrap_or(c.lang);
+        let wanted = r
+            .email
+            .iter()
+            .map(|a| (Channel::Email, a))
+            .chain(r.webhook.iter().map(|w| (Channel::Webhook, w)));
+        for (channel, to) in wanted {
+            if out.iter().any(|d| d.channel == channel && &d.to == to) {
+                continue;
+            }
+            out.push(Delivery {
+                channel,
+                to: to.clone(),
+                lang,
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_at: now,
+                done_at: None,
+                error: None,
+            });
+        }
+    }
+    out
+}
+
+/// Text from a device or a user, safe in a mail, a chat message or a terminal that
+/// shows them: control characters (escape sequences among them) become spaces; line
+/// breaks stay where `lines` is true.
+pub fn clean(text: &str, lines: bool) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\n' && lines {
+                c
+            } else if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A notification's subject line and body in `lang`.
+pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String, String) {
+    let n = e.incident;
+    let title = clean(&e.title, false);
+    let es = lang == Lang::Es;
+    let what = match (e.event, es) {
+        (NotifyEvent::Opened, true) => format!("Incidencia {n} abierta"),
+        (NotifyEvent::Opened, false) => format!("Incident {n} opened"),
+        (NotifyEvent::Escalated, true) => format!("Incidencia {n} escalada"),
+        (NotifyEvent::Escalated, false) => format!("Incident {n} escalated"),
+        (NotifyEvent::SlaBreached, true) => format!("Incidencia {n}: plazo vencido"),
+        (NotifyEvent::SlaBreached, false) => format!("Incident {n}: SLA breached"),
+        (NotifyEvent::InfoAnswered, true) => format!("Incidencia {n}: el usuario respondió"),
+        (NotifyEvent::InfoAnswered, false) => format!("Incident {n}: the user answered"),
+        (NotifyEvent::InfoUnanswered, true) => {
+            format!("Incidencia {n}: sin respuesta del usuario, vuelve a la mesa de servicio")
+        }
+        (NotifyEvent::InfoUnanswered, false) => {
+            format!("Incident {n}: no answer from the user, back to the service desk")
+        }
+        (NotifyEvent::ProviderRequest, true) => format!("Incidencia {n}: servicio de proveedor"),
+        (NotifyEvent::ProviderRequest, false) => format!("Incident {n}: provider service"),
+        (NotifyEvent::ProviderNotAsAgreed, true) => {
+            format!("Incidencia {n}: el proveedor no cumplió lo acordado")
+        }
+        (NotifyEvent::ProviderNotAsAgreed, false) => {
+            format!("Incident {n}: the provider did not deliver as agreed")
+        }
+        (NotifyEvent::StaffNotice, true) => "Aviso al personal: trabajos en la red".to_string(),
+        (NotifyEvent::StaffNotice, false) => "Notice to all staff: network work".to_string(),
+        (NotifyEvent::Flapping, true) => format!("Incidencia {n}: la falla se repite"),
+        (NotifyEvent::Flapping, false) => format!("Incident {n}: the fault keeps coming back"),
+        (NotifyEvent::Reopened, true) => format!("Incidencia {n} reabierta"),
+        (NotifyEvent::Reopened, false) => format!("Incident {n} reopened"),
+    };
+    let priority = e.priority.map(|p| format!(" [{p:?}]")).unwrap_or_default();
+    let subject = format!("{what}{priority}: {title}");
+    let mut body = format!("{what}\n\n{title}\n");
+    if !e.text.is_empty() {
+        body.push('\n');
+        body.push_str(&clean(&e.text, true));
+        body.push('\n');
+    }
+    let none = if es { "sin asignar" } else { "unassigned" };
+    let (device, level, group, prio) = if es {
+        ("Equipo", "Nivel", "Grupo", "Prioridad")
+    } else {
+        ("Device", "Level", "Group", "Priority")
+    };
+    body.push_str(&format!(
+        "\n{device}: {}\n{level}: {}\n{group}: {}\n",
+        e.device,
+        e.level.number(),
+        e.group
+            .as_deref()
+            .map_or(none.to_string(), |g| clean(g, false)),
+    ));
+    if let Some(p) = e.priority {
+        body.push_str(&format!("{prio}: {p:?}\n"));
+    }
+    if let Some(url) = console_url {
+        body.push_str(&format!("\n{}/incidents/{n}\n", url.trim_end_matches('/')));
+    }
+    (subject, body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(event: NotifyEvent, priority: Option<Priority>, group: Option<&str>) -> NotifyEntry {
+        NotifyEntry {
+            id: 7,
+            incident: 42,
+            event,
+            text: String::new(),
+            title: "/var 98 % full\u{1b}[31m".into(),
+            device: DeviceId::new("ws-1").unwrap(),
+            priority,
+            level: Level::L1,
+            group: group.map(String::from),
+            at: 1_000,
+            routed: false,
+            deliveries: Vec::new(),
+        }
+    }
+
+    fn cfg(text: &str) -> NotifyConfig {
+        let mut c: NotifyConfig = toml::from_str(text).unwrap();
+        c.retry_first = crate::workflow::Dur(1_000);
+        c.retry_max = crate::workflow::Dur(10_000);
+        c.max_attempts = 3;
+        c
+    }
+
+    const ROUTES: &str = r#"
+        [email]
+        relay = "smtp.example.org"
+        ca_file = "/etc/ssl/certs/ca-certificates.crt"
+        from = "Vigía <vigia@example.org>"
+        [[webhook]]
+        name = "chat"
+        url = "https://chat.example.org/hook"
+        [[route]]
+        on = ["opened"]
+        priorities = ["P1", "P2"]
+        email = ["oncall@example.org"]
+        webhook = ["chat"]
+        [[route]]
+        on = ["opened", "escalated"]
+        groups = ["redes"]
+        email = ["redes@example.org", "oncall@example.org"]
+        lang = "en"
+    "#;
+
+    #[test]
+    fn routes_pick_by_event_priority_and_group_each_recipient_once() {
+        let c = cfg(ROUTES);
+        validate(&c).unwrap();
+        let to = |e: &NotifyEntry| {
+            route(e, &c, 5)
+                .into_iter()
+                .map(|d| format!("{:?}:{}:{:?}", d.channel, d.to, d.lang))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            to(&entry(
+                NotifyEvent::Opened,
+                Some(Priority::P1),
+                Some("redes")
+            )),
+            [
+                "Email:oncall@example.org:Es",
+                "Webhook:chat:Es",
+                "Email:redes@example.org:En"
+            ]
+        );
+        assert!(to(&entry(NotifyEvent::Opened, Some(Priority::P3), None)).is_empty());
+        assert!(
+            to(&entry(NotifyEvent::Opened, None, None)).is_empty(),
+            "not diagnosed: no priority route matches"
+        );
+        assert_eq!(
+            to(&entry(
+                NotifyEvent::Escalated,
+                Some(Priority::P1),
+                Some("redes")
+            )),
+            ["Email:redes@example.org:En", "Email:oncall@example.org:En"]
+        );
+        assert!(to(&entry(
+            NotifyEvent::SlaBreached,
+            Some(Priority::P1),
+            Some("redes")
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn bad_routes_are_refused_with_their_field() {
+        let field = |extra: &str| validate(&cfg(&format!("{ROUTES}\n{extra}"))).unwrap_err().0;
+        assert_eq!(
+            field("[[route]]\non = [\"opened\"]\nwebhook = [\"nope\"]"),
+            "notify.route.webhook"
+        );
+        assert_eq!(
+            field("[[route]]\non = [\"opened\"]\nemail = [\"not an address\"]"),
+            "notify.route.email"
+        );
+        assert_eq!(
+            field("[[route]]\non = []\nemail = [\"a@b.org\"]"),
+            "notify.route.on"
+        );
+        assert_eq!(
+            field("[[webhook]]\nname = \"x\"\nurl = \"http://chat.example.org/\""),
+            "notify.webhook.url"
+        );
+        let no_relay = cfg("[[route]]\non = [\"opened\"]\nemail = [\"a@b.org\"]");
+        assert_eq!(validate(&no_relay).unwrap_err().0, "notify.route.email");
+        assert!(toml::from_str::<NotifyConfig>("[[route]]\non = [\"bogus\"]\nemail = []").is_err());
+    }
+
+    #[test]
+    fn texts_come_in_both_languages_without_control_characters() {
+        let mut e = entry(NotifyEvent::Escalated, Some(Priority::P2), None);
+        e.text = "de nivel 1 a 2\u{1b}]8;;http://x\u{7}".into();
+        let (s, b) = render(&e, Lang::Es, Some("https://vigia.example.org/"));
+        assert_eq!(s, "Incidencia 42 escalada [P2]: /var 98 % full [31m");
+        assert!(
+            b.contains("Equipo: ws-1\nNivel: 1\nGrupo: sin asignar\nPrioridad: P2"),
+            "{b}"
+        );
+        assert!(b.contains("https://vigia.example.org/incidents/42"), "{b}");
+        assert!(!b.chars().any(|c| c.is_control() && c != '\n'), "{b:?}");
+        let (s, b) = render(&e, Lang::En, None);
+        assert!(s.starts_with("Incident 42 escalated [P2]"), "{s}");
+        assert!(b.contains("Group: unassigned"), "{b}");
+    }
+
+    #[test]
+    fn an_entry_is_due_until_every_delivery_is_sent_or_failed() {
+        let c = cfg(ROUTES);
+        let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), None);
+        assert_eq!(e.next_due(), Some(1_000));
+        e.deliveries = route(&e, &c, 5);
+        e.routed = true;
+        assert_eq!(e.next_due(), Some(5));
+        e.deliveries[0].state = DeliveryState::Sent;
+        e.deliveries[1].next_at = 9;
+        assert_eq!(e.next_due(), Some(9));
+        assert!(!e.finished());
+        e.deliveries[1].state = DeliveryState::Failed;
+        assert!(e.finished());
+        assert_eq!(e.next_due(), None);
+        assert_eq!(e.key(1), "vigia-42-7-1");
+    }
+}

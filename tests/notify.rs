@@ -1,0 +1,522 @@
+//! Notifications reach people: a report opens an incident, and its notification is
+//! delivered to a real SMTP server (Debian's `python3-aiosmtpd`, STARTTLS required, with a
+//! test CA) and to a webhook receiver that is down at first, then asks to wait
+//! (`503`, `Retry-After: 3`), then takes it. A collector killed with SIGKILL while a
+//! delivery is in flight resends it once with the same `Idempotency-Key`, and never
+//! resends a delivery it recorded as sent.
+// A test: a failed unwrap is the failure, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The SMTP server: aiosmtpd's `SMTP` on a port the OS picks, STARTTLS required; each
+/// message is printed as one JSON line.
+const SMTP_SERVER: &str = r#"
+import asyncio, email, email.policy, json, ssl, sys
+from aiosmtpd.smtp import SMTP
+
+class Keep:
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        print("MAIL " + json.dumps({
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "tls": server._tls_protocol is not None,
+            "subject": str(msg["subject"]),
+            "message_id": str(msg["message-id"]),
+            "data": msg.get_body().get_content(),
+        }), flush=True)
+        return "250 OK"
+
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(
+        lambda: SMTP(Keep(), tls_context=ctx, require_starttls=True, hostname="localhost"),
+        "127.0.0.1", 0)
+    print("listening on", srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+
+asyncio.run(main())
+"#;
+
+/// Debian's Python, whose packages hold aiosmtpd (a `python3` earlier on the PATH, from
+/// pyenv say, would not have it).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// True when the test must be skipped for want of Python's aiosmtpd (never under `CI`,
+/// where `.ci/run` installs `python3-aiosmtpd`, and this fails instead).
+fn skip_without_smtp_server() -> bool {
+    if skip_without(&["openssl"]) {
+        return true;
+    }
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must install python3-aiosmtpd (see .ci/run)"
+    );
+    eprintln!("skipped: python3-aiosmtpd is not installed");
+    true
+}
+
+struct Smtp {
+    proc: Proc,
+    port: u16,
+}
+
+fn start_smtp(dir: &Path) -> Smtp {
+    let script = dir.join("smtp.py");
+    std::fs::write(&script, SMTP_SERVER).unwrap();
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(&script)
+        .arg(dir.join("server.crt"))
+        .arg(dir.join("server.key"));
+    let proc = Proc::spawn("smtp", cmd);
+    let line = proc.wait_line("listening on");
+    let port = line
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Smtp { proc, port }
+}
+
+impl Smtp {
+    fn mails(&self) -> Vec<Value> {
+        self.proc
+            .output()
+            .lines()
+            .filter_map(|l| l.strip_prefix("MAIL "))
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect()
+    }
+}
+
+/// One request the webhook receiver got.
+#[derive(Debug, Clone)]
+struct Hit {
+    at: Instant,
+    key: String,
+    body: Value,
+    answered: u16,
+}
+
+/// What the receiver answers next: `Hold` keeps the connection open without an answer
+/// (a delivery in flight), the others answer with that status.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Busy,
+    Hold,
+    Ok,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    script: Arc<Mutex<Vec<Answer>>>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Receiver {
+    /// A receiver on `port`'s listener, answering from `script` (then `Ok`).
+    fn serve(listener: TcpListener, script: Vec<Answer>) -> Receiver {
+        let r = Receiver {
+            port: listener.local_addr().unwrap().port(),
+            hits: Arc::default(),
+            script: Arc::new(Mutex::new(script)),
+            held: Arc::default(),
+        };
+        let me = r.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let me = me.clone();
+                std::thread::spawn(move || me.handle(conn));
+            }
+        });
+        r
+    }
+
+    fn handle(&self, mut conn: TcpStream) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut len = 0usize;
+        let mut key = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("idempotency-key:") {
+                key = l["idempotency-key:".len()..].trim().to_string();
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answer = {
+            let mut s = self.script.lock().unwrap();
+            if s.is_empty() {
+                Answer::Ok
+            } else {
+                s.remove(0)
+            }
+        };
+        let status = match answer {
+            Answer::Busy => 503,
+            Answer::Hold => 0,
+            Answer::Ok => 200,
+        };
+        self.hits.lock().unwrap().push(Hit {
+            at: Instant::now(),
+            key,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            answered: status,
+        });
+        match answer {
+            Answer::Hold => self.held.lock().unwrap().push(conn),
+            Answer::Busy => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+            Answer::Ok => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        }
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn write_config(dir: &Path, smtp: u16, hook: u16) -> std::path::PathBuf {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+
+[mqtt]
+embedded_port = 0
+
+[http]
+listen = "127.0.0.1:0"
+
+[notify]
+lang = "en"
+console_url = "https://vigia.example.org"
+retry_first = "200ms"
+retry_max = "2s"
+
+[notify.email]
+relay = "127.0.0.1"
+port = {smtp}
+ca_file = "{ca}"
+from = "Vigía <vigia@example.org>"
+
+[[notify.webhook]]
+name = "chat"
+url = "http://127.0.0.1:{hook}/hook"
+
+[[notify.route]]
+on = ["opened"]
+email = ["it-oncall@example.org"]
+webhook = ["chat"]
+lang = "es"
+"#,
+            data = dir.join("collector-data").display(),
+            ca = dir.join("ca.crt").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A user report from a new agent; returns the incident's number.
+fn report(dir: &Path, c: &Collector, id: &str, summary: &str) -> u64 {
+    let replay = dir.join(format!("{id}.jsonl"));
+    append_lines(&replay, &disk_line("/", 30), 1);
+    let agent = start_agent(dir, id, &c.mqtt_url, &replay, "");
+    poll("agent connected", || {
+        agent_status(&agent.config).filter(|s| s["connected"] == true)
+    });
+    let (code, out) = agent_cmd(
+        &agent.config,
+        &[
+            "report",
+            "--category",
+            "hardware",
+            "--summary",
+            summary,
+            "--text",
+            "La pantalla parpadea",
+            "--contact",
+            "ext 5",
+            "--urgency",
+            "high",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let n = reported_incident(&out);
+    agent.proc.terminate();
+    n
+}
+
+fn deliveries(c: &Collector, n: u64) -> Vec<Value> {
+    c.get(&format!("/api/incidents/{n}"))
+        .and_then(|v| v["notifications"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|e| e["deliveries"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn state_of(c: &Collector, n: u64, channel: &str) -> Option<Value> {
+    deliveries(c, n)
+        .into_iter()
+        .find(|d| d["channel"] == channel)
+}
+
+#[test]
+fn notifications_reach_a_real_mail_server_and_a_webhook_that_was_down() {
+    if skip_without_smtp_server() {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let smtp = start_smtp(d);
+    // The webhook's port, with nothing listening yet: the receiver is down.
+    let port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = port_holder.local_addr().unwrap().port();
+    drop(port_holder);
+    let c = start_collector_with(&write_config(d, smtp.port, hook_port));
+
+    let n = report(d, &c, "ws-notify", "Pantalla\u{1b}[2J parpadea");
+
+    // The mail: over STARTTLS, in the route's language, with the incident's link and
+    // without the escape sequence the report carried.
+    let mail = poll("the mail at the SMTP server", || {
+        smtp.mails().into_iter().next()
+    });
+    assert_eq!(mail["tls"], true, "{mail}");
+    assert_eq!(mail["to"][0], "it-oncall@example.org", "{mail}");
+    let data = mail["data"].as_str().unwrap_or("");
+    assert!(data.contains(&format!("Incidencia {n} abierta")), "{data}");
+    assert!(
+        data.contains(&format!("https://vigia.example.org/incidents/{n}")),
+        "{data}"
+    );
+    assert!(!data.contains('\u{1b}'), "{data:?}");
+    assert!(
+        mail["message_id"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("<vigia-{n}-"))),
+        "the delivery's key is the Message-ID: {mail}"
+    );
+    assert!(
+        mail["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("Incidencia {n} abierta"))),
+        "{mail}"
+    );
+    let sent = poll("the mail recorded as sent", || {
+        state_of(&c, n, "email").filter(|d| d["state"] == "sent")
+    });
+    assert_eq!(sent["to"], "it-oncall@example.org");
+
+    // The webhook was refused while down: pending, with the error shown.
+    let pending = poll("the webhook's failure recorded", || {
+        state_of(&c, n, "webhook").filter(|d| d["attempts"].as_u64() >= Some(2))
+    });
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert!(pending["error"].is_string(), "{pending}");
+
+    // Up again, it first asks to wait 3 s (longer than any backoff here), then takes it.
+    let rx = Receiver::serve(
+        TcpListener::bind(("127.0.0.1", hook_port)).unwrap(),
+        vec![Answer::Busy],
+    );
+    let done = poll("the webhook delivered", || {
+        state_of(&c, n, "webhook").filter(|d| d["state"] == "sent")
+    });
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(hits[0].answered, 503);
+    assert!(
+        hits[1].at.duration_since(hits[0].at) >= Duration::from_secs(3),
+        "Retry-After: 3 (longer than retry_max) was not honoured: {:?}",
+        hits[1].at.duration_since(hits[0].at)
+    );
+    assert_eq!(hits[0].key, hits[1].key, "a retry keeps its key");
+    assert_eq!(hits[1].body["incident"], n);
+    assert_eq!(hits[1].body["event"], "opened");
+    assert!(
+        done["attempts"].as_u64() >= Some(4),
+        "refused twice or more while down, once busy, then sent: {done}"
+    );
+
+    // The CLI shows what went to whom.
+    let out = vigia(&["collector", "--api", &c.http, "incident", &n.to_string()])
+        .env("VIGIA_TOKEN", &c.token)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("notifications:"), "{text}");
+    assert!(text.contains("it-oncall@example.org"), "{text}");
+
+    // "Send a test" reaches the mail server now, and a bad address is refused clearly.
+    let out = vigia(&[
+        "collector",
+        "--api",
+        &c.http,
+        "notify",
+        "test",
+        "--email",
+        "admin@example.org",
+    ])
+    .env("VIGIA_TOKEN", &c.token)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll("the test mail", || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "admin@example.org")
+    });
+    let out = vigia(&[
+        "collector",
+        "--api",
+        &c.http,
+        "notify",
+        "test",
+        "--webhook",
+        "nope",
+    ])
+    .env("VIGIA_TOKEN", &c.token)
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no [[notify.webhook]] named \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.proc.terminate();
+}
+
+#[test]
+fn a_collector_killed_mid_delivery_repeats_only_what_it_had_not_recorded() {
+    if skip_without_smtp_server() {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let smtp = start_smtp(d);
+    // The receiver holds the first request open: the delivery is in flight when the
+    // collector dies.
+    let rx = Receiver::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        vec![Answer::Hold],
+    );
+    let config = write_config(d, smtp.port, rx.port);
+    let c = start_collector_with(&config);
+    let first = report(d, &c, "ws-kill", "Sin imagen");
+    poll("the webhook request in flight", || {
+        (rx.hits().len() == 1).then_some(())
+    });
+    c.proc.kill9();
+
+    let c = start_collector_with(&config);
+    poll(
+        "the first incident's webhook sent after the restart",
+        || state_of(&c, first, "webhook").filter(|d| d["state"] == "sent"),
+    );
+    poll("its mail recorded as sent", || {
+        state_of(&c, first, "email").filter(|d| d["state"] == "sent")
+    });
+    // Killed again once everything of the first incident is recorded as sent.
+    c.proc.kill9();
+    let c = start_collector_with(&config);
+    let second = report(d, &c, "ws-kill-2", "Teclado");
+    poll("the second incident's webhook", || {
+        rx.hits()
+            .iter()
+            .any(|h| h.body["incident"] == second && h.answered == 200)
+            .then_some(())
+    });
+    poll("the second incident's mail", || {
+        smtp.mails()
+            .iter()
+            .any(|m| {
+                m["data"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("Incidencia {second} abierta")))
+            })
+            .then_some(())
+    });
+    let hits = rx.hits();
+    let of_first: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.body["incident"] == first)
+        .collect();
+    assert_eq!(
+        of_first.len(),
+        2,
+        "the one in flight at the kill is repeated once, then never again: {hits:?}"
+    );
+    assert_eq!(
+        of_first[0].key, of_first[1].key,
+        "the repeat has the same key"
+    );
+    let mails_of_first = smtp
+        .mails()
+        .iter()
+        .filter(|m| {
+            m["data"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("Incidencia {first} abierta")))
+        })
+        .count();
+    assert_eq!(
+        mails_of_first, 1,
+        "a mail recorded as sent is not sent again"
+    );
+    c.proc.terminate();
+}
