@@ -40,11 +40,16 @@ impl World {
     /// A collector whose faults are verified after one second, with the accounts of the
     /// tests: a level-1 technician of the service-desk group, a viewer, the service desk.
     fn start() -> World {
+        Self::start_with("")
+    }
+
+    /// [`World::start`] with `extra` TOML at the end of the collector's config.
+    fn start_with(extra: &str) -> World {
         let dir = tempdir();
         let config = dir.path().join("collector.toml");
         let text = format!(
             "data_dir = \"{data}\"\n\n[mqtt]\nembedded_port = 0\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
-             [workflow]\nverification_window = \"1s\"\n\n[cli]\ntoken_file = \"{token}\"\n",
+             [workflow]\nverification_window = \"1s\"\n\n[cli]\ntoken_file = \"{token}\"\n{extra}\n",
             data = dir.path().join("collector-data").display(),
             token = dir.path().join("cli-token").display(),
         );
@@ -839,6 +844,76 @@ fn bulk_note_from_the_keyboard_then_the_device_and_the_fleet() {
     let shot = b.screenshot("console-fleet");
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(page_errors(&b), Vec::<String>::new());
+}
+
+/// A webhook receiver that takes every request (HTTP 200); returns its port.
+fn webhook_receiver() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = l
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().map_while(Result::ok) {
+            use std::io::{BufRead, Read};
+            let mut r = std::io::BufReader::new(match conn.try_clone() {
+                Ok(c) => c,
+                Err(_) => continue,
+            });
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn the_incident_page_shows_who_was_notified_and_what_failed() {
+    let _turn = turn();
+    let up = webhook_receiver();
+    // A port nothing listens on: that gateway is down.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut w = World::start_with(&format!(
+        "[notify]\nretry_first = \"200ms\"\nretry_max = \"1s\"\n\n\
+         [[notify.webhook]]\nname = \"chat\"\nurl = \"http://127.0.0.1:{up}/hook\"\n\n\
+         [[notify.webhook]]\nname = \"whatsapp\"\nurl = \"http://127.0.0.1:{down}/hook\"\n\n\
+         [[notify.route]]\non = [\"opened\"]\nwebhook = [\"chat\", \"whatsapp\"]\n"
+    ));
+    w.start_agent();
+    let n = w.incident_in("level1")["number"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number"));
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    open_incident(&b, n);
+    let rows = b.wait_text("#inc-notify table", "both deliveries listed", |t| {
+        t.contains("delivered") && t.contains("pending (")
+    });
+    assert!(rows.contains("incident opened"), "{rows}");
+    assert!(rows.contains("channel chat"), "{rows}");
+    assert!(rows.contains("channel whatsapp"), "{rows}");
+    assert!(
+        rows.contains("Connection refused") || rows.contains("refused"),
+        "{rows}"
+    );
+    b.exec(
+        "document.getElementById('inc-notify').scrollIntoView()",
+        json!([]),
+    );
+    b.screenshot("console-notifications-en");
+    assert!(page_errors(&b).is_empty(), "{:?}", page_errors(&b));
 }
 
 #[test]

@@ -1044,7 +1044,8 @@
           section(t("incident.actions"), "inc-actions"),
           section(t("incident.evidence"), "inc-origin"),
           section(t("incident.notes"), "inc-notes"),
-          section(t("incident.audit"), "inc-audit")),
+          section(t("incident.audit"), "inc-audit"),
+          section(t("incident.notifications"), "inc-notify")),
         h("div", { class: "col-side" },
           section(t("incident.device"), "inc-device"),
           section(t("incident.facts"), "inc-facts"),
@@ -1192,6 +1193,18 @@
         td(t("audit.states"), a.from === a.to ? stateName(a.to) : stateName(a.from) + " → " + stateName(a.to)),
         td(t("audit.why"), a.why || a.reason || ""),
         td(t("audit.changes"), (a.changes || []).map((c2) => h("div", {}, c2.field + ": " + (c2.from || "—") + " → " + (c2.to || "—")))))))));
+
+    // What was sent about it, to whom and when (staff see it; the server leaves it out
+    // for others).
+    const sent = (d.notifications || []).flatMap((x) => (x.deliveries || []).map((dl) => ({ x, dl })));
+    fill("inc-notify", sent.length
+      ? h("div", { class: "table-wrap" }, table("notifications", [t("notify.at"), t("notify.event"), t("notify.to"), t("notify.state")],
+        sent.map(({ x, dl }) => h("tr", { "data-state": dl.state },
+          td(t("notify.at"), h("time", {}, fmtDate(dl.done_at || x.at))),
+          td(t("notify.event"), t("notify.ev." + x.event)),
+          td(t("notify.to"), (dl.channel === "webhook" ? t("notify.webhook") + " " : "") + dl.to),
+          td(t("notify.state"), t("notify." + dl.state, { at: fmtDate(dl.next_at), n: String(dl.attempts) }) + (dl.error ? " — " + dl.error : ""))))))
+      : h("p", { class: "muted" }, t("incident.no_notifications")));
   }
 
   function actorName(a) {
