@@ -626,3 +626,96 @@ async fn a_fleet_enrolled_from_a_csv_reaches_only_its_own_topics() {
         t.await.unwrap_or_else(|e| panic!("device task: {e}"));
     }
 }
+
+/// `vigia-collector device revoke`: a refused revocation (an id not enrolled) changes
+/// nothing; a revoked device's open connection is dropped at Mosquitto's reload and it
+/// cannot connect again, while the devices not revoked keep connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)]
+async fn a_revoked_device_is_dropped_at_the_reload_and_refused() {
+    if skip_without(&["mosquitto", "mosquitto_passwd", "openssl"]) {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let port = free_port();
+    let conf = rewrite_config(d, port);
+    sh(
+        d,
+        "umask 027; mosquitto_passwd -c -b vigia.passwd vigia-collector collector-secret",
+    );
+    let csv = d.join("devices.csv");
+    std::fs::write(&csv, "id\nws-1\nws-2\n").unwrap();
+    let out = fleet_enroll(d, &csv, "configs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = Command::new("mosquitto");
+    cmd.arg("-c").arg(&conf);
+    let broker = Proc::spawn("mosquitto", cmd);
+    poll("mosquitto to accept connections", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let password = |id: &str| {
+        std::fs::read_to_string(d.join(format!("configs/{id}.toml")))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("password = \""))
+            .map(|p| p.trim_end_matches('"').to_string())
+            .unwrap()
+    };
+    let (pw1, pw2) = (password("ws-1"), password("ws-2"));
+    let mut ws1 = connect("ws-1", port, &ca, ("ws-1", &pw1)).await;
+    let revoke = |ids: &[&str]| {
+        let mut args = vec!["collector", "device", "revoke"];
+        args.extend_from_slice(ids);
+        let passwd = d.join("vigia.passwd").display().to_string();
+        let acl = d.join("vigia.acl").display().to_string();
+        args.extend_from_slice(&["--passwd-file", &passwd, "--acl", &acl]);
+        vigia(&args).output().unwrap()
+    };
+
+    // A typo among the ids, or the collector's account: nothing is revoked.
+    let before = std::fs::read(d.join("vigia.passwd")).unwrap();
+    let out = revoke(&["ws-1", "ws-9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ws-9"), "{err}");
+    let out = revoke(&["vigia-collector"]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(d.join("vigia.passwd")).unwrap(), before);
+    assert_eq!(leftovers(d), Vec::<String>::new());
+
+    let out = revoke(&["ws-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(d.join("vigia.passwd")).unwrap();
+    assert!(!passwd.lines().any(|l| l.starts_with("ws-1:")), "{passwd}");
+    assert!(passwd.lines().any(|l| l.starts_with("ws-2:")), "{passwd}");
+    sh(d, &format!("kill -HUP {}", broker.pid()));
+
+    // The open connection ends (the receiver closes when its event loop fails).
+    loop {
+        match tokio::time::timeout(DEADLINE, ws1.rx.recv()).await {
+            Ok(None) => break,
+            Ok(Some(_)) => {}
+            Err(_) => panic!("ws-1 still connected {DEADLINE:?} after the reload"),
+        }
+    }
+    let (_c, mut ev) = AsyncClient::new(options("ws-1", port, &ca, Some(("ws-1", &pw1))), 10);
+    let refused = first_connack(&mut ev).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized)
+        ),
+        "revoked ws-1 connected: {refused:?}"
+    );
+    connect("ws-2", port, &ca, ("ws-2", &pw2)).await;
+}

@@ -14,7 +14,8 @@
 //! and the output directory as they were.
 //!
 //! Parsing and checking ([`parse_csv`], [`plan`]) are pure; [`apply`] does the files and
-//! runs `mosquitto_passwd -U` once for all the new hashes.
+//! runs `mosquitto_passwd -U` once for all the new hashes. [`revoke`] takes accounts out
+//! the same way (all the listed or none, one rename).
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
@@ -663,20 +664,8 @@ fn stage_and_commit(
         text.push_str(l);
         text.push('\n');
     }
-    // 0640 from the start: Mosquitto reads the file after dropping root for its own
-    // user, so its group must read it; nobody else ever may.
-    write_private(new_passwd, &text, 0o640)?;
-    if let Ok(meta) = std::fs::metadata(&target.passwd_file) {
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::chown(new_passwd, Some(meta.uid()), Some(meta.gid()));
-    } else if let Some(gid) = mosquitto_gid() {
-        let _ = std::os::unix::fs::chown(new_passwd, None, Some(gid));
-    }
-    std::fs::set_permissions(new_passwd, std::fs::Permissions::from_mode(0o640))
-        .map_err(io("cannot set the mode of", new_passwd))?;
     // The commit point.
-    std::fs::rename(new_passwd, &target.passwd_file)
-        .map_err(io("cannot replace", &target.passwd_file))?;
+    replace_passwd(&target.passwd_file, new_passwd, &text)?;
     if target.out.exists() {
         // Checked empty before anything was made; rename needs it gone.
         std::fs::remove_dir(&target.out).map_err(io("cannot replace", &target.out))?;
@@ -691,6 +680,87 @@ fn stage_and_commit(
         rotated,
         out: target.out.clone(),
     })
+}
+
+/// Writes `text` to `new_passwd`, beside `passwd_file`, with the old file's owner and
+/// mode 0640, and renames it over `passwd_file`: readers see the old file or the new one.
+fn replace_passwd(passwd_file: &Path, new_passwd: &Path, text: &str) -> Result<(), EnrollError> {
+    // 0640 from the start: Mosquitto reads the file after dropping root for its own
+    // user, so its group must read it; nobody else ever may.
+    write_private(new_passwd, text, 0o640)?;
+    if let Ok(meta) = std::fs::metadata(passwd_file) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(new_passwd, Some(meta.uid()), Some(meta.gid()));
+    } else if let Some(gid) = mosquitto_gid() {
+        let _ = std::os::unix::fs::chown(new_passwd, None, Some(gid));
+    }
+    std::fs::set_permissions(new_passwd, std::fs::Permissions::from_mode(0o640))
+        .map_err(io("cannot set the mode of", new_passwd))?;
+    std::fs::rename(new_passwd, passwd_file).map_err(io("cannot replace", passwd_file))
+}
+
+/// The password file without the accounts of `ids`, and the ids it did not hold.
+pub fn without_accounts(text: &str, ids: &BTreeSet<&str>) -> (String, Vec<String>) {
+    let mut kept = String::new();
+    let mut found = BTreeSet::new();
+    for l in text.lines() {
+        let user = l.split_once(':').map(|(u, _)| u.trim());
+        if let Some(u) = user.filter(|u| ids.contains(u)) {
+            found.insert(u.to_string());
+            continue;
+        }
+        kept.push_str(l);
+        kept.push('\n');
+    }
+    let missing = ids
+        .iter()
+        .filter(|id| !found.contains(**id))
+        .map(|id| id.to_string())
+        .collect();
+    (kept, missing)
+}
+
+/// Removes the broker accounts of `ids` from `passwd_file`, all of them or none: an id
+/// the file does not hold is refused (a typo must not pass for a revocation), as is a
+/// reserved name. Mosquitto drops a revoked device's connection and refuses it from
+/// its next reload. Returns how many accounts were removed.
+pub fn revoke(
+    passwd_file: &Path,
+    ids: &[DeviceId],
+    reserved: &BTreeSet<String>,
+) -> Result<usize, EnrollError> {
+    if let Some(r) = ids.iter().find(|id| reserved.contains(id.as_str())) {
+        return Err(EnrollError::Setting(format!(
+            "{r} is a reserved account (the collector's, or a user of the ACL), not a device"
+        )));
+    }
+    let old = std::fs::read_to_string(passwd_file).map_err(io("cannot read", passwd_file))?;
+    let set: BTreeSet<&str> = ids.iter().map(|id| id.as_str()).collect();
+    let (text, missing) = without_accounts(&old, &set);
+    if !missing.is_empty() {
+        return Err(EnrollError::Setting(format!(
+            "not enrolled in {} (nothing was revoked): {}",
+            passwd_file.display(),
+            missing.join(", ")
+        )));
+    }
+    let new_passwd = passwd_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(format!(
+            ".{}.revoke-{}",
+            passwd_file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+    let result = replace_passwd(passwd_file, &new_passwd, &text);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&new_passwd);
+    }
+    result.map(|()| set.len())
 }
 
 /// The gid of the `mosquitto` group, when it exists (read from /etc/group).
@@ -836,6 +906,16 @@ mod tests {
         assert!(text.starts_with(
             "# Vigía agent config for ws-0002 (host ws-0002.example.org, owner Doe, Jane)"
         ));
+    }
+
+    #[test]
+    fn revoking_keeps_every_other_account_and_names_the_unknown() {
+        let text = "vigia-collector:$7$a\nws-1:$7$b\nws-2:$7$c\n";
+        let (kept, missing) = without_accounts(text, &["ws-1"].into_iter().collect());
+        assert_eq!(kept, "vigia-collector:$7$a\nws-2:$7$c\n");
+        assert!(missing.is_empty());
+        let (_, missing) = without_accounts(text, &["ws-2", "ws-9"].into_iter().collect());
+        assert_eq!(missing, ["ws-9"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `vigia-collector` command line: `run`, `login`, `logout`, `user add|list|passwd|
 //! disable|enable|set`, `token create|list|revoke`, `incidents list|show|assign|escalate|
 //! resolve|close|reopen|note|request-info|verify|classify|provider|...`, `export`,
-//! `devices`, `device enroll`, `print-config`, `print-rules`.
+//! `devices`, `device enroll|revoke`, `print-config`, `print-rules`.
 //!
 //! `run` is the server. The other commands are clients of a running collector's HTTP API
 //! (sled allows one process per database, so they never open the store themselves); when
@@ -9,10 +9,11 @@
 //! API token: `VIGIA_TOKEN`, else the file `[cli] token_file` names, else the one `login`
 //! wrote; the server knows who acts from it. An incident action is a workflow
 //! [`Command`](crate::workflow::Command) built here and posted (`client`); answers are
-//! rendered as text by `render`. `device enroll` is the exception: it works on the
-//! broker's files (`crate::enroll`), where Mosquitto runs, and needs no collector.
+//! rendered as text by `render`. `device enroll` and `device revoke` are the exception:
+//! they work on the broker's files (`crate::enroll`), where Mosquitto runs, and need no
+//! collector.
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
@@ -181,6 +182,19 @@ enum DeviceCmd {
             env = "VIGIA_MOSQUITTO_PASSWD"
         )]
         mosquitto_passwd: PathBuf,
+    },
+    /// Remove devices' broker accounts (all the listed or none). Mosquitto drops their
+    /// connections and refuses them from its next reload (systemctl reload mosquitto).
+    Revoke {
+        /// The device ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Mosquitto's password file.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.passwd")]
+        passwd_file: PathBuf,
+        /// Mosquitto's ACL file: its `user` entries are not devices.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.acl")]
+        acl: PathBuf,
     },
 }
 
@@ -653,21 +667,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
-    use crate::enroll;
-    let DeviceCmd::Enroll {
-        from,
-        out,
-        broker_url,
-        ca_file,
-        passwd_file,
-        acl,
-        rotate,
-        mosquitto_passwd,
-    } = cmd;
+/// The names no device may take: the collector's account, VIGIA_COLLECTOR_USER (as
+/// enroll-device has it) and every `user` of the ACL.
+fn reserved_accounts(cli: &Cli, acl: &Path) -> anyhow::Result<std::collections::BTreeSet<String>> {
     let cfg = load_config(cli.config.as_ref())?;
-    // The names no device may take: the collector's account, VIGIA_COLLECTOR_USER (as
-    // enroll-device has it) and every `user` of the ACL.
     let mut reserved: std::collections::BTreeSet<String> = [
         cfg.mqtt.username.clone().unwrap_or_default(),
         cfg.mqtt.client_id.clone(),
@@ -678,10 +681,59 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
     .filter(|s| !s.is_empty())
     .collect();
     match std::fs::read_to_string(acl) {
-        Ok(text) => reserved.extend(enroll::acl_users(&text)),
+        Ok(text) => reserved.extend(crate::enroll::acl_users(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => bail!("{}: {e}", acl.display()),
     }
+    Ok(reserved)
+}
+
+fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
+    use crate::enroll;
+    let (from, out, broker_url, ca_file, passwd_file, acl, rotate, mosquitto_passwd) = match cmd {
+        DeviceCmd::Enroll {
+            from,
+            out,
+            broker_url,
+            ca_file,
+            passwd_file,
+            acl,
+            rotate,
+            mosquitto_passwd,
+        } => (
+            from,
+            out,
+            broker_url,
+            ca_file,
+            passwd_file,
+            acl,
+            rotate,
+            mosquitto_passwd,
+        ),
+        DeviceCmd::Revoke {
+            ids,
+            passwd_file,
+            acl,
+        } => {
+            let reserved = reserved_accounts(cli, acl)?;
+            let ids = ids
+                .iter()
+                .map(|id| {
+                    vigia_protocol::DeviceId::new(id)
+                        .map_err(|e| anyhow!("{}: {e}", render::terminal_safe(id)))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let n = enroll::revoke(passwd_file, &ids, &reserved)?;
+            println!(
+                "revoked {n} device{} in {}",
+                if n == 1 { "" } else { "s" },
+                passwd_file.display()
+            );
+            println!("reload Mosquitto to drop and refuse them now: systemctl reload mosquitto");
+            return Ok(());
+        }
+    };
+    let reserved = reserved_accounts(cli, acl)?;
     let text = std::fs::read_to_string(from).with_context(|| format!("{}", from.display()))?;
     let rows = enroll::parse_csv(&text).map_err(|errors| enroll::EnrollError::Rows {
         file: from.display().to_string(),
