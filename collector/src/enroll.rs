@@ -122,7 +122,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Splits one CSV record (RFC 4180: quoted cells, `""` inside quotes), or says why not.
-fn split_record(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_record(line: &str) -> Result<Vec<String>, String> {
     let mut cells = Vec::new();
     let mut cell = String::new();
     let mut chars = line.chars().peekable();

@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod run;
 pub mod store;
 pub mod timers;
+pub mod warranty;
 pub mod workflow;
 
 pub use run::{start, CollectorError, Running};

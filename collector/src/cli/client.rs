@@ -119,6 +119,28 @@ impl ApiClient {
         )
     }
 
+    /// Posts a text body (a CSV file) and reads the JSON answer.
+    pub(super) fn post_text(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("content-type", content_type);
+        if let Some(b) = self.bearer() {
+            req = req.header("authorization", b);
+        }
+        let req = req
+            .body(body.into_bytes())
+            .context("cannot build the request")?;
+        let resp = self.agent.run(req);
+        self.answer(&url, resp)
+    }
+
     /// A text answer (the CSV export); errors still come as JSON.
     pub(super) fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);

@@ -130,6 +130,42 @@ enum Command {
         #[command(subcommand)]
         cmd: NotifyCmd,
     },
+    /// Devices' warranties (admin): set one by hand, clear it, or import a file. A
+    /// provider request on a device under warranty goes to its warranty provider unless
+    /// another is named.
+    Warranty {
+        #[command(subcommand)]
+        cmd: WarrantyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WarrantyCmd {
+    /// Set a device's warranty: who honours it and until when.
+    Set {
+        /// The device's id.
+        device: String,
+        /// Who honours the warranty ("Dell ProSupport").
+        #[arg(long)]
+        provider: String,
+        /// The last day it covers (2027-05-31).
+        #[arg(long)]
+        until: String,
+    },
+    /// Clear a device's warranty.
+    Clear {
+        /// The device's id.
+        device: String,
+    },
+    /// Import warranties from a CSV file whose first line names the columns: device or
+    /// serial (the inventory's serial number), vendor (checked when given), provider,
+    /// until. A malformed file changes nothing; rows that match no device are listed and
+    /// skipped, the others applied.
+    Import {
+        /// The warranties file (CSV).
+        #[arg(long = "from")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -636,6 +672,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::User { cmd } => users::run(&api_client(&cli)?, cmd),
         Command::Token { cmd } => users::tokens(&api_client(&cli)?, cmd),
         Command::Device { cmd } => device(&cli, cmd),
+        Command::Warranty { cmd } => warranty(&api_client(&cli)?, cmd),
         Command::Notify {
             cmd: NotifyCmd::Test { email, webhook },
         } => {
@@ -665,6 +702,60 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn warranty(api: &ApiClient, cmd: &WarrantyCmd) -> anyhow::Result<()> {
+    let path = |d: &str| format!("/api/devices/{}/warranty", enc(d));
+    match cmd {
+        WarrantyCmd::Set {
+            device,
+            provider,
+            until,
+        } => {
+            let v = api.send(
+                "PUT",
+                &path(device),
+                Some(&serde_json::json!({"provider": provider, "until": until})),
+            )?;
+            let w = &v["warranty"];
+            render::out(&format!(
+                "{device}: under warranty with {} until {}{}\n",
+                w["provider"].as_str().unwrap_or("-"),
+                render::when(&w["until"]),
+                if w["in_force"] == true {
+                    ""
+                } else {
+                    " (already expired)"
+                }
+            ));
+        }
+        WarrantyCmd::Clear { device } => {
+            api.send("DELETE", &path(device), None)?;
+            println!("{device}: no warranty recorded");
+        }
+        WarrantyCmd::Import { from } => {
+            let text =
+                std::fs::read_to_string(from).with_context(|| format!("{}", from.display()))?;
+            let v = api.post_text("/api/warranties", "text/csv; charset=utf-8", text)?;
+            let applied = v["applied"].as_array().map_or(0, Vec::len);
+            let unmatched = v["unmatched"].as_array().cloned().unwrap_or_default();
+            let mut out = format!(
+                "{applied} warrant{} set; {} row{} matched no device\n",
+                if applied == 1 { "y" } else { "ies" },
+                unmatched.len(),
+                if unmatched.len() == 1 { "" } else { "s" }
+            );
+            for u in &unmatched {
+                out.push_str(&format!(
+                    "  line {}: {}\n",
+                    u["line"],
+                    u["reason"].as_str().unwrap_or("")
+                ));
+            }
+            render::out(&out);
+        }
+    }
+    Ok(())
 }
 
 /// The names no device may take: the collector's account, VIGIA_COLLECTOR_USER (as

@@ -10,8 +10,10 @@ use vigia_protocol::{DeviceId, Millis};
 
 use super::auth::Authed;
 use super::incidents::{parse_device, reads_all, DEFAULT_LIMIT, MAX_SCAN};
+use super::state::{bad_request, invalid};
 use super::state::{blocking, not_found, ApiError, HttpState};
-use crate::store::{DeviceRecord, IncidentFilter, StateFilter};
+use crate::store::{DeviceRecord, IncidentFilter, StateFilter, WarrantyRecord};
+use crate::warranty::{match_rows, parse_csv, parse_until, Unmatched, WarrantyView};
 use crate::workflow::IncidentSummary;
 
 /// One row of `GET /api/devices`.
@@ -55,6 +57,18 @@ pub struct DeviceSummary {
     /// Open incidents of the device (in lists; 0 elsewhere).
     #[serde(default)]
     pub open_incidents: u64,
+    /// The asset's warranty, and whether it is in force now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warranty: Option<WarrantyView>,
+}
+
+impl DeviceSummary {
+    /// The summary of `r` at `now` (the warranty's standing depends on the day).
+    pub fn at(r: &DeviceRecord, now: Millis) -> Self {
+        let mut s = Self::from(r);
+        s.warranty = r.warranty.as_ref().map(|w| WarrantyView::of(w, now));
+        s
+    }
 }
 
 impl From<&DeviceRecord> for DeviceSummary {
@@ -82,6 +96,7 @@ impl From<&DeviceRecord> for DeviceSummary {
             agent_version: b.map(|b| b.agent_version.to_string()),
             dropped_events: r.dropped.as_ref().map_or(0, |d| d.total),
             open_incidents: 0,
+            warranty: None,
         }
     }
 }
@@ -92,6 +107,7 @@ pub(super) async fn list(
 ) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
     reads_all(&a.caller)?;
     let store = st.store.clone();
+    let now = st.clock.now();
     let list = blocking(move || {
         // One pass over the open incidents (bounded by what is open, not by history).
         let mut open: HashMap<DeviceId, u64> = HashMap::new();
@@ -106,7 +122,7 @@ pub(super) async fn list(
             .devices()?
             .iter()
             .map(|r| {
-                let mut d = DeviceSummary::from(r);
+                let mut d = DeviceSummary::at(r, now);
                 d.open_incidents = open.get(&r.device).copied().unwrap_or(0);
                 d
             })
@@ -122,6 +138,8 @@ struct DeviceDetail {
     #[serde(flatten)]
     record: DeviceRecord,
     online: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warranty_in_force: Option<bool>,
     incidents: Vec<IncidentSummary>,
 }
 
@@ -182,10 +200,149 @@ pub(super) async fn show(
         limit: Some(DEFAULT_LIMIT),
         ..Default::default()
     })?;
+    let now = st.clock.now();
     Ok(Json(DeviceDetail {
         online: record.online(),
+        warranty_in_force: record.warranty.as_ref().map(|w| w.until >= now),
         record,
         incidents,
     })
     .into_response())
+}
+
+/// The body of `PUT /api/devices/{id}/warranty`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WarrantyChange {
+    provider: String,
+    /// A date (`2027-05-31`, covering that whole day) or a UTC time.
+    until: String,
+}
+
+fn provider_name(p: &str) -> Result<String, ApiError> {
+    let p = p.trim();
+    if p.is_empty() || p.chars().any(char::is_control) || p.chars().count() > 120 {
+        return Err(invalid(
+            "the provider must be one line of 1 to 120 characters".into(),
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// `PUT /api/devices/{id}/warranty` (admins): sets the asset's warranty by hand.
+pub(super) async fn set_warranty(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path(id): Path<String>,
+    Json(c): Json<WarrantyChange>,
+) -> Result<Json<DeviceSummary>, ApiError> {
+    a.caller.may_admin()?;
+    let device = parse_device(&id)?;
+    let until = parse_until(&c.until).map_err(|e| invalid(format!("until: {e}")))?;
+    let now = st.clock.now();
+    let w = WarrantyRecord {
+        provider: provider_name(&c.provider)?,
+        until,
+        set_by: a.caller.account.login.clone(),
+        set_at: now,
+    };
+    let store = st.store.clone();
+    let rec = blocking(move || {
+        if !store
+            .set_warranties(&[(device.clone(), Some(w))])?
+            .is_empty()
+        {
+            return Err(not_found(format!("no device {device}")));
+        }
+        store.flush()?;
+        store
+            .device(&device)?
+            .ok_or_else(|| not_found(format!("no device {device}")))
+    })
+    .await?;
+    tracing::info!(by = %a.caller.account.login, device = %rec.device, "warranty set");
+    Ok(Json(DeviceSummary::at(&rec, now)))
+}
+
+/// `DELETE /api/devices/{id}/warranty` (admins).
+pub(super) async fn clear_warranty(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceSummary>, ApiError> {
+    a.caller.may_admin()?;
+    let device = parse_device(&id)?;
+    let now = st.clock.now();
+    let store = st.store.clone();
+    let rec = blocking(move || {
+        if !store.set_warranties(&[(device.clone(), None)])?.is_empty() {
+            return Err(not_found(format!("no device {device}")));
+        }
+        store.flush()?;
+        store
+            .device(&device)?
+            .ok_or_else(|| not_found(format!("no device {device}")))
+    })
+    .await?;
+    Ok(Json(DeviceSummary::at(&rec, now)))
+}
+
+/// What `POST /api/warranties` did.
+#[derive(Debug, Serialize)]
+pub(super) struct ImportReport {
+    /// Rows applied: their line and device.
+    applied: Vec<serde_json::Value>,
+    /// Rows that matched no device (or several), skipped.
+    unmatched: Vec<Unmatched>,
+}
+
+/// `POST /api/warranties` (admins), a CSV file as the body (columns `device` or
+/// `serial`, `vendor`, `provider`, `until`): a malformed file is refused whole with every
+/// bad line; otherwise the rows that find their device are applied together and the
+/// others reported.
+pub(super) async fn import_warranties(
+    State(st): State<HttpState>,
+    a: Authed,
+    body: String,
+) -> Result<Json<ImportReport>, ApiError> {
+    a.caller.may_admin()?;
+    let rows = parse_csv(&body).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bad_request(format!(
+            "the file was not imported (nothing changed): {}",
+            lines.join("; ")
+        ))
+    })?;
+    let (now, by) = (st.clock.now(), a.caller.account.login.clone());
+    let store = st.store.clone();
+    let report = blocking(move || {
+        let (ok, unmatched) = match_rows(&rows, &store.devices()?);
+        let items: Vec<(DeviceId, Option<WarrantyRecord>)> = ok
+            .iter()
+            .map(|m| {
+                (
+                    m.device.clone(),
+                    Some(WarrantyRecord {
+                        provider: m.provider.clone(),
+                        until: m.until,
+                        set_by: by.clone(),
+                        set_at: now,
+                    }),
+                )
+            })
+            .collect();
+        store.set_warranties(&items)?;
+        store.flush()?;
+        Ok(ImportReport {
+            applied: ok
+                .iter()
+                .map(|m| serde_json::json!({"line": m.line, "device": m.device.as_str()}))
+                .collect(),
+            unmatched,
+        })
+    })
+    .await?;
+    tracing::info!(by = %a.caller.account.login, applied = report.applied.len(),
+        unmatched = report.unmatched.len(), "warranties imported");
+    Ok(Json(report))
 }

@@ -418,7 +418,7 @@ fn detail(st: &HttpState, caller: &Caller, n: u64) -> Result<IncidentDetail, Api
         .store
         .device(&inc.device)?
         .as_ref()
-        .map(DeviceSummary::from);
+        .map(|r| DeviceSummary::at(r, st.clock.now()));
     let mut d = IncidentDetail::for_caller(inc, &st.policy, Some(caller), st.clock.now(), device);
     if caller.reads_all() {
         d.notifications = st.store.notifications_of(n)?;

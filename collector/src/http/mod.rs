@@ -118,6 +118,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/devices", get(devices::list))
         .route("/api/devices/{id}", get(devices::show))
         .route("/api/devices/{id}/events", get(devices::events))
+        .route(
+            "/api/devices/{id}/warranty",
+            put(devices::set_warranty).delete(devices::clear_warranty),
+        )
+        .route("/api/warranties", post(devices::import_warranties))
         .route("/api/feed", get(feed::stream))
         .route("/api/notify/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(

@@ -49,7 +49,7 @@ use super::keys::{
 };
 use super::{
     device_context, DeviceRecord, EventOutcome, IncidentFilter, OutboxEntry, StateFilter,
-    StatusOutcome, Store, StoreError, StoredEvent,
+    StatusOutcome, Store, StoreError, StoredEvent, WarrantyRecord,
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::notify::NotifyEntry;
@@ -701,9 +701,15 @@ impl Handles {
             command: command.clone(),
         };
         let mut d = self.transact(|tx| {
-            let inc = tx
+            let mut inc = tx
                 .load_incident(number)?
                 .ok_or_else(|| abort(StoreError::NotFound(number)))?;
+            // The warranty as the inventory knows it now, not when the incident opened:
+            // a warranty set or imported since is what a provider request must see.
+            if let Some(b) = tx.devices.get(inc.device.as_str())? {
+                let rec: DeviceRecord = dec("device", &b).map_err(abort)?;
+                inc.context.warranty = device_context(Some(&rec)).warranty;
+            }
             let d = workflow::apply(&inc, &input, now, policy)
                 .map_err(|e| abort(StoreError::Workflow(e)))?;
             tx.save(&d.incident, &d.records, policy)?;
@@ -1164,6 +1170,34 @@ impl Handles {
     fn notify_len(&self) -> usize {
         self.notify.len()
     }
+
+    fn set_warranties(
+        &self,
+        items: &[(DeviceId, Option<WarrantyRecord>)],
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.devices
+            .transaction(|t| {
+                let mut unknown = Vec::new();
+                let mut recs = Vec::with_capacity(items.len());
+                for (id, w) in items {
+                    match t.get(id.as_str())? {
+                        Some(b) => {
+                            let mut rec: DeviceRecord = dec("device", &b).map_err(abort)?;
+                            rec.warranty.clone_from(w);
+                            recs.push(rec);
+                        }
+                        None => unknown.push(id.clone()),
+                    }
+                }
+                if unknown.is_empty() {
+                    for rec in &recs {
+                        t.insert(rec.device.as_str(), enc("device", rec).map_err(abort)?)?;
+                    }
+                }
+                Ok(unknown)
+            })
+            .map_err(tx_err)
+    }
 }
 
 impl SledStore {
@@ -1412,6 +1446,13 @@ impl Store for SledStore {
 
     fn notify_len(&self) -> usize {
         self.read().as_ref().map_or(0, |h| h.notify_len())
+    }
+
+    fn set_warranties(
+        &self,
+        items: &[(DeviceId, Option<WarrantyRecord>)],
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.with(|h| h.set_warranties(items))
     }
 
     fn recover(&self) -> Result<bool, StoreError> {

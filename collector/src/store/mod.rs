@@ -222,6 +222,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many notifications wait to be delivered.
     fn notify_len(&self) -> usize;
+
+    /// Sets (or, with `None`, clears) the warranties of existing devices, all in one
+    /// transaction. Returns the ids that are not devices here (then nothing is set).
+    fn set_warranties(
+        &self,
+        items: &[(DeviceId, Option<WarrantyRecord>)],
+    ) -> Result<Vec<DeviceId>, StoreError>;
 }
 
 /// A store failure.
@@ -333,6 +340,22 @@ pub struct DeviceRecord {
     /// Spool overflow notices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<DroppedRecord>,
+    /// The asset's warranty, set by hand or imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warranty: Option<WarrantyRecord>,
+}
+
+/// A device's warranty (004 4.4), as set by hand or imported from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarrantyRecord {
+    /// Who honours it.
+    pub provider: String,
+    /// The last moment it covers.
+    pub until: Millis,
+    /// Who set it.
+    pub set_by: String,
+    /// When.
+    pub set_at: Millis,
 }
 
 impl DeviceRecord {
@@ -345,6 +368,7 @@ impl DeviceRecord {
             birth: None,
             status: None,
             dropped: None,
+            warranty: None,
         }
     }
 
@@ -526,7 +550,11 @@ pub fn device_context(rec: Option<&DeviceRecord>) -> DeviceContext {
             .and_then(|r| r.birth.as_ref())
             .map(|b| b.tags.iter().map(|t| t.as_str().to_owned()).collect())
             .unwrap_or_default(),
-        // The inventory does not carry warranties yet.
-        warranty: None,
+        warranty: rec
+            .and_then(|r| r.warranty.as_ref())
+            .map(|w| crate::workflow::Warranty {
+                provider: w.provider.clone(),
+                until: w.until,
+            }),
     }
 }

@@ -18,6 +18,18 @@ pub enum ProviderError {
     /// No provider named and no warranty to suggest one.
     #[error("no provider named and the asset has no warranty in force to suggest one")]
     NoProvider,
+    /// No provider named, and the asset's warranty has expired (004 4.4): the request
+    /// must go to the provider of the contract that covers the asset instead.
+    #[error(
+        "no provider named, and the asset's warranty with {provider} expired on {until}: \
+         name the provider of the support contract for this asset"
+    )]
+    WarrantyExpired {
+        /// The warranty's provider.
+        provider: String,
+        /// When it ended (UTC).
+        until: String,
+    },
     /// Scheduled network work agreed less than a week ahead.
     #[error(
         "scheduled work that affects the network needs one week's notice to all staff: \
@@ -51,7 +63,15 @@ pub(crate) fn build_request(
     let (provider, under_warranty) = match (&spec.provider, suggested) {
         (Some(p), s) => (p.clone(), s == Some(p.as_str())),
         (None, Some(s)) => (s.to_owned(), true),
-        (None, None) => return Err(ProviderError::NoProvider),
+        (None, None) => {
+            return Err(match &incident.context.warranty {
+                Some(w) => ProviderError::WarrantyExpired {
+                    provider: w.provider.clone(),
+                    until: super::time::rfc3339(w.until),
+                },
+                None => ProviderError::NoProvider,
+            })
+        }
     };
     let notice_due_at = if spec.affects_network {
         match spec.kind {

@@ -1299,6 +1299,15 @@
       dev && dev.last_seen ? " · " + t("device.last_seen", { t: fmtAgo(dev.last_seen) }) : null);
   }
 
+  // The asset's warranty: with whom, until when, or that it has expired (a device record
+  // says whether it is in force beside it, a summary inside it).
+  function warrantyText(dev) {
+    const w = dev.warranty;
+    if (!w) return null;
+    const inForce = w.in_force !== undefined ? w.in_force : dev.warranty_in_force;
+    return t(inForce ? "device.warranty_until" : "device.warranty_expired", { p: w.provider, d: fmtDate(w.until) });
+  }
+
   // The inventory from a device record (its birth message), or from a summary.
   function inventory(dev, short) {
     const b = dev.birth || {};
@@ -1312,6 +1321,7 @@
       [t("device.cpu"), (b.cpu_model || dev.cpu_model) ? (b.cpu_model || dev.cpu_model) + (b.cpu_cores ? " × " + fmtNum(b.cpu_cores) : "") : null],
       [t("device.ram"), (b.ram_bytes || dev.ram_bytes) ? fmtBytes(b.ram_bytes || dev.ram_bytes) : null],
       [t("device.tags"), b.tags && b.tags.length ? b.tags.join(", ") : null],
+      [t("device.warranty"), warrantyText(dev)],
     ];
     if (!short) {
       pairs.push(
