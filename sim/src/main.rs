@@ -28,6 +28,9 @@ use vigia_protocol::{
 enum Mix {
     /// Disk faults on five subjects, raised and cleared in turn.
     Steady,
+    /// Disk faults on five subjects, each raised once and then only updated: long-lived
+    /// incidents with many events each (`--events 4000` is 800 per incident).
+    Updates,
     /// One subject raised and cleared again and again.
     Flapping,
     /// User reports.
@@ -73,6 +76,17 @@ struct Args {
     /// An API token (read scope is enough).
     #[arg(long, env = "VIGIA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Publish every event as fast as the broker takes it (QoS 1, each publish
+    /// acknowledged by the broker), then leave without waiting for the collector's acks:
+    /// the broker queues the stream for a collector that is offline, so a benchmark can
+    /// time the collector draining it. Nothing is resent; with `--api` it then waits (up
+    /// to `--deadline`) until the collector has stored everything, and checks it.
+    #[arg(long)]
+    no_wait: bool,
+    /// Device instances are this plus the device's index (default: from the clock, a new
+    /// instance every run, as a fresh spool would have).
+    #[arg(long)]
+    instance_base: Option<u64>,
 }
 
 /// What one device saw.
@@ -125,6 +139,20 @@ fn body(mix: Mix, seq: u64) -> EventBody {
                 95.0,
             )
         }
+        Mix::Updates => {
+            let subject = (seq - 1) % 5;
+            let action = if seq <= 5 {
+                FaultAction::Raised
+            } else {
+                FaultAction::Updated
+            };
+            fault(
+                FaultKind::DiskSpace,
+                &format!("/data{subject}"),
+                action,
+                90.0 + (seq % 7) as f64,
+            )
+        }
         Mix::Flapping => fault(FaultKind::DiskSpace, "/var", action(seq), 96.0),
         Mix::Storm => fault(FaultKind::Overheating, "cpu", action(seq), 99.0),
         Mix::Reports => EventBody::Report(UserReport {
@@ -155,8 +183,11 @@ async fn device(
     let id = format!("{}-{:05}", args.id_prefix, index + 1);
     let dev = DeviceId::new(&id).map_err(|e| anyhow::anyhow!("device id {id:?}: {e}"))?;
     let topics = Topics::new(&args.topic_prefix).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // A new instance every run, as a fresh spool would have.
-    let instance = now_ms() ^ ((index as u64 + 1) << 40);
+    let instance = match args.instance_base {
+        Some(base) => base + index as u64,
+        // A new instance every run, as a fresh spool would have.
+        None => now_ms() ^ ((index as u64 + 1) << 40),
+    };
     let boot = 1;
     let status = |online: bool| {
         encode(&Status {
@@ -247,6 +278,14 @@ async fn device(
         instance,
         ..Default::default()
     };
+    if args.no_wait {
+        publish_all(
+            &args, &dev, instance, boot, &up_event, &client, &mut el, &mut out,
+        )
+        .await?;
+        goodbye(&client, &mut el, &topics, &dev, status(false)?).await?;
+        return Ok(out);
+    }
     // Events as a spool would hold them, until acked.
     let mut pending: BTreeMap<u64, (Vec<u8>, Instant)> = BTreeMap::new();
     let mut next_seq = 1;
@@ -353,13 +392,24 @@ async fn device(
             }
         }
     }
-    // A clean goodbye: offline status, retained, then disconnect.
+    goodbye(&client, &mut el, &topics, &dev, status(false)?).await?;
+    Ok(out)
+}
+
+/// A clean goodbye: offline status, retained, then disconnect.
+async fn goodbye(
+    client: &AsyncClient,
+    el: &mut rumqttc::EventLoop,
+    topics: &Topics,
+    dev: &DeviceId,
+    offline: Vec<u8>,
+) -> anyhow::Result<()> {
     client
         .publish(
-            topics.up(&dev, UpKind::Status).as_str(),
+            topics.up(dev, UpKind::Status).as_str(),
             QoS::AtLeastOnce,
             true,
-            status(false)?,
+            offline,
         )
         .await?;
     client.disconnect().await?;
@@ -367,7 +417,68 @@ async fn device(
         while el.poll().await.is_ok() {}
     })
     .await;
-    Ok(out)
+    Ok(())
+}
+
+/// `--no-wait`: every event published, each acknowledged by the broker (so it holds
+/// them), none waited for from the collector.
+#[allow(clippy::too_many_arguments)]
+async fn publish_all(
+    args: &Args,
+    dev: &DeviceId,
+    instance: u64,
+    boot: u64,
+    up_event: &str,
+    client: &AsyncClient,
+    el: &mut rumqttc::EventLoop,
+    out: &mut DeviceResult,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + args.deadline.duration();
+    // The birth and the online status are QoS 1 publishes too: their PubAcks count.
+    let mut unacked: u64 = 2;
+    let mut next_seq = 1;
+    // The next event, encoded once however many times the request queue is full.
+    let encoded = |seq: u64| {
+        encode(&Event {
+            v: VERSION,
+            device: dev.clone(),
+            instance,
+            seq,
+            boot,
+            ts: now_ms(),
+            body: body(args.mix, seq),
+        })
+    };
+    let mut next = encoded(next_seq)?;
+    while next_seq <= args.events || unacked > 0 {
+        // Queue events until the client's request queue is full. `try_publish`, not
+        // `publish` raced against the event loop: a publish cut short there may have been
+        // queued already, and sending it again would duplicate the event.
+        while next_seq <= args.events {
+            match client.try_publish(up_event, QoS::AtLeastOnce, false, next.clone()) {
+                Ok(()) => {
+                    out.sent += 1;
+                    unacked += 1;
+                    next_seq += 1;
+                    if next_seq <= args.events {
+                        next = encoded(next_seq)?;
+                    }
+                }
+                Err(rumqttc::ClientError::TryRequest(_)) => break,
+                Err(e) => bail!("{}: {e}", dev.as_str()),
+            }
+        }
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Err(_) => bail!(
+                "{}: the broker did not take every event in time",
+                dev.as_str()
+            ),
+            Ok(Ok(MqttEvent::Incoming(Packet::PubAck(_)))) => unacked -= 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{}: connection lost while publishing: {e}", dev.as_str()),
+        }
+    }
+    Ok(())
 }
 
 /// What the collector stored for `id`'s `instance`: how many, and gaps.
@@ -452,7 +563,7 @@ fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1e3
     );
     let mut wrong = failures;
-    for d in &devices {
+    for d in devices.iter().filter(|_| !args.no_wait) {
         if d.acked.len() as u64 + d.rejected != d.sent {
             wrong.push(format!(
                 "{}: sent {}, acked {}, rejected {}",
@@ -464,17 +575,28 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let (Some(api), Some(token)) = (&args.api, &args.token) {
-        let mut total = 0;
-        for d in &devices {
-            let (count, gaps) = stored(api, token, &d.id, d.instance)?;
-            total += count;
-            if count != d.sent - d.rejected || gaps > 0 {
-                wrong.push(format!(
-                    "{}: sent {}, stored {count}, {gaps} gaps",
-                    d.id, d.sent
-                ));
+        // With --no-wait the collector may still be storing: ask again until it has
+        // everything or the deadline passes.
+        let until = Instant::now() + args.deadline.duration();
+        let (total, differ) = loop {
+            let mut total = 0;
+            let mut differ = Vec::new();
+            for d in &devices {
+                let (count, gaps) = stored(api, token, &d.id, d.instance)?;
+                total += count;
+                if count != d.sent - d.rejected || gaps > 0 {
+                    differ.push(format!(
+                        "{}: sent {}, stored {count}, {gaps} gaps",
+                        d.id, d.sent
+                    ));
+                }
             }
-        }
+            if differ.is_empty() || !args.no_wait || Instant::now() >= until {
+                break (total, differ);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        wrong.extend(differ);
         let lost = sent.saturating_sub(rejected).saturating_sub(total);
         let extra = total.saturating_sub(sent);
         println!("stored {total}  lost {lost}  extra {extra}");

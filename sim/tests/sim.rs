@@ -56,6 +56,7 @@ async fn simulated_devices_are_all_stored_once_and_a_difference_fails() {
             ("steady", "30", "12"),
             ("reports", "5", "3"),
             ("storm", "20", "4"),
+            ("updates", "4", "30"),
         ] {
             let (ok, out) = sim(&[
                 "--broker",
@@ -88,6 +89,32 @@ async fn simulated_devices_are_all_stored_once_and_a_difference_fails() {
                 "{mix}: {out}"
             );
         }
+        // --no-wait: published without waiting for acks, then checked once the collector
+        // has stored them all.
+        let (ok, out) = sim(&[
+            "--broker",
+            &m,
+            "--api",
+            &b,
+            "--token",
+            &token,
+            "--mix",
+            "updates",
+            "--devices",
+            "3",
+            "--events",
+            "40",
+            "--no-wait",
+            "--id-prefix",
+            "nowait",
+            "--deadline",
+            "60s",
+        ]);
+        assert!(ok, "no-wait: {out}");
+        assert!(
+            out.contains("sent 120") && out.contains("stored 120  lost 0  extra 0"),
+            "no-wait: {out}"
+        );
         // Acknowledged by the first collector, checked against the second: it fails, and
         // says what is missing.
         let token2 = read_token(&base2, &password2);
