@@ -138,9 +138,74 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
     assert_eq!(req["under_warranty"], true, "{inc}");
     assert_eq!(inc["state"], "waiting_provider", "{inc}");
 
-    // ...while the expired one's needs a provider named, and then is not under warranty.
+    // The registry: a provider with a contract in force for this kind of asset, and the
+    // minutes of a coordination meeting.
+    let (code, out) = cli(
+        &c,
+        &[
+            "provider",
+            "add",
+            "Soporte Regional S.A.",
+            "--email",
+            "mesa@soporte-regional.example",
+            "--contact",
+            "Ana Ruiz <ana@soporte-regional.example>",
+            "--covers",
+            "capacity",
+            "--service",
+            "on-site repair",
+            "--contract-start",
+            "2026-01-01",
+            "--contract-end",
+            "2099-12-31",
+            "--conditions",
+            "8x5, repuestos incluidos",
+            "--response",
+            "P1=4h",
+            "--resolution",
+            "P1=1d",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(
+        &c,
+        &[
+            "provider",
+            "minutes",
+            "soporte regional s.a.",
+            "--date",
+            "2026-11-30",
+            "--participant",
+            "Ana Ruiz",
+            "--participant",
+            "Marta Mesa",
+            "--text",
+            "Se acuerdan los tiempos de respuesta.",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&c, &["provider", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Soporte Regional S.A."), "{out}");
+    let p: Value = c.get("/api/providers/Soporte%20Regional%20S.A.").unwrap();
+    assert_eq!(p["contract"]["response"]["P1"], "4h", "{p}");
+    assert_eq!(p["minutes"][0]["participants"][1], "Marta Mesa", "{p}");
+    assert_eq!(p["minutes"][0]["recorded_by"], "admin", "{p}");
+    let (code, out) = cli(
+        &c,
+        &["provider", "add", "Bad", "--portal", "javascript:alert(1)"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("portal"), "{out}");
+
+    // ...while the expired one's needs a provider named (the one with a contract is
+    // suggested), and then is not under warranty.
     let (code, out) = request_provider(&c, expired, None);
     assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("with a contract in force covering this asset: Soporte Regional S.A."),
+        "{out}"
+    );
     assert!(
         out.contains("warranty with HP Care expired on 2020-06-30"),
         "{out}"

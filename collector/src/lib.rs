@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
+pub mod providers;
 pub mod run;
 pub mod store;
 pub mod timers;

@@ -137,6 +137,81 @@ enum Command {
         #[command(subcommand)]
         cmd: WarrantyCmd,
     },
+    /// The providers registry: who support is contracted from, their contract for the
+    /// period and the coordination meetings' minutes (changes: admin).
+    Provider {
+        #[command(subcommand)]
+        cmd: ProviderCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProviderCmd {
+    /// Register a provider, or replace its details (its minutes are kept).
+    Add {
+        /// Its name, as provider requests name it.
+        name: String,
+        /// Its service address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Its service phone.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Its portal (https://...).
+        #[arg(long)]
+        portal: Option<String>,
+        /// A person there: "Ana Ruiz <ana@example.org>" or a name (repeatable).
+        #[arg(long = "contact")]
+        contacts: Vec<String>,
+        /// A service it provides (repeatable).
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// A kind of asset it covers: an incident category ("hardware") or a device tag
+        /// (repeatable).
+        #[arg(long = "covers")]
+        covers: Vec<String>,
+        /// The contract's first day (2026-01-01).
+        #[arg(long, requires = "contract_end")]
+        contract_start: Option<String>,
+        /// The contract's last day (2026-12-31).
+        #[arg(long, requires = "contract_start")]
+        contract_end: Option<String>,
+        /// The agreed conditions.
+        #[arg(long, default_value = "")]
+        conditions: String,
+        /// Response time per priority, P1=4h (repeatable).
+        #[arg(long = "response")]
+        response: Vec<String>,
+        /// Resolution time per priority, P1=1d (repeatable).
+        #[arg(long = "resolution")]
+        resolution: Vec<String>,
+    },
+    /// List the providers, with their contract's period.
+    List,
+    /// One provider in full.
+    Show {
+        /// Its name.
+        name: String,
+    },
+    /// Remove a provider from the registry.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Record the minutes of a coordination meeting (acta) with the provider.
+    Minutes {
+        /// The provider.
+        name: String,
+        /// When the meeting was (2026-12-01).
+        #[arg(long)]
+        date: String,
+        /// Who took part (repeatable).
+        #[arg(long = "participant", required = true)]
+        participants: Vec<String>,
+        /// What was agreed.
+        #[arg(long)]
+        text: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -673,6 +748,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Token { cmd } => users::tokens(&api_client(&cli)?, cmd),
         Command::Device { cmd } => device(&cli, cmd),
         Command::Warranty { cmd } => warranty(&api_client(&cli)?, cmd),
+        Command::Provider { cmd } => provider(&api_client(&cli)?, cmd),
         Command::Notify {
             cmd: NotifyCmd::Test { email, webhook },
         } => {
@@ -702,6 +778,131 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `P1=4h` pairs as a map of priority to duration.
+fn per_priority(
+    what: &str,
+    pairs: &[String],
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for p in pairs {
+        let (prio, dur) = p
+            .split_once('=')
+            .with_context(|| format!("--{what} {p:?}: write it as P1=4h"))?;
+        let prio = prio.trim().to_uppercase();
+        if !["P1", "P2", "P3", "P4"].contains(&prio.as_str()) {
+            bail!("--{what} {p:?}: the priority is P1, P2, P3 or P4");
+        }
+        let d: vigia_protocol::Dur = dur
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--{what} {p:?}: {e}"))?;
+        out.insert(prio, serde_json::to_value(d)?);
+    }
+    Ok(out)
+}
+
+fn provider(api: &ApiClient, cmd: &ProviderCmd) -> anyhow::Result<()> {
+    let path = |n: &str| format!("/api/providers/{}", enc(n));
+    match cmd {
+        ProviderCmd::Add {
+            name,
+            email,
+            phone,
+            portal,
+            contacts,
+            services,
+            covers,
+            contract_start,
+            contract_end,
+            conditions,
+            response,
+            resolution,
+        } => {
+            let contacts: Vec<serde_json::Value> = contacts
+                .iter()
+                .map(|c| match c.split_once('<') {
+                    Some((n, e)) => serde_json::json!({
+                        "name": n.trim(), "email": e.trim_end_matches('>').trim()
+                    }),
+                    None => serde_json::json!({"name": c.trim()}),
+                })
+                .collect();
+            let mut body = serde_json::json!({
+                "name": name, "contacts": contacts, "services": services, "covers": covers,
+            });
+            for (k, v) in [("email", email), ("phone", phone), ("portal", portal)] {
+                if let Some(v) = v {
+                    body[k] = serde_json::json!(v);
+                }
+            }
+            if let (Some(s), Some(e)) = (contract_start, contract_end) {
+                let day = |d: &str| -> anyhow::Result<u64> {
+                    parse_instant(d).map_err(|e| anyhow::anyhow!("{e}"))
+                };
+                body["contract"] = serde_json::json!({
+                    "start": day(s)?,
+                    "end": day(e)? + 86_400_000 - 1,
+                    "conditions": conditions,
+                    "response": per_priority("response", response)?,
+                    "resolution": per_priority("resolution", resolution)?,
+                });
+            }
+            api.send("PUT", &path(name), Some(&body))?;
+            println!("provider {name} registered");
+        }
+        ProviderCmd::List => {
+            let v = api.get("/api/providers")?;
+            let mut out = String::new();
+            for p in v.as_array().into_iter().flatten() {
+                let c = &p["contract"];
+                out.push_str(&format!(
+                    "{:<30} {:<28} {}\n",
+                    p["name"].as_str().unwrap_or("-"),
+                    p["covers"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default(),
+                    if c.is_object() {
+                        format!(
+                            "contract {} to {}",
+                            render::when(&c["start"]),
+                            render::when(&c["end"])
+                        )
+                    } else {
+                        "no contract".into()
+                    }
+                ));
+            }
+            render::out(&out);
+        }
+        ProviderCmd::Show { name } => {
+            let v = api.get(&path(name))?;
+            render::out(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+        }
+        ProviderCmd::Remove { name } => {
+            api.send("DELETE", &path(name), None)?;
+            println!("provider {name} removed");
+        }
+        ProviderCmd::Minutes {
+            name,
+            date,
+            participants,
+            text,
+        } => {
+            api.post(
+                &format!("{}/minutes", path(name)),
+                &serde_json::json!({"date": date, "participants": participants, "text": text}),
+            )?;
+            println!("minutes of {date} recorded for {name}");
+        }
+    }
+    Ok(())
 }
 
 fn warranty(api: &ApiClient, cmd: &WarrantyCmd) -> anyhow::Result<()> {

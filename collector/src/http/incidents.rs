@@ -508,7 +508,17 @@ pub(super) async fn act(
         }
     }
     let command = command_of(&action, fields).map_err(bad_request)?;
-    let d = run_command(&st, &a.caller, n, command).await?;
+    let d = match run_command(&st, &a.caller, n, command).await {
+        Ok(d) => d,
+        // A provider request that named nobody: say who has a contract for it.
+        Err(mut e) if e.message.contains("no provider named") => {
+            let st2 = st.clone();
+            let hint = blocking(move || super::providers::contract_hint(&st2, n)).await?;
+            e.message.push_str(&hint);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let device = {
         let store = st.store.clone();
         let dev = d.incident.device.clone();

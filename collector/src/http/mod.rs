@@ -36,6 +36,7 @@ mod devices;
 mod export;
 mod feed;
 mod incidents;
+mod providers;
 mod state;
 pub mod tls;
 
@@ -123,6 +124,17 @@ pub fn router(state: HttpState) -> Router {
             put(devices::set_warranty).delete(devices::clear_warranty),
         )
         .route("/api/warranties", post(devices::import_warranties))
+        .route("/api/providers", get(providers::list))
+        .route(
+            "/api/providers/{name}",
+            get(providers::show)
+                .put(providers::put)
+                .delete(providers::remove),
+        )
+        .route(
+            "/api/providers/{name}/minutes",
+            post(providers::add_minutes),
+        )
         .route("/api/feed", get(feed::stream))
         .route("/api/notify/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(

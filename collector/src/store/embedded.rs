@@ -110,6 +110,7 @@ struct Handles {
     outbox: sled::Tree,
     notify: sled::Tree,
     notify_log: sled::Tree,
+    providers: sled::Tree,
 }
 
 /// The embedded store: the open database, and what it takes to open it again after an
@@ -452,6 +453,7 @@ impl Handles {
             outbox: db.open_tree("outbox")?,
             notify: db.open_tree("notify")?,
             notify_log: db.open_tree("notify_log")?,
+            providers: db.open_tree("providers")?,
             db,
         };
         h.migrate()?;
@@ -1171,6 +1173,35 @@ impl Handles {
         self.notify.len()
     }
 
+    fn providers(&self) -> Result<Vec<crate::providers::Provider>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.providers.iter() {
+            let (_, v) = kv?;
+            out.push(dec("provider", &v)?);
+        }
+        Ok(out)
+    }
+
+    fn provider(&self, name: &str) -> Result<Option<crate::providers::Provider>, StoreError> {
+        match self.providers.get(crate::providers::key(name))? {
+            Some(v) => Ok(Some(dec("provider", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_provider(&self, p: &crate::providers::Provider) -> Result<(), StoreError> {
+        self.providers
+            .insert(crate::providers::key(&p.name), enc("provider", p)?)?;
+        Ok(())
+    }
+
+    fn remove_provider(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .providers
+            .remove(crate::providers::key(name))?
+            .is_some())
+    }
+
     fn set_warranties(
         &self,
         items: &[(DeviceId, Option<WarrantyRecord>)],
@@ -1446,6 +1477,22 @@ impl Store for SledStore {
 
     fn notify_len(&self) -> usize {
         self.read().as_ref().map_or(0, |h| h.notify_len())
+    }
+
+    fn providers(&self) -> Result<Vec<crate::providers::Provider>, StoreError> {
+        self.with(|h| h.providers())
+    }
+
+    fn provider(&self, name: &str) -> Result<Option<crate::providers::Provider>, StoreError> {
+        self.with(|h| h.provider(name))
+    }
+
+    fn put_provider(&self, p: &crate::providers::Provider) -> Result<(), StoreError> {
+        self.with(|h| h.put_provider(p))
+    }
+
+    fn remove_provider(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|h| h.remove_provider(name))
     }
 
     fn set_warranties(

@@ -229,6 +229,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         items: &[(DeviceId, Option<WarrantyRecord>)],
     ) -> Result<Vec<DeviceId>, StoreError>;
+
+    /// Every registered provider, by name.
+    fn providers(&self) -> Result<Vec<crate::providers::Provider>, StoreError>;
+
+    /// The provider `name` (without case).
+    fn provider(&self, name: &str) -> Result<Option<crate::providers::Provider>, StoreError>;
+
+    /// Registers or replaces a provider (keyed by its name without case).
+    fn put_provider(&self, p: &crate::providers::Provider) -> Result<(), StoreError>;
+
+    /// Removes the provider `name`; `false` if there was none.
+    fn remove_provider(&self, name: &str) -> Result<bool, StoreError>;
 }
 
 /// A store failure.
