@@ -979,6 +979,48 @@ fn provider_requests_follow_003() {
         ),
         "{e}"
     );
+    // The week's rule at its boundary: 6 days 23 h ahead is refused, with the first time
+    // that could be agreed; exactly 7 days (7 × 24 h, whatever the time zone's clocks do)
+    // is accepted.
+    let now = T0 + HOUR;
+    let e = apply(
+        &l2,
+        &by(
+            tech(),
+            spec(
+                ServiceKind::Scheduled,
+                now + 6 * DAY + 23 * HOUR,
+                Some("Redes SAS"),
+            ),
+        ),
+        now,
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            WorkflowError::Provider {
+                source: ProviderError::NoticeTooShort { earliest },
+                ..
+            } if *earliest == now + WEEK
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(&crate::workflow::rfc3339(now + WEEK)),
+        "the refusal names the date from which it could be scheduled: {e}"
+    );
+    let ok = step(
+        &l2,
+        by(
+            tech(),
+            spec(ServiceKind::Scheduled, now + WEEK, Some("Redes SAS")),
+        ),
+        now,
+    );
+    assert_eq!(ok.pending_provider().unwrap().notice_due_at, Some(now));
     // Ten days ahead: the notice falls due three days from now, one week before the work.
     let agreed = T0 + HOUR + 10 * DAY;
     let waiting = step(

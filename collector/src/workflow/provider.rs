@@ -33,7 +33,8 @@ pub enum ProviderError {
     /// Scheduled network work agreed less than a week ahead.
     #[error(
         "scheduled work that affects the network needs one week's notice to all staff: \
-         agree a time at or after {earliest} ms, or mark the request unplanned"
+         agree a time at or after {} (UTC), or mark the request unplanned",
+        super::time::rfc3339(*.earliest)
     )]
     NoticeTooShort {
         /// The earliest acceptable agreed time.
