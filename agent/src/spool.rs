@@ -1182,10 +1182,16 @@ mod tests {
     /// The spool size of one 300-byte fault event, with the longest instance id (so a
     /// spool sized from it holds at least as many real events).
     fn largest_entry(severity: Severity) -> u64 {
+        entry_of(severity, u64::MAX)
+    }
+
+    /// The size of one `severity` entry of an agent whose instance is `instance` (its
+    /// digits count: a spool's instance is random).
+    fn entry_of(severity: Severity, instance: u64) -> u64 {
         let e = Event {
             v: 1,
             device: dev(),
-            instance: u64::MAX,
+            instance,
             seq: 1,
             boot: 0,
             ts: 1,
@@ -1396,7 +1402,9 @@ mod tests {
         let mut s = Spool::open(dir.path(), dev(), 8 << 20).unwrap();
         s.break_for_test();
         let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq;
-        let one = largest_entry(Severity::Warning);
+        // Measured with this spool's own instance: with the longest one instead, a
+        // spool whose random instance has fewer digits holds a few more than `fit`.
+        let one = entry_of(Severity::Warning, s.instance());
         let fit = (MAX_HELD_BYTES / one) as usize;
         let mut dropped = 0;
         for _ in 0..fit + 5 {
