@@ -219,14 +219,10 @@ impl NotifyEntry {
     }
 }
 
-/// The notifications a stored decision calls for, numbered from `next_id` on: one per
-/// workflow notification, one for an opening and one for an answer from the user.
-pub fn entries_of(
-    d: &Decision,
-    policy: &Policy,
-    now: Millis,
-    next_id: &mut impl FnMut() -> u64,
-) -> Vec<NotifyEntry> {
+/// The notifications a stored decision calls for: one per workflow notification, one for
+/// an opening and one for an answer from the user. Their `id` is 0; the store numbers
+/// them (and only reads its counter when there is one).
+pub fn entries_of(d: &Decision, policy: &Policy, now: Millis) -> Vec<NotifyEntry> {
     let mut events: Vec<(NotifyEvent, String)> = Vec::new();
     if d.records.first().is_some_and(|r| r.seq == 0) {
         events.push((NotifyEvent::Opened, String::new()));
@@ -246,7 +242,7 @@ pub fn entries_of(
     events
         .into_iter()
         .map(|(event, text)| NotifyEntry {
-            id: next_id(),
+            id: 0,
             incident: s.number,
             event,
             text,

@@ -214,21 +214,20 @@ impl Trees<'_> {
     /// it calls for in the notification outbox, numbered, in this transaction: a command
     /// or a notification exists exactly when the change that causes it does.
     fn enqueue(&self, d: &Decision, now: Millis, policy: &Policy) -> TxResult<()> {
-        let mut next = match self.meta.get(NEXT_NOTIFY)? {
-            Some(b) => u64_of("notification counter", &b).map_err(abort)?,
-            None => 1,
-        };
-        let first = next;
-        let entries = crate::notify::entries_of(d, policy, now, &mut || {
-            next += 1;
-            next - 1
-        });
-        if next != first {
+        let mut entries = crate::notify::entries_of(d, policy, now);
+        if !entries.is_empty() {
+            // Most changes notify nobody: the counter is read only when one does.
+            let mut next = match self.meta.get(NEXT_NOTIFY)? {
+                Some(b) => u64_of("notification counter", &b).map_err(abort)?,
+                None => 1,
+            };
+            for e in &mut entries {
+                e.id = next;
+                next += 1;
+                self.notify
+                    .insert(&e.id.to_be_bytes(), enc("notification", e).map_err(abort)?)?;
+            }
             self.meta.insert(NEXT_NOTIFY, &next.to_be_bytes())?;
-        }
-        for e in &entries {
-            self.notify
-                .insert(&e.id.to_be_bytes(), enc("notification", e).map_err(abort)?)?;
         }
         for m in &d.messages {
             let workflow::Outgoing::Device { device, body } = m else {
