@@ -229,29 +229,29 @@ fn provider_name(p: &str) -> Result<String, ApiError> {
     Ok(p.to_string())
 }
 
-/// `PUT /api/devices/{id}/warranty` (admins): sets the asset's warranty by hand.
-pub(super) async fn set_warranty(
-    State(st): State<HttpState>,
-    a: Authed,
-    Path(id): Path<String>,
-    Json(c): Json<WarrantyChange>,
+/// Sets (`Some`) or clears the warranty of device `id`, as `a` asks; the device as it is
+/// then.
+async fn change_warranty(
+    st: &HttpState,
+    a: &Authed,
+    id: &str,
+    change: Option<WarrantyChange>,
 ) -> Result<Json<DeviceSummary>, ApiError> {
     a.caller.may_admin()?;
-    let device = parse_device(&id)?;
-    let until = parse_until(&c.until).map_err(|e| invalid(format!("until: {e}")))?;
+    let device = parse_device(id)?;
     let now = st.clock.now();
-    let w = WarrantyRecord {
-        provider: provider_name(&c.provider)?,
-        until,
-        set_by: a.caller.account.login.clone(),
-        set_at: now,
+    let w = match change {
+        Some(c) => Some(WarrantyRecord {
+            provider: provider_name(&c.provider)?,
+            until: parse_until(&c.until).map_err(|e| invalid(format!("until: {e}")))?,
+            set_by: a.caller.account.login.clone(),
+            set_at: now,
+        }),
+        None => None,
     };
     let store = st.store.clone();
     let rec = blocking(move || {
-        if !store
-            .set_warranties(&[(device.clone(), Some(w))])?
-            .is_empty()
-        {
+        if !store.set_warranties(&[(device.clone(), w)])?.is_empty() {
             return Err(not_found(format!("no device {device}")));
         }
         store.flush()?;
@@ -260,8 +260,19 @@ pub(super) async fn set_warranty(
             .ok_or_else(|| not_found(format!("no device {device}")))
     })
     .await?;
-    tracing::info!(by = %a.caller.account.login, device = %rec.device, "warranty set");
+    tracing::info!(by = %a.caller.account.login, device = %rec.device,
+        set = rec.warranty.is_some(), "warranty changed");
     Ok(Json(DeviceSummary::at(&rec, now)))
+}
+
+/// `PUT /api/devices/{id}/warranty` (admins): sets the asset's warranty by hand.
+pub(super) async fn set_warranty(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path(id): Path<String>,
+    Json(c): Json<WarrantyChange>,
+) -> Result<Json<DeviceSummary>, ApiError> {
+    change_warranty(&st, &a, &id, Some(c)).await
 }
 
 /// `DELETE /api/devices/{id}/warranty` (admins).
@@ -270,21 +281,7 @@ pub(super) async fn clear_warranty(
     a: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceSummary>, ApiError> {
-    a.caller.may_admin()?;
-    let device = parse_device(&id)?;
-    let now = st.clock.now();
-    let store = st.store.clone();
-    let rec = blocking(move || {
-        if !store.set_warranties(&[(device.clone(), None)])?.is_empty() {
-            return Err(not_found(format!("no device {device}")));
-        }
-        store.flush()?;
-        store
-            .device(&device)?
-            .ok_or_else(|| not_found(format!("no device {device}")))
-    })
-    .await?;
-    Ok(Json(DeviceSummary::at(&rec, now)))
+    change_warranty(&st, &a, &id, None).await
 }
 
 /// What `POST /api/warranties` did.
