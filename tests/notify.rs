@@ -388,54 +388,24 @@ fn notifications_reach_a_real_mail_server_and_a_webhook_that_was_down() {
     );
 
     // The CLI shows what went to whom.
-    let out = vigia(&["collector", "--api", &c.http, "incident", &n.to_string()])
-        .env("VIGIA_TOKEN", &c.token)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = c.cli(&["incident", &n.to_string()]);
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("notifications:"), "{text}");
     assert!(text.contains("it-oncall@example.org"), "{text}");
 
     // "Send a test" reaches the mail server now, and a bad address is refused clearly.
-    let out = vigia(&[
-        "collector",
-        "--api",
-        &c.http,
-        "notify",
-        "test",
-        "--email",
-        "admin@example.org",
-    ])
-    .env("VIGIA_TOKEN", &c.token)
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out) = c.cli(&["notify", "test", "--email", "admin@example.org"]);
+    assert_eq!(code, 0, "{out}");
     poll("the test mail", || {
         smtp.mails()
             .into_iter()
             .find(|m| m["to"][0] == "admin@example.org")
     });
-    let out = vigia(&[
-        "collector",
-        "--api",
-        &c.http,
-        "notify",
-        "test",
-        "--webhook",
-        "nope",
-    ])
-    .env("VIGIA_TOKEN", &c.token)
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
+    let (code, out) = c.cli(&["notify", "test", "--webhook", "nope"]);
+    assert_ne!(code, 0, "{out}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no [[notify.webhook]] named \"nope\""),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.contains("no [[notify.webhook]] named \"nope\""),
+        "{out}"
     );
     c.proc.terminate();
 }

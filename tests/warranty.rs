@@ -12,21 +12,6 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-/// `vigia collector --api URL <args>` as the first admin; (exit code, stdout + stderr).
-fn cli(c: &Collector, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["collector", "--api", c.http.as_str()];
-    full.extend_from_slice(args);
-    let out = vigia(&full).env("VIGIA_TOKEN", &c.token).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// An agent whose `/var` is 95 % full; returns its disk incident's number once the
 /// incident reached level 1.
 fn disk_incident(dir: &Path, c: &Collector, id: &str) -> (Agent, u64) {
@@ -49,7 +34,7 @@ fn request_provider(c: &Collector, n: u64, provider: Option<&str>) -> (i32, Stri
     if let Some(p) = provider {
         args.extend(["--provider", p]);
     }
-    cli(c, &args)
+    c.cli(&args)
 }
 
 #[test]
@@ -77,7 +62,7 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
         "device,provider,until\nws-garantia,Dell ProSupport,2099-12-31\nws-vencida,HP Care,someday\n",
     )
     .unwrap();
-    let (code, out) = cli(&c, &["warranty", "import", "--from", bad.to_str().unwrap()]);
+    let (code, out) = c.cli(&["warranty", "import", "--from", bad.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("line 3: until:"), "{out}");
     assert!(out.contains("nothing changed"), "{out}");
@@ -93,10 +78,7 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
          ,NO-SUCH-SERIAL,Lenovo Premier,2099-12-31\n",
     )
     .unwrap();
-    let (code, out) = cli(
-        &c,
-        &["warranty", "import", "--from", good.to_str().unwrap()],
-    );
+    let (code, out) = c.cli(&["warranty", "import", "--from", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("1 warranty set; 1 row matched no device"),
@@ -112,18 +94,15 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
     assert_eq!(dev["warranty_in_force"], true, "{dev}");
 
     // By hand: an expired warranty, then it shows as expired with the incident.
-    let (code, out) = cli(
-        &c,
-        &[
-            "warranty",
-            "set",
-            "ws-vencida",
-            "--provider",
-            "HP Care",
-            "--until",
-            "2020-06-30",
-        ],
-    );
+    let (code, out) = c.cli(&[
+        "warranty",
+        "set",
+        "ws-vencida",
+        "--provider",
+        "HP Care",
+        "--until",
+        "2020-06-30",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(already expired)"), "{out}");
     let inc: Value = c.get(&format!("/api/incidents/{expired}")).unwrap();
@@ -140,61 +119,52 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
 
     // The registry: a provider with a contract in force for this kind of asset, and the
     // minutes of a coordination meeting.
-    let (code, out) = cli(
-        &c,
-        &[
-            "provider",
-            "add",
-            "Soporte Regional S.A.",
-            "--email",
-            "mesa@soporte-regional.example",
-            "--contact",
-            "Ana Ruiz <ana@soporte-regional.example>",
-            "--covers",
-            "capacity",
-            "--service",
-            "on-site repair",
-            "--contract-start",
-            "2026-01-01",
-            "--contract-end",
-            "2099-12-31",
-            "--conditions",
-            "8x5, repuestos incluidos",
-            "--response",
-            "P1=4h",
-            "--resolution",
-            "P1=1d",
-        ],
-    );
+    let (code, out) = c.cli(&[
+        "provider",
+        "add",
+        "Soporte Regional S.A.",
+        "--email",
+        "mesa@soporte-regional.example",
+        "--contact",
+        "Ana Ruiz <ana@soporte-regional.example>",
+        "--covers",
+        "capacity",
+        "--service",
+        "on-site repair",
+        "--contract-start",
+        "2026-01-01",
+        "--contract-end",
+        "2099-12-31",
+        "--conditions",
+        "8x5, repuestos incluidos",
+        "--response",
+        "P1=4h",
+        "--resolution",
+        "P1=1d",
+    ]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli(
-        &c,
-        &[
-            "provider",
-            "minutes",
-            "soporte regional s.a.",
-            "--date",
-            "2026-11-30",
-            "--participant",
-            "Ana Ruiz",
-            "--participant",
-            "Marta Mesa",
-            "--text",
-            "Se acuerdan los tiempos de respuesta.",
-        ],
-    );
+    let (code, out) = c.cli(&[
+        "provider",
+        "minutes",
+        "soporte regional s.a.",
+        "--date",
+        "2026-11-30",
+        "--participant",
+        "Ana Ruiz",
+        "--participant",
+        "Marta Mesa",
+        "--text",
+        "Se acuerdan los tiempos de respuesta.",
+    ]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli(&c, &["provider", "list"]);
+    let (code, out) = c.cli(&["provider", "list"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Soporte Regional S.A."), "{out}");
     let p: Value = c.get("/api/providers/Soporte%20Regional%20S.A.").unwrap();
     assert_eq!(p["contract"]["response"]["P1"], "4h", "{p}");
     assert_eq!(p["minutes"][0]["participants"][1], "Marta Mesa", "{p}");
     assert_eq!(p["minutes"][0]["recorded_by"], "admin", "{p}");
-    let (code, out) = cli(
-        &c,
-        &["provider", "add", "Bad", "--portal", "javascript:alert(1)"],
-    );
+    let (code, out) = c.cli(&["provider", "add", "Bad", "--portal", "javascript:alert(1)"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("portal"), "{out}");
 
@@ -219,22 +189,19 @@ fn a_device_under_warranty_gets_its_warranty_provider_and_an_expired_one_does_no
     );
 
     // Cleared by hand.
-    let (code, out) = cli(&c, &["warranty", "clear", "ws-garantia"]);
+    let (code, out) = c.cli(&["warranty", "clear", "ws-garantia"]);
     assert_eq!(code, 0, "{out}");
     assert!(c.device("ws-garantia").unwrap()["warranty"].is_null());
     // An unknown device is a clear error.
-    let (code, out) = cli(
-        &c,
-        &[
-            "warranty",
-            "set",
-            "ws-nadie",
-            "--provider",
-            "X",
-            "--until",
-            "2030-01-01",
-        ],
-    );
+    let (code, out) = c.cli(&[
+        "warranty",
+        "set",
+        "ws-nadie",
+        "--provider",
+        "X",
+        "--until",
+        "2030-01-01",
+    ]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("no device ws-nadie"), "{out}");
     c.proc.terminate();

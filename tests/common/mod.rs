@@ -282,6 +282,25 @@ impl Collector {
     pub fn device(&self, id: &str) -> Option<Value> {
         self.get(&format!("/api/devices/{id}"))
     }
+
+    /// `vigia collector --api URL <args>` as the first admin, run to completion;
+    /// (exit code, stdout and stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let mut full = vec!["collector", "--api", self.http.as_str()];
+        full.extend_from_slice(args);
+        let out = vigia(&full)
+            .env("VIGIA_TOKEN", &self.token)
+            .output()
+            .unwrap_or_else(|e| panic!("vigia collector {args:?}: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
 }
 
 /// GET a URL and parse JSON; `None` on any failure (the caller polls).
