@@ -846,41 +846,15 @@ fn bulk_note_from_the_keyboard_then_the_device_and_the_fleet() {
     assert_eq!(page_errors(&b), Vec::<String>::new());
 }
 
-/// A webhook receiver that takes every request (HTTP 200); returns its port.
-fn webhook_receiver() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let port = l
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::spawn(move || {
-        for mut conn in l.incoming().map_while(Result::ok) {
-            use std::io::{BufRead, Read};
-            let mut r = std::io::BufReader::new(match conn.try_clone() {
-                Ok(c) => c,
-                Err(_) => continue,
-            });
-            let mut len = 0;
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    port
-}
-
 #[test]
 fn the_incident_page_shows_who_was_notified_and_what_failed() {
     let _turn = turn();
-    let up = webhook_receiver();
+    // A gateway that takes every request.
+    let up = common::webhook::Receiver::serve(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")),
+        Vec::new(),
+    )
+    .port;
     // A port nothing listens on: that gateway is down.
     let down = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

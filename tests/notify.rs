@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::webhook::{Answer, Hit, Receiver};
 use common::*;
 use serde_json::Value;
 
@@ -107,116 +106,6 @@ impl Smtp {
             .filter_map(|l| l.strip_prefix("MAIL "))
             .filter_map(|j| serde_json::from_str(j).ok())
             .collect()
-    }
-}
-
-/// One request the webhook receiver got.
-#[derive(Debug, Clone)]
-struct Hit {
-    at: Instant,
-    key: String,
-    body: Value,
-    answered: u16,
-}
-
-/// What the receiver answers next: `Hold` keeps the connection open without an answer
-/// (a delivery in flight), the others answer with that status.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Answer {
-    Busy,
-    Hold,
-    Ok,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    port: u16,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    script: Arc<Mutex<Vec<Answer>>>,
-    held: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Receiver {
-    /// A receiver on `port`'s listener, answering from `script` (then `Ok`).
-    fn serve(listener: TcpListener, script: Vec<Answer>) -> Receiver {
-        let r = Receiver {
-            port: listener.local_addr().unwrap().port(),
-            hits: Arc::default(),
-            script: Arc::new(Mutex::new(script)),
-            held: Arc::default(),
-        };
-        let me = r.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let me = me.clone();
-                std::thread::spawn(move || me.handle(conn));
-            }
-        });
-        r
-    }
-
-    fn handle(&self, mut conn: TcpStream) {
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut len = 0usize;
-        let mut key = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            let lower = l.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            if lower.starts_with("idempotency-key:") {
-                key = l["idempotency-key:".len()..].trim().to_string();
-            }
-        }
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let answer = {
-            let mut s = self.script.lock().unwrap();
-            if s.is_empty() {
-                Answer::Ok
-            } else {
-                s.remove(0)
-            }
-        };
-        let status = match answer {
-            Answer::Busy => 503,
-            Answer::Hold => 0,
-            Answer::Ok => 200,
-        };
-        self.hits.lock().unwrap().push(Hit {
-            at: Instant::now(),
-            key,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            answered: status,
-        });
-        match answer {
-            Answer::Hold => self.held.lock().unwrap().push(conn),
-            Answer::Busy => {
-                let _ = conn.write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            }
-            Answer::Ok => {
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                );
-            }
-        }
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
     }
 }
 

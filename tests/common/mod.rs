@@ -525,6 +525,9 @@ pub fn reported_incident(out: &str) -> u64 {
 /// The WebDriver client of the browser tests (`tests/console_browser.rs`).
 pub mod webdriver;
 
+/// A scripted webhook receiver (`tests/notify.rs`, `tests/console_browser.rs`).
+pub mod webhook;
+
 /// Runs a bash script in `dir`; fails the test with its output if it fails.
 pub fn sh(dir: &Path, script: &str) {
     let out = Command::new("bash")
