@@ -121,6 +121,35 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Where each of `columns` is among a header's `names` (without case; `usize::MAX` when
+/// absent). A name that is no column, or one named twice, is an error of line `line`.
+pub(crate) fn header_columns<const N: usize>(
+    line: usize,
+    names: &[String],
+    columns: &[&str; N],
+    errors: &mut Vec<LineError>,
+) -> [usize; N] {
+    let mut cols = [usize::MAX; N];
+    for (i, name) in names.iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        match columns.iter().position(|c| *c == name) {
+            Some(k) if cols[k] == usize::MAX => cols[k] = i,
+            Some(_) => errors.push(LineError {
+                line,
+                message: format!("column {name:?} appears twice"),
+            }),
+            None => errors.push(LineError {
+                line,
+                message: format!(
+                    "unknown column {name:?} (the columns are {})",
+                    columns.join(", ")
+                ),
+            }),
+        }
+    }
+    cols
+}
+
 /// Splits one CSV record (RFC 4180: quoted cells, `""` inside quotes), or says why not.
 pub(crate) fn split_record(line: &str) -> Result<Vec<String>, String> {
     let mut cells = Vec::new();
@@ -274,24 +303,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Row>, Vec<LineError>> {
             }])
         }
     };
-    let mut cols = [usize::MAX; 5];
-    for (i, name) in names.iter().enumerate() {
-        let name = name.to_ascii_lowercase();
-        match COLUMNS.iter().position(|c| *c == name) {
-            Some(k) if cols[k] == usize::MAX => cols[k] = i,
-            Some(_) => errors.push(LineError {
-                line: header_line,
-                message: format!("column {name:?} appears twice"),
-            }),
-            None => errors.push(LineError {
-                line: header_line,
-                message: format!(
-                    "unknown column {name:?} (the columns are {})",
-                    COLUMNS.join(", ")
-                ),
-            }),
-        }
-    }
+    let cols = header_columns(header_line, &names, &COLUMNS, &mut errors);
     if cols[0] == usize::MAX {
         errors.push(LineError {
             line: header_line,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::time::{parse_instant, DAY};
 use vigia_protocol::{DeviceId, Millis};
 
-use crate::enroll::{split_record, LineError};
+use crate::enroll::{header_columns, split_record, LineError};
 use crate::store::{DeviceRecord, WarrantyRecord};
 
 /// The columns a warranties file may have (a header line names them, in any order).
@@ -66,22 +66,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<Row>, Vec<LineError>> {
         ));
     };
     let names = split_record(header).map_err(|m| err(hl, m))?;
-    let mut cols = [usize::MAX; 5];
-    for (i, name) in names.iter().enumerate() {
-        let name = name.to_ascii_lowercase();
-        match COLUMNS.iter().position(|c| *c == name) {
-            Some(k) if cols[k] == usize::MAX => cols[k] = i,
-            Some(_) => return Err(err(hl, format!("column {name:?} appears twice"))),
-            None => {
-                return Err(err(
-                    hl,
-                    format!(
-                        "unknown column {name:?} (the columns are {})",
-                        COLUMNS.join(", ")
-                    ),
-                ))
-            }
-        }
+    let mut header_errors = Vec::new();
+    let cols = header_columns(hl, &names, &COLUMNS, &mut header_errors);
+    if let Some(first) = header_errors.into_iter().next() {
+        return Err(vec![first]);
     }
     if cols[0] == usize::MAX && cols[1] == usize::MAX {
         return Err(err(hl, "name a device or a serial column".into()));
