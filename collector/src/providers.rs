@@ -197,6 +197,40 @@ pub fn contract_providers_for<'a>(
         .collect()
 }
 
+/// Fills the deadlines `spec` leaves out from its provider's contract in force at `now`
+/// (the named provider, or the warranty's that the workflow will suggest): the response
+/// and resolution times for the request's priority (the incident's when the request names
+/// none). A provider without a registered contract, or without a time for the priority,
+/// leaves them out: the request then has no deadline of its own.
+pub fn contract_deadlines(
+    spec: &mut crate::workflow::ProviderRequestSpec,
+    inc: &crate::workflow::Incident,
+    providers: &[Provider],
+    now: Millis,
+) {
+    let name = spec
+        .provider
+        .clone()
+        .or_else(|| crate::workflow::suggested_provider(inc, now).map(str::to_owned));
+    let Some(contract) = name
+        .and_then(|n| providers.iter().find(|p| key(&p.name) == key(&n)))
+        .and_then(|p| p.contract.as_ref())
+        .filter(|c| c.in_force(now))
+    else {
+        return;
+    };
+    let priority = spec
+        .priority
+        .or_else(|| inc.priority())
+        .unwrap_or(Priority::P3);
+    spec.respond_within = spec
+        .respond_within
+        .or_else(|| contract.response.get(&priority).copied());
+    spec.resolve_within = spec
+        .resolve_within
+        .or_else(|| contract.resolution.get(&priority).copied());
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

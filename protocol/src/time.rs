@@ -237,18 +237,44 @@ pub fn rfc3339(ms: Millis) -> String {
     )
 }
 
-/// Parses an instant: `2026-11-01` (midnight UTC), `2026-11-01T10:00:00Z` (UTC only; the
-/// seconds may be left out) or milliseconds since the epoch.
+/// Parses an instant: `2026-11-01` (midnight UTC), `2026-11-01T10:00:00Z` (UTC; the
+/// seconds may be left out), `2026-11-01T11:00:00+01:00` (a local time with its offset
+/// from UTC, as RFC 3339 writes it) or milliseconds since the epoch.
 pub fn parse_instant(s: &str) -> Result<Millis, String> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().map_err(|e| format!("{s:?}: {e}"));
     }
-    let bad =
-        || format!("{s:?} is not a date (2026-11-01), a UTC time (2026-11-01T10:00:00Z) or ms");
+    let bad = || {
+        format!(
+            "{s:?} is not a date (2026-11-01), a time in UTC (2026-11-01T10:00:00Z) or with \
+             its offset (2026-11-01T11:00:00+01:00), or ms"
+        )
+    };
     let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
+        Some((d, t)) => (d, Some(t)),
         None => (s, None),
+    };
+    // The offset east of UTC, in seconds: `Z`, `+hh:mm` or `-hh:mm` after the time.
+    let (time, offset) = match time {
+        None => (None, 0),
+        Some(t) if t.ends_with(['Z', 'z']) => (Some(&t[..t.len() - 1]), 0),
+        Some(t) => match t.rfind(['+', '-']) {
+            Some(i) => {
+                let (clock, off) = t.split_at(i);
+                let sign = if off.starts_with('-') { -1 } else { 1 };
+                let (h, m) = off[1..].split_once(':').ok_or_else(bad)?;
+                let (h, m) = (
+                    h.parse::<i64>().map_err(|_| bad())?,
+                    m.parse::<i64>().map_err(|_| bad())?,
+                );
+                if !(0..24).contains(&h) || !(0..60).contains(&m) {
+                    return Err(bad());
+                }
+                (Some(clock), sign * (h * 3600 + m * 60))
+            }
+            None => (Some(t), 0),
+        },
     };
     let mut d = date.splitn(3, '-');
     let (Some(Ok(y)), Some(Ok(m)), Some(Ok(day))) = (
@@ -275,7 +301,9 @@ pub fn parse_instant(s: &str) -> Result<Millis, String> {
         }
         secs += h * 3600 + mi * 60 + sec;
     }
-    u64::try_from(secs).map(|s| s * 1000).map_err(|_| bad())
+    u64::try_from(secs - offset)
+        .map(|s| s * 1000)
+        .map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -343,6 +371,17 @@ mod tests {
     #[test]
     fn instants_parse() {
         assert_eq!(parse_instant("0").unwrap(), 0);
+        // A local time with its offset is the same instant as its UTC time.
+        assert_eq!(
+            parse_instant("2026-11-22T03:45:00+01:00").unwrap(),
+            parse_instant("2026-11-22T02:45:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_instant("2026-11-21T21:15:00-05:30").unwrap(),
+            parse_instant("2026-11-22T02:45:00Z").unwrap()
+        );
+        assert!(parse_instant("2026-11-22T03:45:00+1").is_err());
+        assert!(parse_instant("2026-11-22T03:45:00+25:00").is_err());
         assert_eq!(parse_instant("1970-01-02").unwrap(), 86_400_000);
         assert_eq!(
             parse_instant("2026-11-22T02:45:00Z").unwrap(),

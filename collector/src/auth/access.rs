@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::account::{Account, AccountRole};
-use crate::workflow::{Command, Incident, IncidentSummary, Level};
+use crate::workflow::{Command, Incident, IncidentSummary, Level, Millis};
 
 /// What a credential allows, within its account's roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -121,6 +121,66 @@ impl Caller {
         self.reads_all() || self.addressed_to_my_provider(inc)
     }
 
+    /// Whether `name` is the caller's provider.
+    fn is_my_provider(&self, name: &str) -> bool {
+        self.has(AccountRole::Provider)
+            && self
+                .account
+                .provider
+                .as_deref()
+                .is_some_and(|mine| name.trim().eq_ignore_ascii_case(mine.trim()))
+    }
+
+    fn my_pending_request(&self, inc: &Incident) -> bool {
+        inc.pending_provider()
+            .is_some_and(|r| self.is_my_provider(&r.provider))
+    }
+
+    /// What of `inc` a provider's contact may read: its own provider's requests, and the
+    /// notes and trail of the time each was the incident's latest. Another provider's
+    /// requests (and what happened in their time), the user's answers to IT's questions
+    /// and what came before are left out. Staff see everything, so this leaves their view as it is.
+    pub fn narrow(&self, mut inc: Incident) -> Incident {
+        if self.reads_all() {
+            return inc;
+        }
+        // Requests follow one another (only the last can be pending), so the records
+        // from one `request_provider` to the next are that request's.
+        let mine: Vec<bool> = inc
+            .provider_requests
+            .iter()
+            .map(|r| self.is_my_provider(&r.provider))
+            .collect();
+        // The times its requests were open: from each one until the next one.
+        let starts: Vec<Millis> = inc
+            .provider_requests
+            .iter()
+            .map(|r| r.requested_at)
+            .collect();
+        let spans: Vec<(Millis, Millis)> = starts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mine.get(*i).copied().unwrap_or(false))
+            .map(|(i, from)| (*from, starts.get(i + 1).copied().unwrap_or(Millis::MAX)))
+            .collect();
+        let mut request = None::<usize>;
+        inc.audit.retain(|r| {
+            if r.action == "request_provider" {
+                request = Some(request.map_or(0, |i| i + 1));
+            }
+            request.is_some_and(|i| mine.get(i).copied().unwrap_or(false))
+        });
+        let mut i = 0;
+        inc.provider_requests.retain(|_| {
+            i += 1;
+            mine.get(i - 1).copied().unwrap_or(false)
+        });
+        inc.notes
+            .retain(|n| spans.iter().any(|(from, to)| (*from..*to).contains(&n.at)));
+        inc.info_requests.clear();
+        inc
+    }
+
     fn addressed_to_my_provider(&self, inc: &Incident) -> bool {
         let Some(mine) = self.account.provider.as_deref() else {
             return false;
@@ -166,8 +226,29 @@ impl Caller {
         if self.has(AccountRole::Technician) {
             return self.technician_may(inc, command);
         }
-        if self.has(AccountRole::Provider) && matches!(command, Command::Note { .. }) {
-            return Ok(());
+        if self.has(AccountRole::Provider) {
+            match command {
+                Command::Note { .. } => return Ok(()),
+                // Its own pending request only: never another provider's, nor one that
+                // is over.
+                Command::ProviderAccept { .. }
+                | Command::ProviderPropose { .. }
+                | Command::ProviderDone { .. } => {
+                    return if self.my_pending_request(inc) {
+                        Ok(())
+                    } else {
+                        Err(Denied::new(
+                            "forbidden",
+                            format!(
+                                "incident {} has no open request addressed to {}",
+                                inc.number,
+                                self.account.provider.as_deref().unwrap_or("your provider")
+                            ),
+                        ))
+                    };
+                }
+                _ => {}
+            }
         }
         Err(Denied::new(
             "forbidden",
@@ -391,6 +472,100 @@ mod tests {
                 }
             )
             .is_err());
+    }
+
+    #[test]
+    fn a_provider_acts_on_and_reads_only_its_own_requests() {
+        use crate::workflow::{apply, Input, Person, ProviderRequestSpec, Role, ServiceKind};
+        let desk = Person::new("marta", [Role::ServiceDesk]);
+        let step = |inc: &Incident, command: Command, at: u64| {
+            let input = Input::Person {
+                by: desk.clone(),
+                command,
+            };
+            apply(inc, &input, at, &crate::workflow::Policy::default())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .incident
+        };
+        let ask = |provider: &str| {
+            Command::RequestProvider(ProviderRequestSpec {
+                provider: Some(provider.into()),
+                kind: ServiceKind::Unplanned,
+                priority: None,
+                agreed_at: 10,
+                affects_network: false,
+                conditions: format!("for {provider}"),
+                respond_within: None,
+                resolve_within: None,
+            })
+        };
+        let first = step(&incident(Level::L2, None, None), ask("Beta"), 1);
+        let done = step(
+            &first,
+            Command::ProviderDelivered {
+                as_agreed: true,
+                note: "Beta's verdict".into(),
+            },
+            2,
+        );
+        let inc = step(&done, ask("Acme"), 3);
+        let inc = step(
+            &inc,
+            Command::Note {
+                text: "for Acme".into(),
+            },
+            4,
+        );
+        let acme = caller("acme", &[AccountRole::Provider], None, &[]);
+        let mut beta = caller("beta", &[AccountRole::Provider], None, &[]);
+        beta.account.provider = Some("Beta".into());
+        let accept = Command::ProviderAccept {
+            note: String::new(),
+        };
+        acme.may_act(&inc, &accept).unwrap();
+        // Beta once had a request here, so it sees the incident, but may not answer
+        // Acme's.
+        assert!(beta.may_see(&inc));
+        assert_eq!(beta.may_act(&inc, &accept).unwrap_err().code, "forbidden");
+        for (who, mine, theirs) in [(&acme, "Acme", "Beta"), (&beta, "Beta", "Acme")] {
+            let seen = who.narrow(inc.clone());
+            let names: Vec<&str> = seen
+                .provider_requests
+                .iter()
+                .map(|r| r.provider.as_str())
+                .collect();
+            assert_eq!(names, [mine]);
+            let text = serde_json::to_string(&seen).unwrap();
+            assert!(
+                !text.contains(&format!("for {theirs}")),
+                "{mine} reads of {theirs}'s request: {text}"
+            );
+            assert!(seen.audit.iter().all(|r| r.at >= 1));
+        }
+        // Acme's view keeps its request's trail and the note made after it; Beta's keeps
+        // its own request's trail and verdict, not what came after.
+        let acme_view = acme.narrow(inc.clone());
+        assert_eq!(
+            acme_view
+                .audit
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect::<Vec<_>>(),
+            ["request_provider", "note"]
+        );
+        assert_eq!(acme_view.notes.len(), 1);
+        let beta_view = beta.narrow(inc.clone());
+        assert_eq!(
+            beta_view
+                .audit
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect::<Vec<_>>(),
+            ["request_provider", "provider_delivered"]
+        );
+        // Staff read it whole.
+        let desk_caller = caller("marta", &[AccountRole::ServiceDesk], None, &[]);
+        assert_eq!(desk_caller.narrow(inc.clone()), inc);
     }
 
     #[test]

@@ -65,7 +65,8 @@ enum Command {
         #[command(flatten)]
         list: ListArgs,
     },
-    /// Export the "Servicios soporte" record of the incidents opened in a period.
+    /// Export the "Servicios soporte" record of the incidents opened in a period, or
+    /// (`--record verifications`) the verifications of providers' services made in it.
     Export {
         /// First day included (2026-11-01, 2026-11-01T08:00:00Z or ms).
         #[arg(long)]
@@ -76,6 +77,10 @@ enum Command {
         /// csv or json.
         #[arg(long, default_value = "csv")]
         format: String,
+        /// services (the Servicios soporte record) or verifications (of providers'
+        /// services, made in the period).
+        #[arg(long, default_value = "services")]
+        record: String,
     },
     /// Print the default triage rules (TOML), a starting point for `[workflow] rules`.
     PrintRules,
@@ -602,17 +607,72 @@ enum IncidentCmd {
         /// Agreed conditions.
         #[arg(long, default_value = "")]
         conditions: String,
+        /// Time the provider has to respond (4h, 2d); default: its contract's, for the
+        /// priority.
+        #[arg(long)]
+        respond_within: Option<Dur>,
+        /// Time the provider has to finish after the agreed time; default: its contract's.
+        #[arg(long)]
+        resolve_within: Option<Dur>,
         #[command(flatten)]
         out: OutputFormat,
     },
-    /// The provider's service was verified (back to the level that asked).
+    /// The provider accepts the request (its contact, or staff on its behalf).
+    ProviderAccept {
+        /// The incident.
+        number: u64,
+        /// What the provider says.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// The provider proposes another date for the service.
+    ProviderPropose {
+        /// The incident.
+        number: u64,
+        /// The date it proposes: 2026-12-01T09:00:00Z, with an offset (+01:00), ms, or a
+        /// delay from now (8d).
+        #[arg(long)]
+        date: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// Agree a new date with the provider (its proposal, or another one).
+    ProviderReschedule {
+        /// The incident.
+        number: u64,
+        /// The new agreed date and time, as for `provider --at`.
+        #[arg(long)]
+        at: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// The provider says the work is done, with its report.
+    ProviderDone {
+        /// The incident.
+        number: u64,
+        /// What was done.
+        #[arg(long)]
+        report: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// The provider's service was verified: accepted (back to the level that asked), or
+    /// rejected with the reason (`--not-as-agreed --note ...`), which reopens the request.
     ProviderDelivered {
         /// The incident.
         number: u64,
         /// It was NOT delivered as agreed.
         #[arg(long)]
         not_as_agreed: bool,
-        /// What was found.
+        /// What was found; the reason, when not as agreed.
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
@@ -722,9 +782,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Export { from, to, format } => {
+        Command::Export {
+            from,
+            to,
+            format,
+            record,
+        } => {
             let api = api_client(&cli)?;
-            let mut q = format!("/api/export?format={}", enc(format));
+            let mut q = format!("/api/export?format={}&record={}", enc(format), enc(record));
             if let Some(f) = from {
                 q.push_str(&format!("&from={}", enc(f)));
             }
@@ -1312,6 +1377,8 @@ fn command_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, WfCommand, OutputFormat
             priority,
             affects_network,
             conditions,
+            respond_within,
+            resolve_within,
             out,
         } => {
             let spec = ProviderRequestSpec {
@@ -1321,9 +1388,53 @@ fn command_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, WfCommand, OutputFormat
                 agreed_at: parse_at(at)?,
                 affects_network: *affects_network,
                 conditions: conditions.clone(),
+                respond_within: *respond_within,
+                resolve_within: *resolve_within,
             };
             (*number, WfCommand::RequestProvider(spec), *out)
         }
+        IncidentCmd::ProviderAccept { number, note, out } => (
+            *number,
+            WfCommand::ProviderAccept { note: note.clone() },
+            *out,
+        ),
+        IncidentCmd::ProviderPropose {
+            number,
+            date,
+            note,
+            out,
+        } => (
+            *number,
+            WfCommand::ProviderPropose {
+                date: parse_at(date)?,
+                note: note.clone(),
+            },
+            *out,
+        ),
+        IncidentCmd::ProviderReschedule {
+            number,
+            at,
+            note,
+            out,
+        } => (
+            *number,
+            WfCommand::ProviderReschedule {
+                agreed_at: parse_at(at)?,
+                note: note.clone(),
+            },
+            *out,
+        ),
+        IncidentCmd::ProviderDone {
+            number,
+            report,
+            out,
+        } => (
+            *number,
+            WfCommand::ProviderDone {
+                report: report.clone(),
+            },
+            *out,
+        ),
         IncidentCmd::ProviderDelivered {
             number,
             not_as_agreed,

@@ -6,19 +6,22 @@ use crate::workflow::{self, IncidentSummary};
 
 /// `s` made harmless for a terminal: control characters (escape sequences, bells,
 /// carriage returns that overwrite a line) and the bidirectional overrides that reorder
-/// what is shown become `�`; line breaks and tabs stay. Everything a device or a person
+/// what is shown become `�`; line breaks (a CSV file's CRLF too: a carriage return just
+/// before a line feed overwrites nothing) and tabs stay. Everything a device or a person
 /// typed goes through this before it is printed.
 pub fn terminal_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if (c.is_control() && c != '\n' && c != '\t') || bidi {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect()
+    let mut chars = s.chars().peekable();
+    let mut out = String::with_capacity(s.len());
+    while let Some(c) = chars.next() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        let line_end = c == '\r' && chars.peek() == Some(&'\n');
+        if (c.is_control() && c != '\n' && c != '\t' && !line_end) || bidi {
+            out.push('\u{fffd}');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Prints `s` through [`terminal_safe`].
@@ -286,6 +289,7 @@ mod tests {
             "\u{fffd}]0;pwned\u{fffd}x"
         );
         assert_eq!(terminal_safe("a\rb"), "a\u{fffd}b");
+        assert_eq!(terminal_safe("a,b\r\nc\r"), "a,b\r\nc\u{fffd}");
         assert_eq!(terminal_safe("\u{9b}31m"), "\u{fffd}31m");
         assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\u{fffd}fed");
     }

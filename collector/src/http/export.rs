@@ -1,4 +1,5 @@
-//! The *Servicios soporte* record of a period, as CSV or JSON.
+//! The *Servicios soporte* record of a period, or the verifications of providers'
+//! services made in it (the *actas*), as CSV or JSON.
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,8 @@ pub struct ExportQuery {
     pub to: Option<String>,
     /// `csv` (default) or `json`.
     pub format: Option<String>,
+    /// `services` (default: the *Servicios soporte* record) or `verifications`.
+    pub record: Option<String>,
 }
 
 pub(super) async fn export(
@@ -38,22 +41,48 @@ pub(super) async fn export(
         from: parse(&q.from)?,
         to: parse(&q.to)?,
     };
-    let store = st.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.export(&period))
-        .await
-        .map_err(task_failed)??;
-    match q.format.as_deref().unwrap_or("csv") {
-        "csv" => Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            workflow::to_csv(&rows),
-        )
-            .into_response()),
-        "json" => {
-            let text = workflow::to_json(&rows).map_err(|e| internal(format!("export: {e}")))?;
-            Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    let json = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => false,
+        "json" => true,
+        other => {
+            return Err(bad_request(format!(
+                "unknown format {other:?}; use csv or json"
+            )))
         }
-        other => Err(bad_request(format!(
-            "unknown format {other:?}; use csv or json"
-        ))),
-    }
+    };
+    let store = st.store.clone();
+    let text = match q.record.as_deref().unwrap_or("services") {
+        "services" => {
+            let rows = tokio::task::spawn_blocking(move || store.export(&period))
+                .await
+                .map_err(task_failed)??;
+            if json {
+                workflow::to_json(&rows).map_err(|e| internal(format!("export: {e}")))?
+            } else {
+                workflow::to_csv(&rows)
+            }
+        }
+        "verifications" => {
+            let rows = tokio::task::spawn_blocking(move || store.verifications(&period))
+                .await
+                .map_err(task_failed)??;
+            if json {
+                serde_json::to_string_pretty(&rows).map_err(|e| internal(format!("export: {e}")))?
+            } else {
+                workflow::verifications_csv(&rows)
+            }
+        }
+        other => {
+            return Err(bad_request(format!(
+                "unknown record {other:?}; use services (the Servicios soporte record) or \
+                 verifications"
+            )))
+        }
+    };
+    let kind = if json {
+        "application/json"
+    } else {
+        "text/csv; charset=utf-8"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], text).into_response())
 }

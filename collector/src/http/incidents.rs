@@ -382,9 +382,14 @@ impl IncidentDetail {
                 c.may_act(&incident, cmd).is_ok()
             })
         });
+        let sla_status = workflow::sla_status(&incident, now, policy);
+        let incident = match caller {
+            Some(c) => c.narrow(incident),
+            None => incident,
+        };
         Self {
             sla_brief: s.sla,
-            sla_status: workflow::sla_status(&incident, now, policy),
+            sla_status,
             device_info,
             allowed,
             kind: s.kind,
@@ -463,7 +468,7 @@ async fn run_command(
     st: &HttpState,
     caller: &Caller,
     n: u64,
-    command: Command,
+    mut command: Command,
 ) -> Result<Decision, ApiError> {
     let now = st.clock.now();
     let (store, policy, c) = (st.store.clone(), st.policy.clone(), caller.clone());
@@ -474,6 +479,9 @@ async fn run_command(
             .filter(|i| c.may_see(i))
             .ok_or_else(|| not_found(format!("no incident {n}")))?;
         c.may_act(&inc, &command)?;
+        if let Command::RequestProvider(spec) = &mut command {
+            crate::providers::contract_deadlines(spec, &inc, &store.providers()?, now);
+        }
         let d = store.apply_command(n, &c.account.person(), &command, now, &policy)?;
         // Durable before anything leaves.
         store.flush()?;

@@ -46,6 +46,12 @@ pub enum NotifyEvent {
     ProviderRequest,
     /// The provider did not deliver as agreed.
     ProviderNotAsAgreed,
+    /// The provider accepted a request or proposed another date.
+    ProviderAnswered,
+    /// The provider says the work is done: verify it.
+    VerificationDue,
+    /// The provider missed its contract's deadline: for the administrators.
+    ProviderOverdue,
     /// The week's notice of network work, for all staff.
     StaffNotice,
     /// A fault keeps coming back.
@@ -56,7 +62,7 @@ pub enum NotifyEvent {
 
 impl NotifyEvent {
     /// Every event, in the order the docs list them.
-    pub const ALL: [NotifyEvent; 10] = [
+    pub const ALL: [NotifyEvent; 13] = [
         Self::Opened,
         Self::Escalated,
         Self::SlaBreached,
@@ -64,6 +70,9 @@ impl NotifyEvent {
         Self::InfoUnanswered,
         Self::ProviderRequest,
         Self::ProviderNotAsAgreed,
+        Self::ProviderAnswered,
+        Self::VerificationDue,
+        Self::ProviderOverdue,
         Self::StaffNotice,
         Self::Flapping,
         Self::Reopened,
@@ -79,6 +88,9 @@ impl NotifyEvent {
             NotificationKind::ProviderRequested => Self::ProviderRequest,
             NotificationKind::NetworkNotice { .. } => Self::StaffNotice,
             NotificationKind::ProviderNotAsAgreed => Self::ProviderNotAsAgreed,
+            NotificationKind::ProviderAnswered { .. } => Self::ProviderAnswered,
+            NotificationKind::VerificationDue => Self::VerificationDue,
+            NotificationKind::ProviderOverdue { .. } => Self::ProviderOverdue,
             NotificationKind::Flapping => Self::Flapping,
             NotificationKind::Reopened => Self::Reopened,
             NotificationKind::InfoUnanswered => Self::InfoUnanswered,
@@ -95,6 +107,9 @@ impl NotifyEvent {
             Self::InfoUnanswered => "info_unanswered",
             Self::ProviderRequest => "provider_request",
             Self::ProviderNotAsAgreed => "provider_not_as_agreed",
+            Self::ProviderAnswered => "provider_answered",
+            Self::VerificationDue => "verification_due",
+            Self::ProviderOverdue => "provider_overdue",
             Self::StaffNotice => "staff_notice",
             Self::Flapping => "flapping",
             Self::Reopened => "reopened",
@@ -390,8 +405,8 @@ impl std::fmt::Debug for WebhookConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The events (`opened`, `escalated`, `sla_breached`, `info_answered`,
-    /// `info_unanswered`, `provider_request`, `provider_not_as_agreed`, `staff_notice`,
-    /// `flapping`, `reopened`).
+    /// `info_unanswered`, `provider_request`, `provider_answered`, `verification_due`,
+    /// `provider_not_as_agreed`, `provider_overdue`, `staff_notice`, `flapping`, `reopened`).
     pub on: Vec<NotifyEvent>,
     /// Only incidents at these priorities (`P1`...); an undiagnosed one matches none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -569,6 +584,22 @@ pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String
         }
         (NotifyEvent::ProviderNotAsAgreed, false) => {
             format!("Incident {n}: the provider did not deliver as agreed")
+        }
+        (NotifyEvent::ProviderAnswered, true) => {
+            format!("Incidencia {n}: respuesta del proveedor")
+        }
+        (NotifyEvent::ProviderAnswered, false) => format!("Incident {n}: the provider answered"),
+        (NotifyEvent::VerificationDue, true) => {
+            format!("Incidencia {n}: verificar el servicio del proveedor")
+        }
+        (NotifyEvent::VerificationDue, false) => {
+            format!("Incident {n}: verify the provider's service")
+        }
+        (NotifyEvent::ProviderOverdue, true) => {
+            format!("Incidencia {n}: el proveedor no cumplió el plazo del contrato")
+        }
+        (NotifyEvent::ProviderOverdue, false) => {
+            format!("Incident {n}: the provider missed its contract's deadline")
         }
         (NotifyEvent::StaffNotice, true) => "Aviso al personal: trabajos en la red".to_string(),
         (NotifyEvent::StaffNotice, false) => "Notice to all staff: network work".to_string(),

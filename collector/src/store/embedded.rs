@@ -936,6 +936,25 @@ impl Handles {
         Ok(workflow::rows(&incidents, period))
     }
 
+    fn verifications(&self, period: &Period) -> Result<Vec<workflow::VerificationRow>, StoreError> {
+        // A service is verified after its incident was opened: every incident opened
+        // before the period's end may have one in it.
+        let to = match period.to {
+            Some(t) => [&b"T"[..], &t.to_be_bytes()].concat(),
+            None => vec![b'T' + 1],
+        };
+        let mut incidents = Vec::new();
+        for kv in self.idx.range(b"T".to_vec()..to) {
+            let (k, _) = kv?;
+            if let Some(i) = self.head(idx_number(&k)?)? {
+                if !i.provider_requests.is_empty() {
+                    incidents.push(i);
+                }
+            }
+        }
+        Ok(workflow::verification_rows(&incidents, period))
+    }
+
     fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(id.as_str())? {
             Some(b) => Ok(Some(dec("device", &b)?)),
@@ -1359,6 +1378,10 @@ impl Store for SledStore {
 
     fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
         self.with(|h| h.export(period))
+    }
+
+    fn verifications(&self, period: &Period) -> Result<Vec<workflow::VerificationRow>, StoreError> {
+        self.with(|h| h.verifications(period))
     }
 
     fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {

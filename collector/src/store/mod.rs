@@ -121,6 +121,12 @@ pub trait Store: Send + Sync + 'static {
     /// The *Servicios soporte* rows of the incidents registered in `period`.
     fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError>;
 
+    /// The verifications of providers' services made in `period`.
+    fn verifications(
+        &self,
+        period: &Period,
+    ) -> Result<Vec<crate::workflow::VerificationRow>, StoreError>;
+
     /// One device.
     fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
 

@@ -121,6 +121,22 @@ pub const ACTIONS: &[ActionSpec] = &[
         ],
     },
     ActionSpec {
+        action: "provider_accept",
+        fields: &[f("note", Text, false)],
+    },
+    ActionSpec {
+        action: "provider_propose",
+        fields: &[f("date", Time, true), f("note", Text, false)],
+    },
+    ActionSpec {
+        action: "provider_reschedule",
+        fields: &[f("agreed_at", Time, true), f("note", Text, false)],
+    },
+    ActionSpec {
+        action: "provider_done",
+        fields: &[f("report", Text, true)],
+    },
+    ActionSpec {
         action: "provider_delivered",
         fields: &[f("as_agreed", Bool, true), f("note", Text, false)],
     },
@@ -173,7 +189,19 @@ pub fn sample(name: &str, now: Millis) -> Option<Command> {
             agreed_at: now,
             affects_network: false,
             conditions: String::new(),
+            respond_within: None,
+            resolve_within: None,
         }),
+        "provider_accept" => Command::ProviderAccept { note: text() },
+        "provider_propose" => Command::ProviderPropose {
+            date: now,
+            note: text(),
+        },
+        "provider_reschedule" => Command::ProviderReschedule {
+            agreed_at: now,
+            note: text(),
+        },
+        "provider_done" => Command::ProviderDone { report: text() },
         "provider_delivered" => Command::ProviderDelivered {
             as_agreed: true,
             note: text(),
@@ -265,7 +293,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(ACTIONS.len(), 14, "a new Command needs its spec here");
+        assert_eq!(ACTIONS.len(), 18, "a new Command needs its spec here");
         assert!(sample("frobnicate", 0).is_none());
     }
 }

@@ -14,9 +14,12 @@ use super::incident::{
     FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Origin, Person, Priority,
     Role, SlaClock, SpecialisedPath, State,
 };
-use super::incident::{Delivery, Occurrence, Occurrences, ProviderRequestSpec, ServiceKind};
+use super::incident::{
+    Deadline, Delivery, Occurrence, Occurrences, Proposal, ProviderRequest, ProviderRequestSpec,
+    Rejection, ServiceKind, Stamp,
+};
 use super::policy::{Policy, ReportField};
-use super::provider::{build_request, ProviderError};
+use super::provider::{build_request, reschedule, ProviderError};
 use super::sla::Target;
 use super::time::{rfc3339, Dur, Millis};
 use super::triage::urgency_of;
@@ -72,11 +75,39 @@ pub enum Command {
     },
     /// Ask a provider for a service (000 step 5, 003, 004 4.4).
     RequestProvider(ProviderRequestSpec),
-    /// The provider's service was verified (003 item 5); back to the level that asked.
+    /// The provider accepts the request as agreed (its contact, or staff on its behalf).
+    ProviderAccept {
+        /// What it says.
+        #[serde(default)]
+        note: String,
+    },
+    /// The provider proposes another date for the service.
+    ProviderPropose {
+        /// The date it proposes.
+        date: Millis,
+        /// Why.
+        #[serde(default)]
+        note: String,
+    },
+    /// The coordinator agrees a new date with the provider (its proposal, or another).
+    ProviderReschedule {
+        /// The new agreed date and time.
+        agreed_at: Millis,
+        /// Why.
+        #[serde(default)]
+        note: String,
+    },
+    /// The provider says the work is done, with its report: verification is due.
+    ProviderDone {
+        /// What was done.
+        report: String,
+    },
+    /// The provider's service was verified (003 item 5): accepted, back to the level that
+    /// asked; or rejected with the reason, which reopens the request.
     ProviderDelivered {
         /// Whether it was delivered as agreed.
         as_agreed: bool,
-        /// What was found.
+        /// What was found (the reason, when rejected).
         #[serde(default)]
         note: String,
     },
@@ -116,6 +147,10 @@ impl Command {
             Self::Assign { .. } => "assign",
             Self::Escalate { .. } => "escalate",
             Self::RequestProvider(_) => "request_provider",
+            Self::ProviderAccept { .. } => "provider_accept",
+            Self::ProviderPropose { .. } => "provider_propose",
+            Self::ProviderReschedule { .. } => "provider_reschedule",
+            Self::ProviderDone { .. } => "provider_done",
             Self::ProviderDelivered { .. } => "provider_delivered",
             Self::Resolve { .. } => "resolve",
             Self::Close { .. } => "close",
@@ -282,6 +317,8 @@ pub enum Audience {
     Provider(String),
     /// Every member of staff (003 item 4).
     AllStaff,
+    /// The administrators: a provider that misses its contract's deadline.
+    Admins,
 }
 
 /// What a notification is about.
@@ -311,6 +348,18 @@ pub enum NotificationKind {
     },
     /// The provider did not deliver as agreed (003 item 5).
     ProviderNotAsAgreed,
+    /// The provider answered a request: accepted it, or proposed another date.
+    ProviderAnswered {
+        /// Whether it accepted (otherwise it proposed another date).
+        accepted: bool,
+    },
+    /// The provider says the work is done: verify it (003 item 5).
+    VerificationDue,
+    /// The provider missed a deadline of its contract.
+    ProviderOverdue {
+        /// Which.
+        deadline: super::incident::Deadline,
+    },
     /// A fault keeps coming back.
     Flapping,
     /// An incident came back to level 1.
@@ -486,6 +535,12 @@ impl<'p> Change<'p> {
     }
 
     /// The questions asked of the user, for the timers' bookkeeping.
+    /// The pending provider request; callers check first that there is one.
+    pub(crate) fn pending_request_mut(&mut self) -> &mut ProviderRequest {
+        let i = self.inc.provider_requests.len().saturating_sub(1);
+        &mut self.inc.provider_requests[i]
+    }
+
     pub(crate) fn info_requests_mut(&mut self) -> &mut Vec<super::incident::InfoRequest> {
         &mut self.inc.info_requests
     }
@@ -1103,6 +1158,30 @@ fn non_empty(
     }
 }
 
+/// The incident's pending provider request, which `action` needs.
+fn pending_request<'a>(
+    inc: &'a Incident,
+    action: &'static str,
+) -> Result<&'a ProviderRequest, WorkflowError> {
+    inc.pending_provider()
+        .filter(|_| inc.state == State::WaitingProvider)
+        .ok_or(WorkflowError::Illegal {
+            incident: inc.number,
+            state: inc.state,
+            action,
+        })
+}
+
+/// `why`, then the person's note when there is one.
+fn with_note(why: String, note: &str) -> String {
+    let note = note.trim();
+    if note.is_empty() {
+        why
+    } else {
+        format!("{why}: {note}")
+    }
+}
+
 fn apply_command(
     inc: &Incident,
     by: &Person,
@@ -1300,47 +1379,221 @@ fn apply_command(
                 tx.send_network_notice();
             }
         }
-        Command::ProviderDelivered { as_agreed, note } => {
-            if state != WaitingProvider {
-                return Err(illegal());
-            }
-            let back = inc.pending_provider().map_or(inc.level, |r| r.return_level);
-            let provider = inc
-                .pending_provider()
-                .map(|r| r.provider.clone())
-                .unwrap_or_default();
-            if let Some(r) = tx.inc.provider_requests.last_mut() {
-                r.delivery = Some(Delivery {
-                    verified_at: now,
-                    verified_by: by.name.clone(),
-                    as_agreed: *as_agreed,
-                    note: note.clone(),
-                });
-            }
-            let verdict = if *as_agreed {
-                "delivered as agreed"
-            } else {
-                "NOT delivered as agreed"
-            };
-            tx.record(
-                back.state(),
-                "provider_delivered",
-                format!(
-                    "{} verified the service of {provider}: {verdict}. {note}",
-                    by.name
-                )
-                .trim_end()
-                .to_owned(),
-                vec![change("provider.delivery", "", verdict)],
+        Command::ProviderAccept { note } => {
+            let provider = pending_request(inc, action)?.provider.clone();
+            tx.pending_request_mut().accepted = Some(Stamp {
+                at: now,
+                by: by.name.clone(),
+                note: note.clone(),
+            });
+            let why = with_note(
+                format!("{provider} accepted the request ({})", by.name),
+                note,
             );
-            if !as_agreed {
+            tx.record(
+                WaitingProvider,
+                action,
+                why.clone(),
+                vec![change("provider.accepted", "", rfc3339(now))],
+            );
+            tx.notify(
+                NotificationKind::ProviderAnswered { accepted: true },
+                Audience::Coordinator,
+                format!("incident {}: {why}", inc.number),
+            );
+        }
+        Command::ProviderPropose { date, note } => {
+            let req = pending_request(inc, action)?;
+            let provider = req.provider.clone();
+            let agreed = req.agreed_at;
+            super::provider::notice_due(req.kind, req.affects_network, *date, now).map_err(
+                |source| WorkflowError::Provider {
+                    incident: inc.number,
+                    source,
+                },
+            )?;
+            tx.pending_request_mut().proposed = Some(Proposal {
+                date: *date,
+                stamp: Stamp {
+                    at: now,
+                    by: by.name.clone(),
+                    note: note.clone(),
+                },
+            });
+            let why = with_note(
+                format!(
+                    "{provider} proposes {} instead of {} ({})",
+                    rfc3339(*date),
+                    rfc3339(agreed),
+                    by.name
+                ),
+                note,
+            );
+            tx.record(
+                WaitingProvider,
+                action,
+                why.clone(),
+                vec![change("provider.proposed", "", rfc3339(*date))],
+            );
+            tx.notify(
+                NotificationKind::ProviderAnswered { accepted: false },
+                Audience::Coordinator,
+                format!("incident {}: {why}", inc.number),
+            );
+        }
+        Command::ProviderReschedule { agreed_at, note } => {
+            let req = pending_request(inc, action)?;
+            let (provider, before) = (req.provider.clone(), req.agreed_at);
+            let stamp = Stamp {
+                at: now,
+                by: by.name.clone(),
+                note: note.clone(),
+            };
+            reschedule(tx.pending_request_mut(), *agreed_at, stamp).map_err(|source| {
+                WorkflowError::Provider {
+                    incident: inc.number,
+                    source,
+                }
+            })?;
+            let accepted = tx
+                .incident()
+                .pending_provider()
+                .is_some_and(|r| r.accepted.is_some());
+            let why = with_note(
+                format!(
+                    "service by {provider} moved to {}{}",
+                    rfc3339(*agreed_at),
+                    if accepted {
+                        ", the date it proposed"
+                    } else {
+                        "; waiting for the provider to accept it"
+                    }
+                ),
+                note,
+            );
+            tx.record(
+                WaitingProvider,
+                action,
+                why.clone(),
+                vec![change(
+                    "provider.agreed_at",
+                    rfc3339(before),
+                    rfc3339(*agreed_at),
+                )],
+            );
+            tx.notify(
+                NotificationKind::ProviderRequested,
+                Audience::Provider(provider),
+                format!("incident {}: {why}", inc.number),
+            );
+            if tx
+                .incident()
+                .pending_provider()
+                .and_then(|r| r.notice_due_at)
+                .is_some_and(|t| t <= now)
+            {
+                tx.send_network_notice();
+            }
+        }
+        Command::ProviderDone { report } => {
+            let provider = pending_request(inc, action)?.provider.clone();
+            non_empty(inc, action, "report", report)?;
+            tx.pending_request_mut().done = Some(Stamp {
+                at: now,
+                by: by.name.clone(),
+                note: report.clone(),
+            });
+            let why = format!("{provider} reports the work done ({}): {report}", by.name);
+            tx.record(
+                WaitingProvider,
+                action,
+                why.clone(),
+                vec![change("provider.done", "", rfc3339(now))],
+            );
+            tx.notify(
+                NotificationKind::VerificationDue,
+                Audience::Group(tx.group()),
+                format!(
+                    "incident {}: {provider} reports the work done; verify it: {report}",
+                    inc.number
+                ),
+            );
+        }
+        Command::ProviderDelivered { as_agreed, note } => {
+            let req = pending_request(inc, action)?;
+            let back = req.return_level;
+            let provider = req.provider.clone();
+            let verification = Delivery {
+                verified_at: now,
+                verified_by: by.name.clone(),
+                as_agreed: *as_agreed,
+                note: note.clone(),
+            };
+            if *as_agreed {
+                tx.pending_request_mut().delivery = Some(verification);
+                tx.record(
+                    back.state(),
+                    action,
+                    with_note(
+                        format!(
+                            "{} verified the service of {provider}: delivered as agreed",
+                            by.name
+                        ),
+                        note,
+                    ),
+                    vec![change("provider.delivery", "", "delivered as agreed")],
+                );
+            } else {
+                non_empty(
+                    inc,
+                    action,
+                    "note (the reason it was not delivered as agreed)",
+                    note,
+                )?;
+                let r = tx.pending_request_mut();
+                let report = r.done.take();
+                r.accepted = None;
+                r.rejections.push(Rejection {
+                    verification,
+                    report,
+                });
+                // The work must be done again: its deadline starts again now.
+                if let Some(within) = r
+                    .resolve_by
+                    .map(|t| t.saturating_sub(r.agreed_at.max(r.requested_at)))
+                {
+                    r.resolve_by = Some(now.saturating_add(within));
+                    r.overdue.retain(|o| o.deadline != Deadline::Resolution);
+                }
+                let n = r.rejections.len();
+                tx.record(
+                    WaitingProvider,
+                    action,
+                    format!(
+                        "{} verified the service of {provider}: NOT delivered as agreed, the \
+                         request is open again: {note}",
+                        by.name
+                    ),
+                    vec![change(
+                        "provider.rejections",
+                        (n - 1).to_string(),
+                        n.to_string(),
+                    )],
+                );
+                let text = format!(
+                    "incident {}: {provider} did not deliver as agreed, the request is open \
+                     again: {note}",
+                    inc.number
+                );
                 tx.notify(
                     NotificationKind::ProviderNotAsAgreed,
                     Audience::Coordinator,
-                    format!(
-                        "incident {}: {provider} did not deliver as agreed: {note}",
-                        inc.number
-                    ),
+                    text.clone(),
+                );
+                tx.notify(
+                    NotificationKind::ProviderNotAsAgreed,
+                    Audience::Provider(provider),
+                    text,
                 );
             }
         }

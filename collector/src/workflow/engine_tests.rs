@@ -305,11 +305,27 @@ fn provider_cmd() -> Command {
         agreed_at: T0 + DAY,
         affects_network: false,
         conditions: "on-site visit".into(),
+        respond_within: None,
+        resolve_within: None,
     })
 }
 
 fn all_commands() -> Vec<Command> {
     vec![
+        Command::ProviderAccept {
+            note: "we come on Monday".into(),
+        },
+        Command::ProviderPropose {
+            date: T0 + 9 * DAY,
+            note: "no technician before".into(),
+        },
+        Command::ProviderReschedule {
+            agreed_at: T0 + 9 * DAY,
+            note: String::new(),
+        },
+        Command::ProviderDone {
+            report: "switch replaced".into(),
+        },
         Command::Validate,
         Command::RequestInfo {
             question: "which port?".into(),
@@ -383,6 +399,10 @@ fn legal(state: State, action: &str) -> Option<State> {
         (Diagnosed | WaitingProvider, "classify") => Some(state),
         (Level1 | Level2 | Level3, _) => level_work(state),
         (WaitingProvider, "provider_delivered") => Some(Level1),
+        (
+            WaitingProvider,
+            "provider_accept" | "provider_propose" | "provider_reschedule" | "provider_done",
+        ) => Some(WaitingProvider),
         (Resolved, "close") => Some(Closed),
         (Resolved, "reopen") => Some(Level1),
         _ => always(state),
@@ -956,6 +976,8 @@ fn provider_requests_follow_003() {
             agreed_at,
             affects_network: true,
             conditions: String::new(),
+            respond_within: None,
+            resolve_within: None,
         })
     };
     // Scheduled network work needs a week's notice.
@@ -1048,7 +1070,8 @@ fn provider_requests_follow_003() {
         None,
         "the notice is sent once"
     );
-    // Not delivered as agreed: back to level 2 and the coordinator hears of it.
+    // Not delivered as agreed: the request is open again, the coordinator and the
+    // provider hear of it.
     let d = apply(
         &noticed,
         &by(
@@ -1062,18 +1085,21 @@ fn provider_requests_follow_003() {
         &policy(),
     )
     .unwrap();
-    assert_eq!(d.incident.state, State::Level2);
+    assert_eq!(d.incident.state, State::WaitingProvider);
     assert_eq!(
         notifications(&d),
-        vec![NotificationKind::ProviderNotAsAgreed]
+        vec![
+            NotificationKind::ProviderNotAsAgreed,
+            NotificationKind::ProviderNotAsAgreed
+        ]
     );
-    assert!(
-        !d.incident.provider_requests[0]
-            .delivery
-            .as_ref()
-            .unwrap()
-            .as_agreed
-    );
+    let req = d
+        .incident
+        .pending_provider()
+        .expect("the request is open again");
+    assert!(req.delivery.is_none());
+    assert_eq!(req.rejections.len(), 1);
+    assert!(!req.rejections[0].verification.as_agreed);
 
     // Unplanned network work notifies at once.
     let d = apply(
@@ -1756,6 +1782,8 @@ fn full_story_from_fault_to_export() {
         agreed_at: T0 + DAY,
         affects_network: false,
         conditions: "replace the disk under warranty".into(),
+        respond_within: None,
+        resolve_within: None,
     };
     act(
         &mut inc,
@@ -1915,6 +1943,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     agreed_at: T0 + ahead,
                     affects_network: net,
                     conditions: String::new(),
+                    respond_within: None,
+                    resolve_within: None,
                 })
             }),
         (any::<bool>(), arb_text())
@@ -2065,4 +2095,378 @@ fn a_repeating_fault_is_counted_not_recorded_and_its_details_stay_bounded() {
         Some("fault_raised")
     );
     assert_eq!(inc.audit_len as usize, inc.audit.len());
+}
+
+/// An incident at level 2 waiting for "Redes SAS", asked at `now` for `agreed_at`, with
+/// the given contract deadlines.
+fn waiting_for_provider(
+    now: Millis,
+    agreed_at: Millis,
+    respond_within: Option<Dur>,
+    resolve_within: Option<Dur>,
+) -> Incident {
+    let l2 = step(
+        &at_level1(),
+        by(
+            tech(),
+            Command::Escalate {
+                to: None,
+                why: String::new(),
+            },
+        ),
+        T0 + HOUR,
+    );
+    step(
+        &l2,
+        by(
+            tech(),
+            Command::RequestProvider(ProviderRequestSpec {
+                provider: Some("Redes SAS".into()),
+                kind: ServiceKind::Scheduled,
+                priority: None,
+                agreed_at,
+                affects_network: true,
+                conditions: "switch on floor 3".into(),
+                respond_within,
+                resolve_within,
+            }),
+        ),
+        now,
+    )
+}
+
+fn provider_contact() -> Person {
+    Person::new("redes", [Role::Provider])
+}
+
+#[test]
+fn a_provider_answers_works_and_a_rejected_verification_reopens_its_request() {
+    let now = T0 + 2 * HOUR;
+    let agreed = now + 8 * DAY;
+    let waiting = waiting_for_provider(now, agreed, None, None);
+    assert!(
+        waiting.sla.paused_since.is_some(),
+        "SLA paused while waiting"
+    );
+    let contact = provider_contact();
+    // It proposes another date: the week's rule holds for proposals too.
+    let e = apply(
+        &waiting,
+        &by(
+            contact.clone(),
+            Command::ProviderPropose {
+                date: now + HOUR + 6 * DAY,
+                note: String::new(),
+            },
+        ),
+        now + HOUR,
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("one week's notice"), "{e}");
+    let later = agreed + 2 * DAY;
+    let d = apply(
+        &waiting,
+        &by(
+            contact.clone(),
+            Command::ProviderPropose {
+                date: later,
+                note: "no technician that week".into(),
+            },
+        ),
+        now + HOUR,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(
+        notifications(&d),
+        vec![NotificationKind::ProviderAnswered { accepted: false }]
+    );
+    let proposed = d.incident;
+    // The coordinator agrees the proposed date: that counts as the provider's acceptance,
+    // and the staff notice is due a week before the new date.
+    let moved = step(
+        &proposed,
+        by(
+            desk(),
+            Command::ProviderReschedule {
+                agreed_at: later,
+                note: String::new(),
+            },
+        ),
+        now + 2 * HOUR,
+    );
+    let req = moved.pending_provider().unwrap();
+    assert_eq!(req.agreed_at, later);
+    assert_eq!(req.notice_due_at, Some(later - WEEK));
+    assert_eq!(req.accepted.as_ref().map(|a| a.by.as_str()), Some("redes"));
+    assert!(req.proposed.is_none());
+    // A reschedule with too little notice is refused with the first possible date.
+    let e = apply(
+        &moved,
+        &by(
+            desk(),
+            Command::ProviderReschedule {
+                agreed_at: now + 3 * DAY,
+                note: String::new(),
+            },
+        ),
+        now + 2 * HOUR,
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&crate::workflow::rfc3339(now + 2 * HOUR + WEEK)),
+        "{e}"
+    );
+    // The work is done, with a report: verification is due for the group.
+    let e = apply(
+        &moved,
+        &by(
+            contact.clone(),
+            Command::ProviderDone {
+                report: "  ".into(),
+            },
+        ),
+        later,
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            WorkflowError::Empty {
+                field: "report",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let d = apply(
+        &moved,
+        &by(
+            contact.clone(),
+            Command::ProviderDone {
+                report: "switch replaced".into(),
+            },
+        ),
+        later + HOUR,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(notifications(&d), vec![NotificationKind::VerificationDue]);
+    let done = d.incident;
+    assert_eq!(done.state, State::WaitingProvider);
+    // Rejected without a reason: refused. With one: open again, the report kept with it.
+    let reject = |note: &str| {
+        by(
+            desk(),
+            Command::ProviderDelivered {
+                as_agreed: false,
+                note: note.into(),
+            },
+        )
+    };
+    assert!(apply(&done, &reject(""), later + 2 * HOUR, &policy()).is_err());
+    let reopened = step(&done, reject("port 12 still dead"), later + 2 * HOUR);
+    let req = reopened.pending_provider().expect("open again");
+    assert_eq!(reopened.state, State::WaitingProvider);
+    assert!(req.done.is_none() && req.accepted.is_none());
+    assert_eq!(
+        req.rejections[0].report.as_ref().map(|r| r.note.as_str()),
+        Some("switch replaced")
+    );
+    assert!(reopened.sla.paused_since.is_some(), "still paused");
+    // Done again, accepted: back to level 2, the SLA running again without the wait.
+    let again = step(
+        &reopened,
+        by(
+            contact,
+            Command::ProviderDone {
+                report: "port 12 re-patched".into(),
+            },
+        ),
+        later + DAY,
+    );
+    let back = step(
+        &again,
+        by(
+            desk(),
+            Command::ProviderDelivered {
+                as_agreed: true,
+                note: "all ports up".into(),
+            },
+        ),
+        later + DAY + HOUR,
+    );
+    assert_eq!(back.state, State::Level2);
+    assert!(back.pending_provider().is_none());
+    assert!(back.sla.paused_since.is_none());
+    assert!(
+        back.sla.paused_ms >= later + DAY + HOUR - now,
+        "the whole wait was paused"
+    );
+    // Both verifications are in the acta export, oldest first.
+    let rows = crate::workflow::verification_rows([&back], &crate::workflow::Period::default());
+    let v: Vec<(&str, usize, &str)> = rows
+        .iter()
+        .map(|r| (r.verdict.as_str(), r.attempt, r.report.as_str()))
+        .collect();
+    assert_eq!(
+        v,
+        [
+            ("not_as_agreed", 1, "switch replaced"),
+            ("as_agreed", 2, "port 12 re-patched")
+        ]
+    );
+    // Provider actions need a pending request.
+    assert!(apply(
+        &back,
+        &by(
+            provider_contact(),
+            Command::ProviderAccept {
+                note: String::new()
+            }
+        ),
+        later + 2 * DAY,
+        &policy()
+    )
+    .is_err());
+}
+
+#[test]
+fn a_provider_that_misses_its_contract_deadlines_is_escalated_to_the_admins_once() {
+    let now = T0 + 2 * HOUR;
+    let agreed = now + 8 * DAY;
+    let waiting = waiting_for_provider(now, agreed, Some(Dur(4 * HOUR)), Some(Dur(DAY)));
+    let req = waiting.pending_provider().unwrap();
+    assert_eq!(req.respond_by, Some(now + 4 * HOUR));
+    assert_eq!(req.resolve_by, Some(agreed + DAY));
+    assert_eq!(next_deadline(&waiting, &policy()), Some(now + 4 * HOUR));
+    assert!(tick(&waiting, now + 4 * HOUR - 1, &policy()).is_none());
+    let d = tick(&waiting, now + 5 * HOUR, &policy()).unwrap();
+    assert_eq!(
+        notifications(&d),
+        vec![NotificationKind::ProviderOverdue {
+            deadline: Deadline::Response
+        }]
+    );
+    assert!(d.messages.iter().any(|m| matches!(
+        m,
+        Outgoing::Notify(Notification {
+            audience: Audience::Admins,
+            ..
+        })
+    )));
+    let late = d.incident;
+    assert_eq!(
+        late.audit.last().unwrap().at,
+        now + 5 * HOUR,
+        "recorded when noticed"
+    );
+    assert!(
+        late.audit
+            .last()
+            .unwrap()
+            .why
+            .contains(&crate::workflow::rfc3339(now + 4 * HOUR)),
+        "names the deadline"
+    );
+    // Once: the next deadline is the notice, then the work's.
+    assert_eq!(next_deadline(&late, &policy()), Some(agreed - WEEK));
+    // Accepted in time: no response escalation at all.
+    let accepted = step(
+        &waiting,
+        by(
+            provider_contact(),
+            Command::ProviderAccept {
+                note: String::new(),
+            },
+        ),
+        now + HOUR,
+    );
+    let d = tick(&accepted, agreed + 2 * DAY, &policy()).unwrap();
+    assert_eq!(
+        notifications(&d)
+            .into_iter()
+            .filter(|k| matches!(k, NotificationKind::ProviderOverdue { .. }))
+            .collect::<Vec<_>>(),
+        vec![NotificationKind::ProviderOverdue {
+            deadline: Deadline::Resolution
+        }],
+        "only the work's deadline was missed"
+    );
+    // Done in time: nothing overdue.
+    let done = step(
+        &accepted,
+        by(
+            provider_contact(),
+            Command::ProviderDone {
+                report: "done".into(),
+            },
+        ),
+        agreed + HOUR,
+    );
+    let d = tick(&done, agreed + 2 * DAY, &policy());
+    assert!(d.is_none_or(|d| !notifications(&d)
+        .iter()
+        .any(|k| matches!(k, NotificationKind::ProviderOverdue { .. }))));
+}
+
+#[test]
+fn the_weeks_rule_counts_seven_times_24_hours_across_a_change_of_local_time() {
+    use vigia_protocol::time::parse_instant;
+    // Madrid leaves summer time on 2026-10-25: a request made on Tuesday 20 October at
+    // 10:00 local time (08:00 UTC) may schedule the work from Tuesday 27 at 09:00 local
+    // time (still 08:00 UTC), not 10:00: a week's notice is 7 × 24 h, whatever the
+    // clocks on the wall did meanwhile.
+    let now = parse_instant("2026-10-20T10:00:00+02:00").unwrap();
+    let l2 = step(
+        &at_level1(),
+        by(
+            tech(),
+            Command::Escalate {
+                to: None,
+                why: String::new(),
+            },
+        ),
+        T0 + HOUR,
+    );
+    // The incident's own clock starts at T0 (November); build one opened before `now`.
+    let mut early = l2.clone();
+    early.opened_at = now - DAY;
+    early.updated_at = now - DAY;
+    for r in &mut early.audit {
+        r.at = now - DAY;
+    }
+    let ask = |at: &str| {
+        apply(
+            &early,
+            &by(
+                tech(),
+                Command::RequestProvider(ProviderRequestSpec {
+                    provider: Some("Redes SAS".into()),
+                    kind: ServiceKind::Scheduled,
+                    priority: None,
+                    agreed_at: parse_instant(at).unwrap(),
+                    affects_network: true,
+                    conditions: String::new(),
+                    respond_within: None,
+                    resolve_within: None,
+                }),
+            ),
+            now,
+            &policy(),
+        )
+    };
+    // 6 days 23 hours ahead, though the wall clock reads 8:00 a week later, two hours
+    // before the request's 10:00.
+    let e = ask("2026-10-27T08:00:00+01:00").unwrap_err();
+    assert!(e.to_string().contains("2026-10-27T08:00:00Z"), "{e}");
+    assert!(ask("2026-10-27T09:00:00+01:00").is_ok(), "exactly 7 × 24 h");
+    assert!(
+        ask("2026-10-27T08:00:00Z").is_ok(),
+        "the same instant in UTC"
+    );
 }

@@ -183,6 +183,153 @@ pub fn to_json(rows: &[ExportRow]) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(rows)
 }
 
+/// One verification of a provider's service (003 item 5), as the seed's *acta* records
+/// it: what was asked of whom and when, what the provider reported, and the verdict. A
+/// request verified twice (rejected, then accepted) has one row per verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationRow {
+    /// When it was verified (RFC 3339 UTC).
+    pub verified_at: String,
+    /// Incident number.
+    pub incident: u64,
+    /// Device.
+    pub device: String,
+    /// The provider.
+    pub provider: String,
+    /// `scheduled` or `unplanned`.
+    pub kind: String,
+    /// Priority asked of the provider.
+    pub priority: String,
+    /// Whether the work affected the network.
+    pub affects_network: bool,
+    /// When it was requested, and by whom.
+    pub requested_at: String,
+    /// Who requested it.
+    pub requested_by: String,
+    /// The agreed date and time.
+    pub agreed_at: String,
+    /// The agreed conditions.
+    pub conditions: String,
+    /// When the provider reported the work done, empty if it did not.
+    pub reported_at: String,
+    /// The provider's report.
+    pub report: String,
+    /// Who verified it.
+    pub verified_by: String,
+    /// `as_agreed` or `not_as_agreed`.
+    pub verdict: String,
+    /// What was found; the reason, when not as agreed.
+    pub note: String,
+    /// 1 for the first verification of the request, 2 after one rejection...
+    pub attempt: usize,
+}
+
+/// The verifications made in `period`, oldest first.
+pub fn verification_rows<'a>(
+    incidents: impl IntoIterator<Item = &'a Incident>,
+    period: &Period,
+) -> Vec<VerificationRow> {
+    let mut out = Vec::new();
+    for inc in incidents {
+        for r in &inc.provider_requests {
+            let accepted = r.delivery.as_ref().map(|d| (d, r.done.as_ref()));
+            let rejected = r
+                .rejections
+                .iter()
+                .map(|x| (&x.verification, x.report.as_ref()));
+            for (attempt, (v, report)) in rejected.chain(accepted).enumerate() {
+                if !period.contains(v.verified_at) {
+                    continue;
+                }
+                out.push(VerificationRow {
+                    verified_at: rfc3339(v.verified_at),
+                    incident: inc.number,
+                    device: inc.device.to_string(),
+                    provider: r.provider.clone(),
+                    kind: match r.kind {
+                        super::ServiceKind::Scheduled => "scheduled",
+                        super::ServiceKind::Unplanned => "unplanned",
+                    }
+                    .to_owned(),
+                    priority: r.priority.to_string(),
+                    affects_network: r.affects_network,
+                    requested_at: rfc3339(r.requested_at),
+                    requested_by: r.requested_by.clone(),
+                    agreed_at: rfc3339(r.agreed_at),
+                    conditions: r.conditions.clone(),
+                    reported_at: report.map(|s| rfc3339(s.at)).unwrap_or_default(),
+                    report: report.map(|s| s.note.clone()).unwrap_or_default(),
+                    verified_by: v.verified_by.clone(),
+                    verdict: if v.as_agreed {
+                        "as_agreed"
+                    } else {
+                        "not_as_agreed"
+                    }
+                    .to_owned(),
+                    note: v.note.clone(),
+                    attempt: attempt + 1,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.verified_at, a.incident).cmp(&(&b.verified_at, b.incident)));
+    out
+}
+
+/// The verifications' CSV header.
+pub const VERIFICATION_HEADER: [&str; 17] = [
+    "verified_at",
+    "incident",
+    "device",
+    "provider",
+    "kind",
+    "priority",
+    "affects_network",
+    "requested_at",
+    "requested_by",
+    "agreed_at",
+    "conditions",
+    "reported_at",
+    "report",
+    "verified_by",
+    "verdict",
+    "note",
+    "attempt",
+];
+
+/// The verifications as CSV, like [`to_csv`].
+pub fn verifications_csv(rows: &[VerificationRow]) -> String {
+    let mut out = VERIFICATION_HEADER.join(",");
+    out.push_str("\r\n");
+    for r in rows {
+        let (number, attempt) = (r.incident.to_string(), r.attempt.to_string());
+        let network = if r.affects_network { "yes" } else { "no" };
+        let cells = [
+            r.verified_at.as_str(),
+            &number,
+            &r.device,
+            &r.provider,
+            &r.kind,
+            &r.priority,
+            network,
+            &r.requested_at,
+            &r.requested_by,
+            &r.agreed_at,
+            &r.conditions,
+            &r.reported_at,
+            &r.report,
+            &r.verified_by,
+            &r.verdict,
+            &r.note,
+            &attempt,
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -17,7 +17,7 @@ use vigia_protocol::{
     DeviceId, Evidence, FaultAction, FaultKind, OpenFault, Reading, Severity, Urgency,
 };
 
-use super::time::Millis;
+use super::time::{Dur, Millis};
 
 /// Incident number, unique per collector.
 pub type IncidentNo = u64;
@@ -872,6 +872,35 @@ pub struct ProviderRequestSpec {
     /// Agreed conditions (003 item 3).
     #[serde(default)]
     pub conditions: String,
+    /// Time the provider has to respond (accept or propose another date); the collector
+    /// fills it from the provider's contract for the priority when it is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond_within: Option<Dur>,
+    /// Time the provider has to finish the work, after the agreed time; from the contract
+    /// like `respond_within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_within: Option<Dur>,
+}
+
+/// Who did something about a request, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// When.
+    pub at: Millis,
+    /// Who (an account's login).
+    pub by: String,
+    /// What they said.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Another date the provider proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The date it proposes.
+    pub date: Millis,
+    /// Who proposed it, when, and why.
+    pub stamp: Stamp,
 }
 
 /// The verification that closes a provider request (003 item 5).
@@ -916,6 +945,73 @@ pub struct ProviderRequest {
     pub notice_sent_at: Option<Millis>,
     /// The verification, once done.
     pub delivery: Option<Delivery>,
+    /// When the provider must have responded (accepted or proposed a date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond_by: Option<Millis>,
+    /// When the provider must have finished the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_by: Option<Millis>,
+    /// When a missed deadline was escalated to the administrators (once per deadline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overdue: Vec<Overdue>,
+    /// The provider accepted the request as agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Stamp>,
+    /// The provider proposed another date, not yet agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<Proposal>,
+    /// The provider says the work is done, with its report; verification is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Stamp>,
+    /// Verifications that rejected the service, oldest first: each reopened the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<Rejection>,
+}
+
+/// A verification that found the service not delivered as agreed (003 item 5): the
+/// request is open again, and the provider's report it answered is kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The verification.
+    pub verification: Delivery,
+    /// The provider's report it rejected, if the provider had marked the work done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Stamp>,
+}
+
+/// Which of a request's deadlines passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadline {
+    /// To respond to the request.
+    Response,
+    /// To finish the work.
+    Resolution,
+}
+
+/// A request's deadline that passed, escalated to the administrators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overdue {
+    /// Which.
+    pub deadline: Deadline,
+    /// When it fell due.
+    pub at: Millis,
+}
+
+impl ProviderRequest {
+    /// When `deadline` falls due, unless it was met or already escalated.
+    pub fn deadline_due(&self, deadline: Deadline) -> Option<Millis> {
+        if self.delivery.is_some() || self.overdue.iter().any(|o| o.deadline == deadline) {
+            return None;
+        }
+        match deadline {
+            Deadline::Response if self.accepted.is_none() && self.proposed.is_none() => {
+                self.respond_by
+            }
+            Deadline::Resolution if self.done.is_none() => self.resolve_by,
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,12 +42,16 @@ pub use engine::{
     apply, open, open_fault, register, Audience, ClassifyChange, Command, Decision, DeviceEvent,
     FaultInput, Input, Notification, NotificationKind, Outgoing, WorkflowError,
 };
-pub use export::{csv_cell, row, rows, to_csv, to_json, ExportRow, Period, CSV_HEADER};
+pub use export::{
+    csv_cell, row, rows, to_csv, to_json, verification_rows, verifications_csv, ExportRow, Period,
+    VerificationRow, CSV_HEADER, VERIFICATION_HEADER,
+};
 pub use incident::{
-    Actor, AuditRecord, Classification, Closure, ClosureReason, Delivery, DeviceContext, FaultKey,
-    FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note, Occurrence,
-    Occurrences, Origin, Person, Priority, ProviderRequest, ProviderRequestSpec, Role, ServiceKind,
-    SlaClock, SpecialisedPath, State, UnknownName, Warranty,
+    Actor, AuditRecord, Classification, Closure, ClosureReason, Deadline, Delivery, DeviceContext,
+    FaultKey, FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note,
+    Occurrence, Occurrences, Origin, Overdue, Person, Priority, Proposal, ProviderRequest,
+    ProviderRequestSpec, Rejection, Role, ServiceKind, SlaClock, SpecialisedPath, Stamp, State,
+    UnknownName, Warranty,
 };
 pub use policy::{
     parse_rules, FlappingConfig, Policy, PolicyConfig, PolicyError, ReportField, SlaConfig,

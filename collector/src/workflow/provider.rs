@@ -8,7 +8,7 @@
 //! than a week is refused (reschedule it, or mark it unplanned); an unplanned one notifies
 //! at once, since the network is already affected.
 use super::incident::{
-    Incident, Level, Priority, ProviderRequest, ProviderRequestSpec, ServiceKind,
+    Deadline, Incident, Level, Priority, ProviderRequest, ProviderRequestSpec, ServiceKind, Stamp,
 };
 use super::time::{Millis, WEEK};
 
@@ -74,20 +74,7 @@ pub(crate) fn build_request(
             })
         }
     };
-    let notice_due_at = if spec.affects_network {
-        match spec.kind {
-            ServiceKind::Unplanned => Some(now),
-            ServiceKind::Scheduled => {
-                let earliest = now.saturating_add(WEEK);
-                if spec.agreed_at < earliest {
-                    return Err(ProviderError::NoticeTooShort { earliest });
-                }
-                Some(spec.agreed_at - WEEK)
-            }
-        }
-    } else {
-        None
-    };
+    let notice_due_at = notice_due(spec.kind, spec.affects_network, spec.agreed_at, now)?;
     Ok(ProviderRequest {
         provider,
         under_warranty,
@@ -105,5 +92,63 @@ pub(crate) fn build_request(
         notice_due_at,
         notice_sent_at: None,
         delivery: None,
+        respond_by: spec.respond_within.map(|d| now.saturating_add(d.ms())),
+        resolve_by: spec
+            .resolve_within
+            .map(|d| spec.agreed_at.max(now).saturating_add(d.ms())),
+        overdue: Vec::new(),
+        accepted: None,
+        proposed: None,
+        done: None,
+        rejections: Vec::new(),
     })
+}
+
+/// When the all-staff notice of work agreed at `agreed_at` is due, asked at `now`: none
+/// for work that leaves the network alone, at once for a sudden failure (the network is
+/// already affected), a week before for scheduled work, which is refused with less notice.
+pub(crate) fn notice_due(
+    kind: ServiceKind,
+    affects_network: bool,
+    agreed_at: Millis,
+    now: Millis,
+) -> Result<Option<Millis>, ProviderError> {
+    if !affects_network {
+        return Ok(None);
+    }
+    Ok(Some(match kind {
+        ServiceKind::Unplanned => now,
+        ServiceKind::Scheduled => {
+            let earliest = now.saturating_add(WEEK);
+            if agreed_at < earliest {
+                return Err(ProviderError::NoticeTooShort { earliest });
+            }
+            agreed_at - WEEK
+        }
+    }))
+}
+
+/// Agrees a new date for `req` at `now` (the provider proposed it, or the coordinator
+/// moved the visit): the week's rule is checked again from now, the notice is due again
+/// for the new date, and the work's deadline moves with it. A provider's proposal of that
+/// same date counts as its acceptance; any other date waits for the provider to accept.
+pub(crate) fn reschedule(
+    req: &mut ProviderRequest,
+    agreed_at: Millis,
+    by: Stamp,
+) -> Result<(), ProviderError> {
+    let notice = notice_due(req.kind, req.affects_network, agreed_at, by.at)?;
+    let within = req
+        .resolve_by
+        .map(|t| t.saturating_sub(req.agreed_at.max(req.requested_at)));
+    req.notice_due_at = notice;
+    req.notice_sent_at = None;
+    req.resolve_by = within.map(|w| agreed_at.max(by.at).saturating_add(w));
+    req.overdue.retain(|o| o.deadline != Deadline::Resolution);
+    req.accepted = match req.proposed.take() {
+        Some(p) if p.date == agreed_at => Some(p.stamp),
+        _ => None,
+    };
+    req.agreed_at = agreed_at;
+    Ok(())
 }

@@ -159,6 +159,18 @@ pub(super) fn notice_due(inc: &Incident) -> Option<Millis> {
     r.notice_due_at
 }
 
+/// When the pending provider request's `deadline` falls due (from its contract), unless
+/// the provider met it or it was already escalated.
+pub(super) fn provider_deadline_due(
+    inc: &Incident,
+    deadline: super::incident::Deadline,
+) -> Option<Millis> {
+    if inc.state != State::WaitingProvider {
+        return None;
+    }
+    inc.pending_provider()?.deadline_due(deadline)
+}
+
 pub(super) fn auto_close_due(inc: &Incident, policy: &Policy) -> Option<Millis> {
     if inc.state != State::Resolved {
         return None;
@@ -167,7 +179,7 @@ pub(super) fn auto_close_due(inc: &Incident, policy: &Policy) -> Option<Millis> 
 }
 
 /// When the next timer of `incident` falls due (verification window, SLA targets, level
-/// budget, network notice, auto-close), or `None` when nothing is pending. [`tick`](super::tick) at or
+/// budget, network notice, a provider's deadlines, auto-close), or `None` when nothing is pending. [`tick`](super::tick) at or
 /// after this time acts; before it, it does nothing.
 pub fn next_deadline(incident: &Incident, policy: &Policy) -> Option<Millis> {
     [
@@ -176,6 +188,8 @@ pub fn next_deadline(incident: &Incident, policy: &Policy) -> Option<Millis> {
         resolution_due(incident, policy),
         level_budget_due(incident, policy),
         notice_due(incident),
+        provider_deadline_due(incident, super::incident::Deadline::Response),
+        provider_deadline_due(incident, super::incident::Deadline::Resolution),
         auto_close_due(incident, policy),
         info_reminder_due(incident, policy),
         info_timeout_due(incident, policy),

@@ -4,11 +4,13 @@
 //! arithmetic on the SLA clocks that the engine also reads.
 use super::engine::{Audience, Change, Decision, NotificationKind};
 use super::incident::State;
-use super::incident::{Actor, ClosureReason, FieldChange, Incident, Level, Priority};
+use super::incident::{
+    Actor, ClosureReason, Deadline, FieldChange, Incident, Level, Overdue, Priority,
+};
 use super::policy::Policy;
 use super::sla::{
     auto_close_due, info_reminder_due, info_timeout_due, level_budget_due, notice_due,
-    resolution_due, response_due, verification_due, Target,
+    provider_deadline_due, resolution_due, response_due, verification_due, Target,
 };
 use super::time::{rfc3339, Dur, Millis};
 use vigia_protocol::{bounded, CmdBody};
@@ -16,7 +18,8 @@ use vigia_protocol::{bounded, CmdBody};
 /// Runs every timer of `incident` that is due at `now`, earliest first: automatic
 /// verification of a fault still active after the verification window, SLA breaches (the
 /// resolution breach escalates one level), level budgets (escalation L1 → L2 → L3, and at
-/// level 3 a notification), the all-staff network notice, and auto-close after the quiet
+/// level 3 a notification), the all-staff network notice, a provider's missed deadline
+/// (escalated to the administrators), and auto-close after the quiet
 /// period. Each is dated at the moment it fell due, so a late tick (the collector was down)
 /// reaches the same state as punctual ones would have. Returns `None` when nothing was due.
 pub fn tick(incident: &Incident, now: Millis, policy: &Policy) -> Option<Decision> {
@@ -39,6 +42,7 @@ enum Timer {
     Resolution,
     LevelBudget,
     Notice,
+    ProviderDeadline(Deadline),
     AutoClose,
     InfoReminder,
     InfoTimeout,
@@ -51,6 +55,14 @@ fn earliest_due(inc: &Incident, policy: &Policy, now: Millis) -> Option<(Millis,
         (resolution_due(inc, policy), Timer::Resolution),
         (level_budget_due(inc, policy), Timer::LevelBudget),
         (notice_due(inc), Timer::Notice),
+        (
+            provider_deadline_due(inc, Deadline::Response),
+            Timer::ProviderDeadline(Deadline::Response),
+        ),
+        (
+            provider_deadline_due(inc, Deadline::Resolution),
+            Timer::ProviderDeadline(Deadline::Resolution),
+        ),
         (auto_close_due(inc, policy), Timer::AutoClose),
         (info_reminder_due(inc, policy), Timer::InfoReminder),
         (info_timeout_due(inc, policy), Timer::InfoTimeout),
@@ -160,6 +172,40 @@ fn tick_once(tx: &mut Change<'_>) -> bool {
             }
         }
         Timer::Notice => tx.send_network_notice(),
+        Timer::ProviderDeadline(deadline) => {
+            let Some(req) = inc.pending_provider() else {
+                return false;
+            };
+            let provider = req.provider.clone();
+            tx.pending_request_mut()
+                .overdue
+                .push(Overdue { deadline, at });
+            let (what, field) = match deadline {
+                Deadline::Response => ("respond to the request", "provider.response_overdue"),
+                Deadline::Resolution => ("finish the work", "provider.resolution_overdue"),
+            };
+            let why = format!(
+                "{provider} did not {what} by {} as its contract says for {}: escalated to \
+                 the administrators",
+                rfc3339(at),
+                req.priority
+            );
+            tx.record(
+                inc.state,
+                "provider_overdue",
+                why.clone(),
+                vec![FieldChange {
+                    field: field.into(),
+                    from: String::new(),
+                    to: rfc3339(at),
+                }],
+            );
+            tx.notify(
+                NotificationKind::ProviderOverdue { deadline },
+                Audience::Admins,
+                format!("incident {}: {why}", inc.number),
+            );
+        }
         Timer::InfoReminder => {
             let Some(q) = inc.pending_question().cloned() else {
                 return false;

@@ -540,6 +540,11 @@
     if (S.view.name === "device" && S.view.id === ev.device) debounce("device", loadDevice, 300);
   }
 
+  // Who did something about a provider request, when, and what they said.
+  function stampText(st) {
+    return fmtDate(st.at) + " · " + st.by + (st.note ? ": " + st.note : "");
+  }
+
   // A notice in the reader's language, from its kind; the server's English text when
   // the kind is one this page does not know.
   function noticeText(n) {
@@ -1172,7 +1177,15 @@
       extra.push(section(t("incident.providers"), "inc-providers", d.provider_requests.map((p) => facts([
         [t("field.provider"), p.provider], [t("field.kind"), choiceName(p.kind)], [t("field.priority"), p.priority],
         [t("field.agreed_at"), fmtDate(p.agreed_at)], [t("field.affects_network"), p.affects_network ? t("field.yes") : t("field.no")],
-        [t("field.conditions"), p.conditions], [t("field.as_agreed"), p.delivery ? (p.delivery.as_agreed ? t("field.yes") : t("field.no")) + (p.delivery.note ? " · " + p.delivery.note : "") : null],
+        [t("field.conditions"), p.conditions],
+        [t("prov.respond_by"), p.respond_by ? fmtDate(p.respond_by) : null],
+        [t("prov.resolve_by"), p.resolve_by ? fmtDate(p.resolve_by) : null],
+        [t("prov.overdue"), (p.overdue || []).length ? p.overdue.map((o) => t("prov.deadline." + o.deadline) + " · " + fmtDate(o.at)).join("; ") : null],
+        [t("prov.accepted"), p.accepted ? stampText(p.accepted) : null],
+        [t("prov.proposed"), p.proposed ? fmtDate(p.proposed.date) + " · " + stampText(p.proposed.stamp) : null],
+        [t("prov.done"), p.done ? stampText(p.done) : null],
+        [t("prov.rejections"), (p.rejections || []).length ? p.rejections.map((r) => fmtDate(r.verification.verified_at) + " · " + r.verification.verified_by + ": " + r.verification.note).join("\n") : null],
+        [t("field.as_agreed"), p.delivery ? (p.delivery.as_agreed ? t("field.yes") : t("field.no")) + (p.delivery.note ? " · " + p.delivery.note : "") : null],
       ]))));
     }
     const extraBox = $("inc-extra");
