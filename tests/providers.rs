@@ -3,7 +3,8 @@
 //! date and reports the work done, while another provider's account neither sees nor
 //! answers it; a rejected verification opens the request again, an accepted one sends
 //! the incident back to its level; both verifications are in the export, as the record
-//! of the service (the *acta*).
+//! of the service (the *acta*). One request for several incidents is answered, done and
+//! verified once for all of them.
 // A test: a failed unwrap is the failure, with its location.
 #![allow(clippy::unwrap_used)]
 
@@ -53,10 +54,8 @@ fn show_as(c: &Collector, token: &str, n: u64) -> Option<Value> {
     http_get_json_as(&format!("{}/api/incidents/{n}", c.http), token)
 }
 
-#[test]
-fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
-    let dir = tempdir();
-    let d = dir.path();
+/// A collector with a short verification window, so disk incidents reach level 1 soon.
+fn collector(d: &std::path::Path) -> Collector {
     let config = d.join("collector.toml");
     std::fs::write(
         &config,
@@ -67,17 +66,30 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
         ),
     )
     .unwrap();
-    let c = start_collector_with(&config);
-    let replay = d.join("ws-redes.jsonl");
+    start_collector_with(&config)
+}
+
+/// An agent whose `/var` is 95 % full, and its incident's number once at level 1.
+fn disk_incident(d: &std::path::Path, c: &Collector, id: &str) -> (Agent, u64) {
+    let replay = d.join(format!("{id}.jsonl"));
     append_lines(&replay, &disk_line("/var", 50), 3);
     append_lines(&replay, &disk_line("/var", 95), 40);
-    let _agent = start_agent(d, "ws-redes", &c.mqtt_url, &replay, "");
+    let agent = start_agent(d, id, &c.mqtt_url, &replay, "");
     let n = poll("the disk incident at level 1", || {
-        device_incidents(&c, "ws-redes")
+        device_incidents(c, id)
             .into_iter()
             .find(|i| i["kind"] == "disk_space" && i["state"] == "level1")
             .and_then(|i| i["number"].as_u64())
     });
+    (agent, n)
+}
+
+#[test]
+fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
+    let dir = tempdir();
+    let d = dir.path();
+    let c = collector(d);
+    let (_agent, n) = disk_incident(d, &c, "ws-redes");
     let priority = c.get(&format!("/api/incidents/{n}")).unwrap()["priority"]
         .as_str()
         .unwrap()
@@ -297,4 +309,76 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
     assert_ne!(code, 0);
     // The other provider still sees nothing of it.
     assert!(show_as(&c, &otro, n).is_none());
+}
+
+#[test]
+fn one_request_for_several_incidents_is_answered_and_verified_once_for_all() {
+    let dir = tempdir();
+    let d = dir.path();
+    let c = collector(d);
+    let (_a1, first) = disk_incident(d, &c, "ws-piso3-a");
+    let (_a2, second) = disk_incident(d, &c, "ws-piso3-b");
+    let redes = provider_account(&c, "redes", "Redes SAS");
+    let otro = provider_account(&c, "otro", "Otro Proveedor");
+    let (a, b) = (first.to_string(), second.to_string());
+    let (code, out) = c.cli(&[
+        "request",
+        "create",
+        "--incident",
+        &a,
+        "--incident",
+        &b,
+        "--provider",
+        "Redes SAS",
+        "--kind",
+        "unplanned",
+        "--at",
+        "1d",
+        "--conditions",
+        "revisar el switch del piso 3",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let id = format!("{first}-1");
+    assert!(out.contains(&format!("request {id}")), "{out}");
+    for n in [first, second] {
+        let inc = c.get(&format!("/api/incidents/{n}")).unwrap();
+        assert_eq!(inc["state"], "waiting_provider", "{inc}");
+        assert_eq!(inc["provider_requests"][0]["id"], id.as_str(), "{inc}");
+    }
+    // One line for the request, with both incidents; nothing for another provider.
+    let (code, out) = cli_as(&c, &redes, &["request", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(&format!("incidents {first}, {second}")),
+        "{out}"
+    );
+    let (code, out) = cli_as(&c, &otro, &["request", "list"]);
+    assert_eq!((code, out.trim()), (0, "no pending provider requests"));
+    let (code, out) = cli_as(&c, &otro, &["request", "accept", &id]);
+    assert_ne!(code, 0, "another provider accepted: {out}");
+
+    // Accepted and done once, by the provider's contact; verified once, by the desk.
+    let (code, out) = cli_as(&c, &redes, &["request", "accept", &id]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_as(
+        &c,
+        &redes,
+        &["request", "done", &id, "--report", "switch reiniciado"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_as(&c, &redes, &["request", "verify", &id]);
+    assert_ne!(code, 0, "a provider verified its own work: {out}");
+    let (code, out) = c.cli(&["request", "verify", &id, "--note", "enlace en ambos"]);
+    assert_eq!(code, 0, "{out}");
+    for n in [first, second] {
+        let inc = c.get(&format!("/api/incidents/{n}")).unwrap();
+        assert_eq!(inc["state"], "level1", "{inc}");
+        let req = &inc["provider_requests"][0];
+        assert_eq!(req["accepted"]["by"], "redes", "{req}");
+        assert_eq!(req["done"]["note"], "switch reiniciado", "{req}");
+        assert_eq!(req["delivery"]["as_agreed"], true, "{req}");
+    }
+    let (code, out) = c.cli(&["request", "list"]);
+    assert_eq!((code, out.trim()), (0, "no pending provider requests"));
 }

@@ -497,6 +497,7 @@ mod tests {
                 conditions: format!("for {provider}"),
                 respond_within: None,
                 resolve_within: None,
+                request: None,
             })
         };
         let first = step(&incident(Level::L2, None, None), ask("Beta"), 1);

@@ -148,6 +148,104 @@ enum Command {
         #[command(subcommand)]
         cmd: ProviderCmd,
     },
+    /// Provider requests across incidents: one visit for several incidents, listed,
+    /// answered, done and verified once for all of them.
+    Request {
+        #[command(subcommand)]
+        cmd: RequestCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCmd {
+    /// Ask one provider for one service for several incidents (each waits for it).
+    Create {
+        /// An incident it is for (repeat).
+        #[arg(long = "incident", required = true)]
+        incidents: Vec<u64>,
+        /// The provider.
+        #[arg(long)]
+        provider: String,
+        /// scheduled or unplanned.
+        #[arg(long, default_value = "unplanned")]
+        kind: String,
+        /// Agreed date and time: 2026-12-01T09:00:00Z, with an offset (+01:00), ms, or a
+        /// delay from now (8d).
+        #[arg(long)]
+        at: String,
+        /// Priority asked of the provider (default: each incident's).
+        #[arg(long)]
+        priority: Option<String>,
+        /// The work affects the network (one week's notice to all staff).
+        #[arg(long)]
+        affects_network: bool,
+        /// What is needed (tools, parts, service) and the agreed conditions.
+        #[arg(long, default_value = "")]
+        conditions: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// The pending requests, one line each with the incidents waiting for it.
+    List {
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// One pending request.
+    Show {
+        /// Its id (as `list` shows it: 12-1).
+        id: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// The provider accepts it.
+    Accept {
+        /// Its id.
+        id: String,
+        /// What the provider says.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The provider proposes another date.
+    Propose {
+        /// Its id.
+        id: String,
+        /// The date it proposes.
+        #[arg(long)]
+        date: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Agree a new date with the provider.
+    Reschedule {
+        /// Its id.
+        id: String,
+        /// The new agreed date and time.
+        #[arg(long)]
+        at: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The provider reports the work done.
+    Done {
+        /// Its id.
+        id: String,
+        /// What was done.
+        #[arg(long)]
+        report: String,
+    },
+    /// Verify the service: accepted, or rejected with the reason (`--not-as-agreed`).
+    Verify {
+        /// Its id.
+        id: String,
+        /// It was NOT delivered as agreed.
+        #[arg(long)]
+        not_as_agreed: bool,
+        /// What was found; the reason, when not as agreed.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -814,6 +912,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Device { cmd } => device(&cli, cmd),
         Command::Warranty { cmd } => warranty(&api_client(&cli)?, cmd),
         Command::Provider { cmd } => provider(&api_client(&cli)?, cmd),
+        Command::Request { cmd } => request(&api_client(&cli)?, cmd),
         Command::Notify {
             cmd: NotifyCmd::Test { email, webhook },
         } => {
@@ -866,6 +965,154 @@ fn per_priority(
         out.insert(prio, serde_json::to_value(d)?);
     }
     Ok(out)
+}
+
+fn request(api: &ApiClient, cmd: &RequestCmd) -> anyhow::Result<()> {
+    let print = |v: &Value, json: bool| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v)?);
+        } else {
+            render::out(&request_lines(v));
+        }
+        Ok(())
+    };
+    let (id, command) = match cmd {
+        RequestCmd::Create {
+            incidents,
+            provider,
+            kind,
+            at,
+            priority,
+            affects_network,
+            conditions,
+            out,
+        } => {
+            let body = serde_json::json!({
+                "incidents": incidents,
+                "provider": provider,
+                "kind": named::<workflow::ServiceKind>("kind", kind)?,
+                "priority": named_opt::<workflow::Priority>("priority", priority)?,
+                "agreed_at": parse_at(at)?,
+                "affects_network": affects_network,
+                "conditions": conditions,
+            });
+            let v = api.post("/api/requests", &body)?;
+            print(&v, out.json)?;
+            let refused = v["results"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|r| r["ok"] != true).count());
+            if refused > 0 {
+                bail!("{refused} of the incidents refused the request");
+            }
+            return Ok(());
+        }
+        RequestCmd::List { out } => return print(&api.get("/api/requests")?, out.json),
+        RequestCmd::Show { id, out } => {
+            return print(&api.get(&format!("/api/requests/{}", enc(id)))?, out.json)
+        }
+        RequestCmd::Accept { id, note } => (id, WfCommand::ProviderAccept { note: note.clone() }),
+        RequestCmd::Propose { id, date, note } => (
+            id,
+            WfCommand::ProviderPropose {
+                date: parse_at(date)?,
+                note: note.clone(),
+            },
+        ),
+        RequestCmd::Reschedule { id, at, note } => (
+            id,
+            WfCommand::ProviderReschedule {
+                agreed_at: parse_at(at)?,
+                note: note.clone(),
+            },
+        ),
+        RequestCmd::Done { id, report } => (
+            id,
+            WfCommand::ProviderDone {
+                report: report.clone(),
+            },
+        ),
+        RequestCmd::Verify {
+            id,
+            not_as_agreed,
+            note,
+        } => (
+            id,
+            WfCommand::ProviderDelivered {
+                as_agreed: !not_as_agreed,
+                note: note.clone(),
+            },
+        ),
+    };
+    let Value::Object(mut body) = serde_json::to_value(&command)? else {
+        bail!("a workflow command did not encode as an object");
+    };
+    body.remove("command");
+    let v = api.post(
+        &format!("/api/requests/{}/{}", enc(id), command.name()),
+        &Value::Object(body),
+    )?;
+    print(&v, false)?;
+    let refused = v["results"]
+        .as_array()
+        .map_or(0, |r| r.iter().filter(|r| r["ok"] != true).count());
+    if refused > 0 {
+        bail!("{refused} of the request's incidents refused it");
+    }
+    Ok(())
+}
+
+/// A request list, one request, or an action's per-incident results, as lines.
+fn request_lines(v: &Value) -> String {
+    let one = |r: &Value| {
+        let incidents: Vec<String> = r["incidents"]
+            .as_array()
+            .map(|a| a.iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default();
+        let stage = if !r["done"].is_null() {
+            "done, to verify"
+        } else if !r["proposed"].is_null() {
+            "another date proposed"
+        } else if !r["accepted"].is_null() {
+            "accepted"
+        } else {
+            "waiting for the provider"
+        };
+        format!(
+            "{}  {}  {}  {}  incidents {}  {stage}\n",
+            r["id"].as_str().unwrap_or("-"),
+            r["provider"].as_str().unwrap_or("-"),
+            r["kind"].as_str().unwrap_or("-"),
+            r["agreed_at"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), workflow::rfc3339),
+            incidents.join(", "),
+        )
+    };
+    if let Some(list) = v.as_array() {
+        if list.is_empty() {
+            return "no pending provider requests\n".into();
+        }
+        return list.iter().map(one).collect();
+    }
+    if let Some(results) = v["results"].as_array() {
+        let mut out = format!("request {}\n", v["id"].as_str().unwrap_or("-"));
+        for r in results {
+            let n = r["number"].as_u64().unwrap_or(0);
+            if r["ok"] == true {
+                out.push_str(&format!(
+                    "  incident {n}: {}\n",
+                    r["state"].as_str().unwrap_or("-")
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  incident {n}: refused: {}\n",
+                    r["error"].as_str().unwrap_or("-")
+                ));
+            }
+        }
+        return out;
+    }
+    one(v)
 }
 
 fn provider(api: &ApiClient, cmd: &ProviderCmd) -> anyhow::Result<()> {
@@ -1390,6 +1637,7 @@ fn command_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, WfCommand, OutputFormat
                 conditions: conditions.clone(),
                 respond_within: *respond_within,
                 resolve_within: *resolve_within,
+                request: None,
             };
             (*number, WfCommand::RequestProvider(spec), *out)
         }

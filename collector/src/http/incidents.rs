@@ -464,7 +464,7 @@ pub fn command_of(
 
 /// Runs `command` on incident `n` as `caller`: authorised, applied in one store
 /// transaction, flushed, and only then delivered.
-async fn run_command(
+pub(super) async fn run_command(
     st: &HttpState,
     caller: &Caller,
     n: u64,
@@ -515,7 +515,7 @@ pub(super) async fn act(
             )));
         }
     }
-    let command = command_of(&action, fields).map_err(bad_request)?;
+    let command = own_request(command_of(&action, fields).map_err(bad_request)?);
     let d = match run_command(&st, &a.caller, n, command).await {
         Ok(d) => d,
         // A provider request that named nobody: say who has a contract for it.
@@ -585,7 +585,7 @@ pub(super) async fn bulk(
             "give 1 to {MAX_BULK} incident numbers"
         )));
     }
-    let command = command_of(&b.action, b.fields).map_err(bad_request)?;
+    let command = own_request(command_of(&b.action, b.fields).map_err(bad_request)?);
     let mut results = Vec::with_capacity(b.numbers.len());
     for n in b.numbers {
         let r = match run_command(&st, &a.caller, n, command.clone()).await {
@@ -607,6 +607,15 @@ pub(super) async fn bulk(
         results.push(r);
     }
     Ok(Json(serde_json::json!({ "results": results })))
+}
+
+/// `command` as an incident's own: a provider request made on one incident (or on each
+/// of a bulk selection) gets its own id; only `POST /api/requests` shares one.
+fn own_request(mut command: Command) -> Command {
+    if let Command::RequestProvider(spec) = &mut command {
+        spec.request = None;
+    }
+    command
 }
 
 /// A forbidden answer for callers who may not read the whole fleet.

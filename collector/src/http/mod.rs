@@ -17,7 +17,8 @@
 //! may not take is `403` with a stable `code`.
 //!
 //! `incidents` serves the incident lists, counts, details and actions; `devices` the
-//! fleet; `export` the *Servicios soporte* record; `feed` the live stream; `auth` the
+//! fleet; `export` the *Servicios soporte* record; `requests` provider requests across
+//! incidents; `feed` the live stream; `auth` the
 //! guard, sessions, tokens and accounts; the page and its assets are built into the
 //! binary from `assets/`.
 use std::future::Future;
@@ -37,6 +38,7 @@ mod export;
 mod feed;
 mod incidents;
 mod providers;
+mod requests;
 mod state;
 pub mod tls;
 
@@ -135,6 +137,9 @@ pub fn router(state: HttpState) -> Router {
             "/api/providers/{name}/minutes",
             post(providers::add_minutes),
         )
+        .route("/api/requests", get(requests::list).post(requests::create))
+        .route("/api/requests/{id}", get(requests::show))
+        .route("/api/requests/{id}/{action}", post(requests::act))
         .route("/api/feed", get(feed::stream))
         .route("/api/notify/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(

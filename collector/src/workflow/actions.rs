@@ -191,6 +191,7 @@ pub fn sample(name: &str, now: Millis) -> Option<Command> {
             conditions: String::new(),
             respond_within: None,
             resolve_within: None,
+            request: None,
         }),
         "provider_accept" => Command::ProviderAccept { note: text() },
         "provider_propose" => Command::ProviderPropose {

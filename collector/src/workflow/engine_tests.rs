@@ -307,6 +307,7 @@ fn provider_cmd() -> Command {
         conditions: "on-site visit".into(),
         respond_within: None,
         resolve_within: None,
+        request: None,
     })
 }
 
@@ -978,6 +979,7 @@ fn provider_requests_follow_003() {
             conditions: String::new(),
             respond_within: None,
             resolve_within: None,
+            request: None,
         })
     };
     // Scheduled network work needs a week's notice.
@@ -1784,6 +1786,7 @@ fn full_story_from_fault_to_export() {
         conditions: "replace the disk under warranty".into(),
         respond_within: None,
         resolve_within: None,
+        request: None,
     };
     act(
         &mut inc,
@@ -1945,6 +1948,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     conditions: String::new(),
                     respond_within: None,
                     resolve_within: None,
+                    request: None,
                 })
             }),
         (any::<bool>(), arb_text())
@@ -2129,6 +2133,7 @@ fn waiting_for_provider(
                 conditions: "switch on floor 3".into(),
                 respond_within,
                 resolve_within,
+                request: None,
             }),
         ),
         now,
@@ -2454,6 +2459,7 @@ fn the_weeks_rule_counts_seven_times_24_hours_across_a_change_of_local_time() {
                     conditions: String::new(),
                     respond_within: None,
                     resolve_within: None,
+                    request: None,
                 }),
             ),
             now,

@@ -880,6 +880,10 @@ pub struct ProviderRequestSpec {
     /// like `respond_within`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_within: Option<Dur>,
+    /// The id of a request made for several incidents at once, which each of them
+    /// carries (the collector assigns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Who did something about a request, and when.
@@ -945,6 +949,10 @@ pub struct ProviderRequest {
     pub notice_sent_at: Option<Millis>,
     /// The verification, once done.
     pub delivery: Option<Delivery>,
+    /// Its id: the one shared by every incident of a request made for several, or the
+    /// incident's number and the request's rank on it (`12-1`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// When the provider must have responded (accepted or proposed a date).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub respond_by: Option<Millis>,

@@ -92,6 +92,13 @@ pub(crate) fn build_request(
         notice_due_at,
         notice_sent_at: None,
         delivery: None,
+        id: spec.request.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                incident.number,
+                incident.provider_requests.len() + 1
+            )
+        }),
         respond_by: spec.respond_within.map(|d| now.saturating_add(d.ms())),
         resolve_by: spec
             .resolve_within

@@ -1,0 +1,210 @@
+//! Provider requests across incidents (000 step 5, 003): one visit for several incidents
+//! (the same switch behind three reports), listed and worked as one.
+//!
+//! A request made for several incidents is a provider request on each of them that
+//! carries the same id, so each incident keeps its own trail, SLA pause and return level
+//! while the request is answered, done and verified once for all: every action here is
+//! the incident action applied to each incident whose pending request has that id, each
+//! authorised and recorded on its own.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Authed;
+use super::incidents::{command_of, run_command, BulkResult, MAX_BULK};
+use super::state::{bad_request, blocking, not_found, ApiError, HttpState};
+use crate::store::{IncidentFilter, StateFilter};
+use crate::workflow::{Command, Incident, ProviderRequest, ProviderRequestSpec, State as WfState};
+
+/// `POST /api/requests`: one request for several incidents.
+#[derive(Debug, Deserialize)]
+pub struct NewRequest {
+    /// The incidents it is for.
+    pub incidents: Vec<u64>,
+    /// What is asked, as for one incident's `request_provider`.
+    #[serde(flatten)]
+    pub spec: ProviderRequestSpec,
+}
+
+/// A request as lists show it: the pending request's facts and its incidents.
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    /// Its id.
+    pub id: String,
+    /// The request, as the first of its incidents carries it.
+    #[serde(flatten)]
+    pub request: ProviderRequest,
+    /// The incidents waiting for it.
+    pub incidents: Vec<u64>,
+}
+
+/// The pending requests `caller` may see, by id, oldest first.
+fn pending(st: &HttpState, caller: &crate::auth::Caller) -> Result<Vec<RequestView>, ApiError> {
+    let waiting = st.store.incidents(&IncidentFilter {
+        state: Some(StateFilter::Is(WfState::WaitingProvider)),
+        ..IncidentFilter::default()
+    })?;
+    let mut out: Vec<RequestView> = Vec::new();
+    for s in waiting {
+        let Some(inc) = st.store.incident(s.number)?.filter(|i| caller.may_see(i)) else {
+            continue;
+        };
+        let inc: Incident = caller.narrow(inc);
+        let Some(r) = inc.pending_provider() else {
+            continue;
+        };
+        let id = request_id(&inc, r);
+        match out.iter_mut().find(|v| v.id == id) {
+            Some(v) => v.incidents.push(inc.number),
+            None => out.push(RequestView {
+                id,
+                request: r.clone(),
+                incidents: vec![inc.number],
+            }),
+        }
+    }
+    for v in &mut out {
+        v.incidents.sort_unstable();
+    }
+    out.sort_by_key(|v| (v.request.requested_at, v.incidents.first().copied()));
+    Ok(out)
+}
+
+/// A request's id; requests stored before ids existed get their incident's.
+fn request_id(inc: &Incident, r: &ProviderRequest) -> String {
+    if r.id.is_empty() {
+        format!("{}-{}", inc.number, inc.provider_requests.len())
+    } else {
+        r.id.clone()
+    }
+}
+
+/// `GET /api/requests`: the pending provider requests, one entry per request.
+pub(super) async fn list(
+    State(st): State<HttpState>,
+    a: Authed,
+) -> Result<Json<Vec<RequestView>>, ApiError> {
+    let st2 = st.clone();
+    Ok(Json(blocking(move || pending(&st2, &a.caller)).await?))
+}
+
+/// `GET /api/requests/{id}`: one pending request.
+pub(super) async fn show(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    let st2 = st.clone();
+    let all = blocking(move || pending(&st2, &a.caller)).await?;
+    all.into_iter()
+        .find(|v| v.id == id)
+        .map(Json)
+        .ok_or_else(|| not_found(format!("no pending request {id}")))
+}
+
+/// `POST /api/requests`: asks one provider for one service for several incidents: a
+/// `request_provider` on each, sharing one id (the first incident's number and rank).
+pub(super) async fn create(
+    State(st): State<HttpState>,
+    a: Authed,
+    Json(mut b): Json<NewRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let mut numbers = b.incidents.clone();
+    numbers.dedup();
+    if numbers.is_empty() || numbers.len() > MAX_BULK {
+        return Err(bad_request(format!(
+            "a request is for 1 to {MAX_BULK} incidents"
+        )));
+    }
+    if b.spec.provider.is_none() && numbers.len() > 1 {
+        return Err(bad_request(
+            "name the provider: a request for several incidents cannot take each one's warranty"
+                .into(),
+        ));
+    }
+    let first = numbers[0];
+    let st2 = st.clone();
+    let rank = blocking(move || {
+        Ok::<_, ApiError>(
+            st2.store
+                .incident(first)?
+                .map_or(0, |i| i.provider_requests.len()),
+        )
+    })
+    .await?;
+    let id = format!("{first}-{}", rank + 1);
+    b.spec.request = Some(id.clone());
+    let results = apply_each(&st, &a.caller, &numbers, Command::RequestProvider(b.spec)).await;
+    let status = if results.iter().any(|r| r.ok) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "id": id, "results": results })),
+    ))
+}
+
+/// `POST /api/requests/{id}/{action}`: an action on every incident the pending request
+/// `id` is for (`provider_accept`, `provider_propose`, `provider_reschedule`,
+/// `provider_done`, `provider_delivered`, `note`).
+pub(super) async fn act(
+    State(st): State<HttpState>,
+    a: Authed,
+    Path((id, action)): Path<(String, String)>,
+    Json(fields): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let command = command_of(&action, fields).map_err(bad_request)?;
+    if !matches!(
+        command,
+        Command::ProviderAccept { .. }
+            | Command::ProviderPropose { .. }
+            | Command::ProviderReschedule { .. }
+            | Command::ProviderDone { .. }
+            | Command::ProviderDelivered { .. }
+            | Command::Note { .. }
+    ) {
+        return Err(bad_request(format!(
+            "{action} is not an action on a provider request; use the incident's"
+        )));
+    }
+    let st2 = st.clone();
+    let caller = a.caller.clone();
+    let view = blocking(move || pending(&st2, &caller))
+        .await?
+        .into_iter()
+        .find(|v| v.id == id)
+        .ok_or_else(|| not_found(format!("no pending request {id}")))?;
+    let results = apply_each(&st, &a.caller, &view.incidents, command).await;
+    Ok(Json(serde_json::json!({ "id": id, "results": results })))
+}
+
+async fn apply_each(
+    st: &HttpState,
+    caller: &crate::auth::Caller,
+    numbers: &[u64],
+    command: Command,
+) -> Vec<BulkResult> {
+    let mut results = Vec::with_capacity(numbers.len());
+    for &n in numbers {
+        results.push(match run_command(st, caller, n, command.clone()).await {
+            Ok(d) => BulkResult {
+                number: n,
+                ok: true,
+                code: None,
+                error: None,
+                state: Some(d.incident.state),
+            },
+            Err(e) => BulkResult {
+                number: n,
+                ok: false,
+                code: Some(e.code),
+                error: Some(e.message),
+                state: None,
+            },
+        });
+    }
+    results
+}
