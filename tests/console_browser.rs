@@ -896,3 +896,90 @@ fn screenshots_are_decoded_from_webdriver_base64() {
     assert_eq!(decode_base64("aGk="), b"hi");
     assert!(decode_base64("").is_empty());
 }
+
+#[test]
+fn a_providers_contact_accepts_and_reports_its_request_from_the_page() {
+    let (_turn, w, n) = with_an_incident_at_level1();
+    w.add_user(
+        "redes",
+        &[
+            "--role",
+            "provider",
+            "--provider",
+            "Redes SAS",
+            "--name",
+            "Rita Redes",
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    w.api("mesa").post(
+        &format!("/api/incidents/{n}/request_provider"),
+        json!({"provider": "Redes SAS", "kind": "unplanned", "agreed_at": now + 86_400_000,
+               "conditions": "cambiar el disco"}),
+    );
+    let b = signed_in(&w, "redes", BrowserOptions::default());
+    open_incident(&b, n);
+    // Its own request's actions and a note; nothing that works the incident itself.
+    let actions = b.until("the provider's buttons", || {
+        let a = b.exec(
+            "return [...document.querySelectorAll('#action-buttons button')]
+               .map((e) => e.dataset.action);",
+            json!([]),
+        );
+        a.as_array().filter(|a| !a.is_empty()).cloned()
+    });
+    assert_eq!(
+        actions,
+        [
+            "provider_accept",
+            "provider_propose",
+            "provider_done",
+            "note"
+        ],
+        "offered to a provider's contact"
+    );
+    b.click_css("#action-buttons button[data-action=provider_accept]");
+    b.click_css("#form-provider_accept #action-submit");
+    b.wait_text("#inc-providers", "the acceptance", |t| {
+        t.contains("Accepted by the provider") && t.contains("redes")
+    });
+    // The report is shown as the text it is.
+    b.click_css("#action-buttons button[data-action=provider_done]");
+    let report = b.wait("#form-provider_done textarea[name=report]");
+    b.send_keys(&report, "<img src=x onerror=alert(1)> disco cambiado");
+    b.click_css("#form-provider_done #action-submit");
+    b.wait_text("#inc-providers", "the report", |t| {
+        t.contains("<img src=x onerror=alert(1)> disco cambiado")
+    });
+    assert!(b.find_all("#inc-providers img").is_empty(), "markup ran");
+    assert!(
+        !b.displayed(&b.wait("#inc-notify")),
+        "a provider's contact is shown the staff's notifications section"
+    );
+    // Reported done: nothing left to accept, propose or report.
+    b.until("the buttons after the report", || {
+        let a = b.exec(
+            "return [...document.querySelectorAll('#action-buttons button')]
+               .map((e) => e.dataset.action);",
+            json!([]),
+        );
+        (a == json!(["note"])).then_some(())
+    });
+    let detail = w
+        .api("mesa")
+        .get(&format!("/api/incidents/{n}"))
+        .unwrap_or_else(|| panic!("incident {n}"));
+    let req = &detail["provider_requests"][0];
+    assert_eq!(req["accepted"]["by"], "redes", "{req}");
+    assert_eq!(req["done"]["by"], "redes", "{req}");
+    b.exec(
+        "document.getElementById('inc-providers').scrollIntoView();",
+        json!([]),
+    );
+    let shot = b.screenshot("console-provider-request");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+}

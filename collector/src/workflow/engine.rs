@@ -1380,7 +1380,12 @@ fn apply_command(
             }
         }
         Command::ProviderAccept { note } => {
-            let provider = pending_request(inc, action)?.provider.clone();
+            // Once accepted, or once the work is reported done, there is nothing to accept.
+            let req = pending_request(inc, action)?;
+            if req.accepted.is_some() || req.done.is_some() {
+                return Err(illegal());
+            }
+            let provider = req.provider.clone();
             tx.pending_request_mut().accepted = Some(Stamp {
                 at: now,
                 by: by.name.clone(),
@@ -1404,6 +1409,9 @@ fn apply_command(
         }
         Command::ProviderPropose { date, note } => {
             let req = pending_request(inc, action)?;
+            if req.done.is_some() {
+                return Err(illegal());
+            }
             let provider = req.provider.clone();
             let agreed = req.agreed_at;
             super::provider::notice_due(req.kind, req.affects_network, *date, now).map_err(
@@ -1496,7 +1504,11 @@ fn apply_command(
             }
         }
         Command::ProviderDone { report } => {
-            let provider = pending_request(inc, action)?.provider.clone();
+            let req = pending_request(inc, action)?;
+            if req.done.is_some() {
+                return Err(illegal());
+            }
+            let provider = req.provider.clone();
             non_empty(inc, action, "report", report)?;
             tx.pending_request_mut().done = Some(Stamp {
                 at: now,

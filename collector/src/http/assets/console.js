@@ -1210,6 +1210,9 @@
     // What was sent about it, to whom and when (staff see it; the server leaves it out
     // for others).
     const sent = (d.notifications || []).flatMap((x) => (x.deliveries || []).map((dl) => ({ x, dl })));
+    const notifyBox = $("inc-notify");
+    const staff = ["viewer", "technician", "service_desk", "admin"].some(hasRole);
+    if (notifyBox) notifyBox.hidden = !staff;
     fill("inc-notify", sent.length
       ? h("div", { class: "table-wrap" }, table("notifications", [t("notify.at"), t("notify.event"), t("notify.to"), t("notify.state")],
         sent.map(({ x, dl }) => h("tr", { "data-state": dl.state },
