@@ -9,8 +9,17 @@
 //! collector's API and a token, what the collector stored for each device; it exits
 //! non-zero on any difference. Also the time from publishing an event to its ack (p50,
 //! p99), which bounds the collector's ingest latency from a device's point of view.
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+//!
+//! For the fleet benchmarks: `--faulty` devices send events while the rest only stay
+//! connected (MQTT keep-alive is their heartbeat), `--spread` starts the senders evenly
+//! over a span counted from the moment every device is connected, `--hold` keeps the
+//! fleet connected that long, and `--watch-feed` follows the collector's live feed and
+//! reports the time from a fault's detection (the moment its event is made, as the
+//! agent's detector would) to its incident arriving on the feed.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -87,7 +96,79 @@ struct Args {
     /// instance every run, as a fresh spool would have).
     #[arg(long)]
     instance_base: Option<u64>,
+    /// Only this many of the devices send events (the first ones); the others connect,
+    /// say who they are and stay connected (default: all of them).
+    #[arg(long)]
+    faulty: Option<usize>,
+    /// The sending devices start evenly over this span, counted from the moment every
+    /// device is connected (default: all at once).
+    #[arg(long, default_value = "0s")]
+    spread: Dur,
+    /// Every device stays connected at least this long after all are connected,
+    /// heartbeating with MQTT keep-alive.
+    #[arg(long, default_value = "0s")]
+    hold: Dur,
+    /// MQTT keep-alive of each device (the agent's is 30 s).
+    #[arg(long, default_value = "30s")]
+    keep_alive: Dur,
+    /// Follow the collector's live feed (`--api`, `--token`) and report the time from
+    /// each fault's detection to its new incident on the feed (p50, p99, max).
+    #[arg(long)]
+    watch_feed: bool,
 }
+
+/// The whole fleet: when every device is connected, the benchmark's clock starts.
+#[derive(Debug)]
+struct Fleet {
+    devices: usize,
+    arrived: AtomicUsize,
+    all: tokio::sync::watch::Sender<Option<Instant>>,
+}
+
+impl Fleet {
+    /// One device is connected (or gave up): the last one starts the clock.
+    fn arrive(&self) {
+        if self.arrived.fetch_add(1, Ordering::SeqCst) + 1 == self.devices {
+            let at = Instant::now();
+            self.all.send_replace(Some(at));
+        }
+    }
+
+    /// When every device was connected.
+    async fn all_connected(&self) -> Instant {
+        let mut rx = self.all.subscribe();
+        loop {
+            if let Some(at) = *rx.borrow_and_update() {
+                return at;
+            }
+            if rx.changed().await.is_err() {
+                return Instant::now();
+            }
+        }
+    }
+}
+
+/// Arrives at the fleet when dropped, unless it already did: a device that fails to
+/// connect must not hold the others at the start line.
+struct Arrival<'a>(&'a Fleet, bool);
+
+impl Arrival<'_> {
+    fn arrive(&mut self) {
+        if !self.1 {
+            self.1 = true;
+            self.0.arrive();
+        }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+/// A new incident's key on the feed: device, fault kind, subject.
+type OpenKey = (String, String, String);
 
 /// What one device saw.
 #[derive(Debug, Default)]
@@ -100,6 +181,10 @@ struct DeviceResult {
     resends: u64,
     commands: u64,
     ack_latency: Vec<Duration>,
+    /// When each fault that should open an incident was detected.
+    detected: Vec<(OpenKey, Instant)>,
+    /// When the collector acknowledged the last event.
+    last_ack: Option<Instant>,
 }
 
 fn fault(kind: FaultKind, subject: &str, action: FaultAction, value: f64) -> EventBody {
@@ -179,7 +264,11 @@ async fn device(
     index: usize,
     broker: (String, u16),
     gate: Arc<Semaphore>,
+    fleet: Arc<Fleet>,
 ) -> anyhow::Result<DeviceResult> {
+    let mut arrival = Arrival(&fleet, false);
+    let faulty = args.faulty.unwrap_or(args.devices);
+    let events = if index < faulty { args.events } else { 0 };
     let id = format!("{}-{:05}", args.id_prefix, index + 1);
     let dev = DeviceId::new(&id).map_err(|e| anyhow::anyhow!("device id {id:?}: {e}"))?;
     let topics = Topics::new(&args.topic_prefix).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -200,7 +289,7 @@ async fn device(
         })
     };
     let mut opts = MqttOptions::new(&id, &broker.0, broker.1);
-    opts.set_keep_alive(Duration::from_secs(30))
+    opts.set_keep_alive(args.keep_alive.duration().max(Duration::from_secs(1)))
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_last_will(LastWill::new(
             topics.up(&dev, UpKind::Status).as_str(),
@@ -208,7 +297,7 @@ async fn device(
             QoS::AtLeastOnce,
             true,
         ));
-    let (client, mut el) = AsyncClient::new(opts, 1024);
+    let (client, mut el) = AsyncClient::new(opts, if events > 0 { 1024 } else { 16 });
     let permit = gate.acquire().await?;
     // Connected once the first ConnAck comes; the permit limits connection bursts.
     let connected = tokio::time::timeout(Duration::from_secs(30), async {
@@ -278,9 +367,30 @@ async fn device(
         instance,
         ..Default::default()
     };
+    // Connected: wait for the fleet, then for this device's turn in the spread.
+    arrival.arrive();
+    let all = tokio::select! {
+        at = fleet.all_connected() => at,
+        // Keep the connection serviced (keep-alive, the retained messages) meanwhile.
+        _ = async {
+            loop {
+                if el.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        } => unreachable!(),
+    };
+    let start = if faulty > 1 && index < faulty {
+        all + args.spread.duration().mul_f64(index as f64 / faulty as f64)
+    } else {
+        all
+    };
+    let hold_until = tokio::time::Instant::from_std(all + args.hold.duration());
+    let mut opened: HashSet<(FaultKind, String)> = HashSet::new();
     if args.no_wait {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
         publish_all(
-            &args, &dev, instance, boot, &up_event, &client, &mut el, &mut out,
+            &args, events, &dev, instance, boot, &up_event, &client, &mut el, &mut out,
         )
         .await?;
         goodbye(&client, &mut el, &topics, &dev, status(false)?).await?;
@@ -289,18 +399,20 @@ async fn device(
     // Events as a spool would hold them, until acked.
     let mut pending: BTreeMap<u64, (Vec<u8>, Instant)> = BTreeMap::new();
     let mut next_seq = 1;
-    let mut next_send = tokio::time::Instant::now();
-    let deadline = tokio::time::Instant::now() + args.deadline.duration();
+    let mut next_send = tokio::time::Instant::from_std(start);
+    let deadline = tokio::time::Instant::from_std(all + args.spread.duration()).max(hold_until)
+        + args.deadline.duration();
     let mut last_progress = Instant::now();
     let stall = Duration::from_secs(5);
     loop {
-        if next_seq > args.events && pending.is_empty() {
+        let now = tokio::time::Instant::now();
+        if next_seq > events && pending.is_empty() && now >= hold_until {
             break;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if now >= deadline {
             break;
         }
-        let send_now = next_seq <= args.events;
+        let send_now = next_seq <= events;
         let wake = if send_now {
             next_send
         } else {
@@ -319,6 +431,7 @@ async fn device(
                                 if let Some((_, at)) = pending.remove(&s) {
                                     out.ack_latency.push(at.elapsed());
                                     last_progress = Instant::now();
+                                    out.last_ack = Some(last_progress);
                                 }
                                 out.acked.insert(s);
                             }
@@ -362,6 +475,16 @@ async fn device(
             },
             _ = tokio::time::sleep_until(wake) => {
                 if send_now {
+                    let body = body(args.mix, next_seq);
+                    // Detected now: the first raise of a fault opens its incident.
+                    if let EventBody::Fault(f) = &body {
+                        if f.action == FaultAction::Raised
+                            && opened.insert((f.kind, f.subject.to_string()))
+                        {
+                            let key = (id.clone(), f.kind.as_str().to_owned(), f.subject.to_string());
+                            out.detected.push((key, Instant::now()));
+                        }
+                    }
                     let ev = Event {
                         v: VERSION,
                         device: dev.clone(),
@@ -369,7 +492,7 @@ async fn device(
                         seq: next_seq,
                         boot,
                         ts: now_ms(),
-                        body: body(args.mix, next_seq),
+                        body,
                     };
                     let payload = encode(&ev)?;
                     client.publish(up_event.as_str(), QoS::AtLeastOnce, false, payload.clone()).await?;
@@ -425,6 +548,7 @@ async fn goodbye(
 #[allow(clippy::too_many_arguments)]
 async fn publish_all(
     args: &Args,
+    events: u64,
     dev: &DeviceId,
     instance: u64,
     boot: u64,
@@ -450,17 +574,17 @@ async fn publish_all(
         })
     };
     let mut next = encoded(next_seq)?;
-    while next_seq <= args.events || unacked > 0 {
+    while next_seq <= events || unacked > 0 {
         // Queue events until the client's request queue is full. `try_publish`, not
         // `publish` raced against the event loop: a publish cut short there may have been
         // queued already, and sending it again would duplicate the event.
-        while next_seq <= args.events {
+        while next_seq <= events {
             match client.try_publish(up_event, QoS::AtLeastOnce, false, next.clone()) {
                 Ok(()) => {
                     out.sent += 1;
                     unacked += 1;
                     next_seq += 1;
-                    if next_seq <= args.events {
+                    if next_seq <= events {
                         next = encoded(next_seq)?;
                     }
                 }
@@ -497,6 +621,76 @@ fn stored(api: &str, token: &str, id: &str, instance: u64) -> anyhow::Result<(u6
     Ok((count, gaps))
 }
 
+/// What the feed showed: when each new incident arrived.
+#[derive(Debug, Default)]
+struct FeedSeen {
+    ready: bool,
+    opened: HashMap<OpenKey, Instant>,
+    /// `lagged` or `reset`: the stream fell behind and missed events.
+    gaps: u64,
+}
+
+/// Follows `GET /api/feed` on a thread of its own (a blocking read of the SSE stream),
+/// noting when each `opened` incident arrives.
+fn watch_feed(api: &str, token: &str) -> anyhow::Result<Arc<Mutex<FeedSeen>>> {
+    let url = format!("{}/api/feed", api.trim_end_matches('/'));
+    let resp = ureq::get(&url)
+        .header("authorization", &format!("Bearer {token}"))
+        .header("accept", "text/event-stream")
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let seen = Arc::new(Mutex::new(FeedSeen::default()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let at = Instant::now();
+                let mut seen = out.lock().unwrap_or_else(|e| e.into_inner());
+                match event.as_str() {
+                    "ready" => seen.ready = true,
+                    "lagged" | "reset" => {
+                        seen.ready = true;
+                        seen.gaps += 1;
+                    }
+                    "incident" => {
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                            continue;
+                        };
+                        if v["opened"].as_bool() != Some(true) {
+                            continue;
+                        }
+                        let i = &v["incident"];
+                        let key = (
+                            i["device"].as_str().unwrap_or("").to_owned(),
+                            i["kind"].as_str().unwrap_or("").to_owned(),
+                            i["subject"].as_str().unwrap_or("").to_owned(),
+                        );
+                        seen.opened.entry(key).or_insert(at);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().unwrap_or_else(|e| e.into_inner()).ready {
+        if Instant::now() >= until {
+            bail!("the live feed did not start within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(seen)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -511,8 +705,19 @@ fn main() -> anyhow::Result<()> {
     if broker.tls {
         bail!("--broker: the simulator speaks plain MQTT (mqtt://)");
     }
+    let feed = match (&args.api, &args.token, args.watch_feed) {
+        (Some(api), Some(token), true) => Some(watch_feed(api, token)?),
+        (_, _, true) => bail!("--watch-feed needs --api and a token"),
+        _ => None,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     let started = Instant::now();
+    let fleet = Arc::new(Fleet {
+        devices: args.devices,
+        arrived: AtomicUsize::new(0),
+        all: tokio::sync::watch::channel(None).0,
+    });
+    let all_at: Arc<OnceLock<Instant>> = Arc::default();
     let results = rt.block_on(async {
         let gate = Arc::new(Semaphore::new(args.connect_burst.max(1)));
         let tasks: Vec<_> = (0..args.devices)
@@ -522,9 +727,21 @@ fn main() -> anyhow::Result<()> {
                     i,
                     (broker.host.clone(), broker.port),
                     gate.clone(),
+                    fleet.clone(),
                 ))
             })
             .collect();
+        // Say when the fleet is connected, for a script measuring the steady state.
+        let (f, a) = (fleet.clone(), all_at.clone());
+        tokio::spawn(async move {
+            let at = f.all_connected().await;
+            let _ = a.set(at);
+            println!(
+                "connected {} devices in {:.1} s",
+                f.devices,
+                at.duration_since(started).as_secs_f64()
+            );
+        });
         let mut out = Vec::new();
         for t in tasks {
             out.push(t.await?);
@@ -559,10 +776,56 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "publish to ack: p50 {:.1} ms  p99 {:.1} ms",
-        percentile(&lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
     );
+    // From the first event sent to the last one acknowledged (stored and flushed).
+    let first = devices
+        .iter()
+        .flat_map(|d| d.detected.first().map(|(_, at)| *at))
+        .min();
+    let last = devices.iter().filter_map(|d| d.last_ack).max();
+    if let (Some(first), Some(last)) = (first, last) {
+        println!(
+            "first event to last ack: {:.2} s",
+            last.saturating_duration_since(first).as_secs_f64()
+        );
+    }
     let mut wrong = failures;
+    if let Some(feed) = &feed {
+        // Give the feed a moment past the last ack to carry the last incidents.
+        let detected: Vec<&(OpenKey, Instant)> =
+            devices.iter().flat_map(|d| d.detected.iter()).collect();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = feed.lock().unwrap_or_else(|e| e.into_inner());
+            let all = detected.iter().all(|(k, _)| seen.opened.contains_key(k));
+            if all || Instant::now() >= until {
+                break;
+            }
+            drop(seen);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let seen = feed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open_lat: Vec<Duration> = detected
+            .iter()
+            .filter_map(|(k, at)| seen.opened.get(k).map(|s| s.saturating_duration_since(*at)))
+            .collect();
+        open_lat.sort();
+        let missing = detected.len() - open_lat.len();
+        println!(
+            "detection to incident on the feed: {} of {} seen  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  stream gaps {}",
+            open_lat.len(),
+            detected.len(),
+            ms(percentile(&open_lat, 0.5)),
+            ms(percentile(&open_lat, 0.99)),
+            ms(open_lat.last().copied().unwrap_or_default()),
+            seen.gaps
+        );
+        if missing > 0 && seen.gaps == 0 {
+            wrong.push(format!("{missing} new incident(s) never came on the feed"));
+        }
+    }
     for d in devices.iter().filter(|_| !args.no_wait) {
         if d.acked.len() as u64 + d.rejected != d.sent {
             wrong.push(format!(
@@ -581,7 +844,8 @@ fn main() -> anyhow::Result<()> {
         let (total, differ) = loop {
             let mut total = 0;
             let mut differ = Vec::new();
-            for d in &devices {
+            // A device that sent nothing has nothing to compare.
+            for d in devices.iter().filter(|d| d.sent > 0) {
                 let (count, gaps) = stored(api, token, &d.id, d.instance)?;
                 total += count;
                 if count != d.sent - d.rejected || gaps > 0 {
