@@ -44,6 +44,8 @@ pub struct Config {
     pub cli: CliConfig,
     /// Notifications for people: the mail relay, webhooks, and who gets what.
     pub notify: crate::notify::NotifyConfig,
+    /// How long the live store keeps event details and closed incidents.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// `[store]`: the embedded store (sled) in `data_dir`.
@@ -218,6 +220,7 @@ impl Default for Config {
             workflow: WorkflowConfig::default(),
             cli: CliConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -387,6 +390,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Notification channels and routes (checked).
     pub notify: Arc<crate::notify::NotifyConfig>,
+    /// Retention (checked).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Config {
@@ -480,6 +485,23 @@ impl Config {
                 format!("{} is not between 1 and 65536", self.store.cache_mb),
             ));
         }
+        let r = &self.retention;
+        if r.interval.0 < crate::workflow::SECOND {
+            return Err(invalid(
+                "retention.interval",
+                format!("{} is shorter than 1s", r.interval),
+            ));
+        }
+        if r.incidents_after.0 > 0 && r.incidents_after < self.workflow.reopen_window {
+            return Err(invalid(
+                "retention.incidents_after",
+                format!(
+                    "{} is shorter than [workflow] reopen_window ({}): a fault could not \
+                     reopen an incident already archived",
+                    r.incidents_after, self.workflow.reopen_window
+                ),
+            ));
+        }
         let topics = Topics::new(&self.mqtt.prefix)
             .map_err(|e| invalid("mqtt.prefix", format!("{:?}: {e}", self.mqtt.prefix)))?;
         let id = &self.mqtt.client_id;
@@ -565,6 +587,7 @@ impl Config {
         Ok(Settings {
             policy,
             notify: Arc::new(self.notify.clone()),
+            retention: self.retention,
             data_dir: self.data_dir.clone(),
             store: StoreOptions {
                 cache_bytes: self.store.cache_mb * 1024 * 1024,

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod providers;
+pub mod retention;
 pub mod run;
 pub mod store;
 pub mod timers;

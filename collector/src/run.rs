@@ -28,6 +28,7 @@ use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestConfig, IngestDeps};
 use crate::metrics::Metrics;
 use crate::outbox::{CommandSender, FeedHub};
+use crate::retention::{Archive, Pass, Retention, RetentionError};
 use crate::store::embedded::SledStore;
 use crate::store::{SharedStore, Store, StoreError};
 use crate::timers::Timers;
@@ -102,6 +103,8 @@ pub struct Running {
     timers: Timers,
     timer_task: JoinHandle<()>,
     sender_task: JoinHandle<()>,
+    retention: Retention,
+    retention_task: JoinHandle<()>,
     notify_task: JoinHandle<()>,
 }
 
@@ -229,6 +232,13 @@ pub async fn start_with_clock(
         wake: ingest.downlink().notifications(),
     }
     .spawn(stop_rx.clone());
+    let retention = Retention {
+        store: store.clone(),
+        archive: Archive::new(&dir),
+        config: settings.retention,
+        clock: clock.clone(),
+    };
+    let retention_task = retention.clone().spawn(stop_rx.clone());
     let state = HttpState {
         store: store.clone(),
         metrics,
@@ -266,6 +276,8 @@ pub async fn start_with_clock(
         timer_task,
         sender_task,
         notify_task,
+        retention,
+        retention_task,
     })
 }
 
@@ -282,6 +294,12 @@ impl Running {
         self.timers.run_due().await
     }
 
+    /// One retention pass at the clock's now, as the retention task runs it (tests call
+    /// this after moving a manual clock).
+    pub async fn run_retention(&self) -> Result<Pass, RetentionError> {
+        self.retention.run().await
+    }
+
     /// Stops ingest (publishing "collector offline" and disconnecting), then the API, then
     /// flushes the store. The embedded broker keeps running until the process exits.
     pub async fn shutdown(self) -> Result<(), CollectorError> {
@@ -294,6 +312,9 @@ impl Running {
         }
         if let Err(e) = self.notify_task.await {
             warn!(error = %e, "notification sender ended abnormally");
+        }
+        if let Err(e) = self.retention_task.await {
+            warn!(error = %e, "retention task ended abnormally");
         }
         self.ingest.shutdown().await;
         let api = self

@@ -51,6 +51,14 @@ struct Cli {
     command: Command,
 }
 
+/// `archive` subcommands.
+#[derive(Debug, Subcommand)]
+enum ArchiveAction {
+    /// Print every archived incident, whole (audit trail included), one JSON object a
+    /// line, by number.
+    Export,
+}
+
 // One value per run of the program: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -81,6 +89,12 @@ enum Command {
         /// services, made in the period).
         #[arg(long, default_value = "services")]
         record: String,
+    },
+    /// The archive of closed incidents that retention moved out of the live store.
+    Archive {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ArchiveAction,
     },
     /// Print the default triage rules (TOML), a starting point for `[workflow] rules`.
     PrintRules,
@@ -879,6 +893,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Archive {
+            action: ArchiveAction::Export,
+        } => {
+            let api = api_client(&cli)?;
+            render::out(&api.get_text("/api/archive")?);
+            Ok(())
         }
         Command::Export {
             from,

@@ -24,6 +24,30 @@ pub struct ExportQuery {
     pub record: Option<String>,
 }
 
+/// `GET /api/archive`: every archived incident (closed, past `[retention]
+/// incidents_after`, no longer in the live store), whole, as JSON lines by number.
+pub(super) async fn archive(State(st): State<HttpState>, a: Authed) -> Result<Response, ApiError> {
+    super::incidents::reads_all(&a.caller)?;
+    let archive = crate::retention::Archive::new(&st.data_dir);
+    let text = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for inc in archive.read()? {
+            serde_json::to_writer(&mut out, &inc).map_err(|e| {
+                crate::retention::RetentionError::Archive {
+                    path: archive.dir().to_path_buf(),
+                    source: e.into(),
+                }
+            })?;
+            out.push(b'\n');
+        }
+        Ok::<_, crate::retention::RetentionError>(out)
+    })
+    .await
+    .map_err(task_failed)?
+    .map_err(|e| internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
 pub(super) async fn export(
     State(st): State<HttpState>,
     a: Authed,

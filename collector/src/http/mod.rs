@@ -118,6 +118,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/incidents/{id}/{action}", post(incidents::act))
         .route("/api/counts", get(incidents::counts))
         .route("/api/export", get(export::export))
+        .route("/api/archive", get(export::archive))
         .route("/api/devices", get(devices::list))
         .route("/api/devices/{id}", get(devices::show))
         .route("/api/devices/{id}/events", get(devices::events))

@@ -332,6 +332,15 @@ impl Trees<'_> {
     fn record_event(&self, ev: &Event, now: Millis, policy: &Policy) -> TxResult<EventOutcome> {
         let key = event_key(&ev.device, ev.instance, ev.seq);
         if let Some(b) = self.events.get(&key)? {
+            if b.is_empty() {
+                // Compacted by retention: seen long ago, its details dropped.
+                return Ok(EventOutcome {
+                    duplicate: true,
+                    decision: None,
+                    cmds: Vec::new(),
+                    refused: None,
+                });
+            }
             let stored: StoredEvent = dec("event", &b).map_err(abort)?;
             let incident = match stored.incident {
                 Some(n) => self.load_incident(n)?,
@@ -979,9 +988,98 @@ impl Handles {
         seq: u64,
     ) -> Result<Option<StoredEvent>, StoreError> {
         match self.events.get(event_key(device, instance, seq))? {
+            // Compacted: the seq counts, the details are gone.
+            Some(b) if b.is_empty() => Ok(None),
             Some(b) => Ok(Some(dec("event", &b)?)),
             None => Ok(None),
         }
+    }
+
+    fn compact_events(&self, before: Millis, max: usize) -> Result<usize, StoreError> {
+        // A scan of every event: retention runs seldom (hourly by default), and an index
+        // by age would cost every ingested event one more write.
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.events.iter() {
+            let (k, v) = kv?;
+            if v.is_empty() {
+                continue;
+            }
+            let stored: StoredEvent = dec("event", &v)?;
+            if stored.received_at < before {
+                // The key stays: counts, gaps and duplicate detection need only the seq.
+                batch.insert(k, sled::IVec::default());
+                n += 1;
+                if n >= max {
+                    break;
+                }
+            }
+        }
+        self.events.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    fn closed_before(&self, before: Millis, max: usize) -> Result<Vec<Incident>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.summaries.iter() {
+            let (k, v) = kv?;
+            let s: IncidentSummary = dec("summary", &v)?;
+            if s.state == State::Closed && s.closed_at.is_some_and(|c| c < before) {
+                if let Some(inc) = self.incident(u64_of("summary key", &k)?)? {
+                    out.push(inc);
+                }
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_incidents(&self, numbers: &[IncidentNo]) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for &n in numbers {
+            // Read outside the transaction (sled's transactional trees cannot scan);
+            // records are only appended, and a closed incident gains none unless it
+            // reopens, which the transaction checks below.
+            let trail: Vec<sled::IVec> = self
+                .audit
+                .scan_prefix(n.to_be_bytes())
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let done = self.transact(|tx| {
+                let Some(b) = tx.summaries.get(n.to_be_bytes())? else {
+                    return Ok(false);
+                };
+                let s: IncidentSummary = dec("summary", &b).map_err(abort)?;
+                if s.state != State::Closed {
+                    return Ok(false);
+                }
+                for k in &trail {
+                    tx.audit.remove(k)?;
+                }
+                for k in index_keys(&s) {
+                    tx.idx.remove(k.as_slice())?;
+                }
+                if let Some(t) = s.next_deadline {
+                    tx.timers.remove(timer_key(t, n))?;
+                }
+                tx.bump_count(s.state, -1)?;
+                if let Some(inc) = tx.load_incident(n)? {
+                    if let Some(k) = inc.fault_key() {
+                        let fk = fault_key_bytes(&k.device, k.kind, &k.subject);
+                        if tx.fault_index.get(&fk)?.as_deref() == Some(&n.to_be_bytes()[..]) {
+                            tx.fault_index.remove(fk)?;
+                        }
+                    }
+                }
+                tx.incidents.remove(&n.to_be_bytes())?;
+                tx.summaries.remove(&n.to_be_bytes())?;
+                Ok(true)
+            })?;
+            removed += usize::from(done);
+        }
+        Ok(removed)
     }
 
     fn event_seqs(&self, device: &DeviceId, instance: u64) -> Result<Vec<u64>, StoreError> {
@@ -1405,6 +1503,18 @@ impl Store for SledStore {
         self.with(|h| h.event_seqs(device, instance))
     }
 
+    fn compact_events(&self, before: Millis, max: usize) -> Result<usize, StoreError> {
+        self.with(|h| h.compact_events(before, max))
+    }
+
+    fn closed_before(&self, before: Millis, max: usize) -> Result<Vec<Incident>, StoreError> {
+        self.with(|h| h.closed_before(before, max))
+    }
+
+    fn remove_incidents(&self, numbers: &[IncidentNo]) -> Result<usize, StoreError> {
+        self.with(|h| h.remove_incidents(numbers))
+    }
+
     fn event_count(&self) -> usize {
         self.read().as_ref().map_or(0, |h| h.event_count())
     }
@@ -1724,6 +1834,84 @@ mod tests {
             })
             .unwrap();
         assert_eq!(numbers(&closed), vec![1]);
+    }
+
+    #[test]
+    fn retention_compacts_old_events_keeping_counts_and_archives_old_closed_incidents() {
+        use crate::retention::{run_once, Archive, RetentionConfig};
+        use crate::workflow::{Dur, DAY};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        let archive = Archive::new(dir.path());
+        let p = Policy::default();
+        let k = FaultKind::DiskSpace;
+        // Incident 1 opens and closes (transient) on day 0; incident 2 opens on day 20
+        // and stays open.
+        s.record_event(&fault("a", 1, FaultAction::Raised, k, "/var"), T0, &p)
+            .unwrap();
+        s.record_event(&fault("a", 2, FaultAction::Cleared, k, "/var"), T0 + 1, &p)
+            .unwrap();
+        let day20 = T0 + 20 * DAY;
+        s.record_event(&fault("a", 3, FaultAction::Raised, k, "/home"), day20, &p)
+            .unwrap();
+        let cfg = RetentionConfig {
+            events_after: Dur(10 * DAY),
+            incidents_after: Dur(30 * DAY),
+            ..RetentionConfig::default()
+        };
+        // Day 25: the first two events are old, incident 1 is not old enough.
+        let pass = run_once(&s, &archive, &cfg, T0 + 25 * DAY).unwrap();
+        assert_eq!((pass.compacted, pass.archived), (2, 0));
+        let d = id("a");
+        // Counts and seqs are kept, details are gone, and a resend is still a duplicate.
+        assert_eq!(s.event_seqs(&d, 1).unwrap(), vec![1, 2, 3]);
+        assert_eq!(s.event_count(), 3);
+        assert_eq!(s.event(&d, 1, 1).unwrap(), None);
+        assert!(s.event(&d, 1, 3).unwrap().is_some());
+        let again = s
+            .record_event(
+                &fault("a", 1, FaultAction::Raised, k, "/var"),
+                T0 + 25 * DAY,
+                &p,
+            )
+            .unwrap();
+        assert!(again.duplicate && again.decision.is_none());
+        assert_eq!(s.incident(1).unwrap().unwrap().occurrences, 1);
+        // Day 31: event 3 is old too; incident 1 goes to the archive and leaves the
+        // live store whole.
+        let pass = run_once(&s, &archive, &cfg, T0 + 31 * DAY).unwrap();
+        assert_eq!((pass.compacted, pass.archived), (1, 1));
+        assert_eq!(s.incident(1).unwrap(), None);
+        assert_eq!(s.summary(1).unwrap(), None);
+        assert_eq!(
+            numbers(&s.incidents(&IncidentFilter::default()).unwrap()),
+            vec![2]
+        );
+        let closed = s
+            .incidents(&IncidentFilter {
+                state: Some(StateFilter::Is(State::Closed)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(closed.is_empty(), "{closed:?}");
+        assert_eq!(s.incident_counts().unwrap().get(&State::Closed), Some(&0));
+        let archived = archive.read().unwrap();
+        assert_eq!(archived.len(), 1);
+        assert_eq!(archived[0].number, 1);
+        assert_eq!(archived[0].state, State::Closed);
+        assert!(!archived[0].audit.is_empty(), "the trail goes with it");
+        // The same fault again is a new incident, numbered after the others.
+        let o = s
+            .record_event(
+                &fault("a", 4, FaultAction::Raised, k, "/var"),
+                T0 + 31 * DAY,
+                &p,
+            )
+            .unwrap();
+        assert_eq!(o.decision.unwrap().0.incident.number, 3);
+        // Archiving twice (a crash between the archive and the removal) exports once.
+        archive.append(&archived).unwrap();
+        assert_eq!(archive.read().unwrap().len(), 1);
     }
 
     #[test]

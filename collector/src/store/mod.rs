@@ -147,6 +147,21 @@ pub trait Store: Send + Sync + 'static {
     /// How many events are stored, all devices.
     fn event_count(&self) -> usize;
 
+    /// Retention: drops the details of at most `max` events stored before `before`,
+    /// keeping each one's `(device, instance, seq)`, so counts, gaps and duplicate
+    /// detection are unchanged; [`Self::event`] no longer finds a compacted event.
+    /// Returns how many it compacted.
+    fn compact_events(&self, before: Millis, max: usize) -> Result<usize, StoreError>;
+
+    /// Retention: at most `max` incidents closed before `before`, whole (trail
+    /// included), to archive.
+    fn closed_before(&self, before: Millis, max: usize) -> Result<Vec<Incident>, StoreError>;
+
+    /// Retention: removes these incidents (head, trail, summary, indexes, counts) once
+    /// they are archived; one still closed only (a reopened one stays). Returns how many
+    /// it removed.
+    fn remove_incidents(&self, numbers: &[IncidentNo]) -> Result<usize, StoreError>;
+
     // Accounts, sessions and API tokens: small records outside the incident
     // transactions (a sign-in never waits for ingest).
 
