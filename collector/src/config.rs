@@ -711,6 +711,30 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_checked_against_the_reopen_window() {
+        let c = Config::parse("[retention]\nevents_after = \"30d\"\nincidents_after = \"0s\"\n")
+            .unwrap();
+        let r = c.validate().unwrap().retention;
+        assert_eq!(
+            (r.events_after.0, r.incidents_after.0),
+            (30 * crate::workflow::DAY, 0)
+        );
+        let err = Config::parse("[retention]\nincidents_after = \"1h\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retention.incidents_after"), "{err}");
+        let err = Config::parse("[retention]\ninterval = \"10ms\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retention.interval"), "{err}");
+        assert!(Config::parse("[retention]\nkeep = 1\n").is_err());
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
