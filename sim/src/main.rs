@@ -369,13 +369,18 @@ async fn device(
     };
     // Connected: wait for the fleet, then for this device's turn in the spread.
     arrival.arrive();
+    // The broker's PubAcks of the birth and status may come meanwhile: `--no-wait`
+    // counts them.
+    let mut early_pubacks = 0u64;
     let all = tokio::select! {
         at = fleet.all_connected() => at,
         // Keep the connection serviced (keep-alive, the retained messages) meanwhile.
         _ = async {
             loop {
-                if el.poll().await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                match el.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => early_pubacks += 1,
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
         } => unreachable!(),
@@ -390,7 +395,16 @@ async fn device(
     if args.no_wait {
         tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
         publish_all(
-            &args, events, &dev, instance, boot, &up_event, &client, &mut el, &mut out,
+            &args,
+            events,
+            early_pubacks,
+            &dev,
+            instance,
+            boot,
+            &up_event,
+            &client,
+            &mut el,
+            &mut out,
         )
         .await?;
         goodbye(&client, &mut el, &topics, &dev, status(false)?).await?;
@@ -549,6 +563,7 @@ async fn goodbye(
 async fn publish_all(
     args: &Args,
     events: u64,
+    early_pubacks: u64,
     dev: &DeviceId,
     instance: u64,
     boot: u64,
@@ -559,7 +574,7 @@ async fn publish_all(
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + args.deadline.duration();
     // The birth and the online status are QoS 1 publishes too: their PubAcks count.
-    let mut unacked: u64 = 2;
+    let mut unacked: u64 = 2u64.saturating_sub(early_pubacks);
     let mut next_seq = 1;
     // The next event, encoded once however many times the request queue is full.
     let encoded = |seq: u64| {
