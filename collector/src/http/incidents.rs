@@ -508,6 +508,16 @@ pub(super) async fn act(
     Json(fields): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let n = parse_number(&id)?;
+    // Who may not see the incident learns nothing of it, not even what its body lacks.
+    let (store, c) = (st.store.clone(), a.caller.clone());
+    blocking(move || {
+        store
+            .incident(n)?
+            .filter(|i| c.may_see(i))
+            .map(drop)
+            .ok_or_else(|| not_found(format!("no incident {n}")))
+    })
+    .await?;
     for old in ["as", "roles"] {
         if fields.contains_key(old) {
             return Err(bad_request(format!(
