@@ -3,7 +3,8 @@
 //! test CA) and to a webhook receiver that is down at first, then asks to wait
 //! (`503`, `Retry-After: 3`), then takes it. A collector killed with SIGKILL while a
 //! delivery is in flight resends it once with the same `Idempotency-Key`, and never
-//! resends a delivery it recorded as sent.
+//! resends a delivery it recorded as sent. A flapping fault's returns reach each
+//! recipient once, in a digest, after the first notice of it.
 // A test: a failed unwrap is the failure, with its location.
 #![allow(clippy::unwrap_used)]
 
@@ -376,6 +377,143 @@ fn a_collector_killed_mid_delivery_repeats_only_what_it_had_not_recorded() {
     assert_eq!(
         mails_of_first, 1,
         "a mail recorded as sent is not sent again"
+    );
+    c.proc.terminate();
+}
+
+#[test]
+fn a_flapping_faults_returns_come_in_one_digest_after_its_first_notice() {
+    if skip_without_smtp_server() {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let smtp = start_smtp(d);
+    let rx = Receiver::serve(TcpListener::bind("127.0.0.1:0").unwrap(), Vec::new());
+    let config = write_config(d, smtp.port, rx.port);
+    // Returns and flapping routed too, and a digest period long enough for every return
+    // below to arrive inside it, however slow the machine.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("retry_max = \"2s\"", "retry_max = \"2s\"\ndigest = \"8s\"")
+        .replace(
+            "on = [\"opened\"]",
+            "on = [\"opened\", \"reopened\", \"flapping\"]",
+        );
+    std::fs::write(&config, text).unwrap();
+    let c = start_collector_with(&config);
+
+    // The disk over and under its threshold four times: opened, then each return
+    // reopens the incident the clearing closed, and the third return flags it flapping.
+    let replay = d.join("flap.jsonl");
+    for i in 0..8 {
+        append_lines(
+            &replay,
+            &disk_line("/", if i % 2 == 0 { 95 } else { 50 }),
+            1,
+        );
+    }
+    let agent = start_agent(
+        d,
+        "ws-flap",
+        &c.mqtt_url,
+        &replay,
+        "\n[detect.disk_space]\nraise_after = 1\nclear_after = 1\n",
+    );
+    let inc = poll("the incident flagged flapping", || {
+        device_incidents(&c, "ws-flap")
+            .into_iter()
+            .next()
+            .and_then(|i| c.get(&format!("/api/incidents/{}", i["number"])))
+            .filter(|i| i["flapping"] == true)
+    });
+    let n = inc["number"].as_u64().unwrap();
+    agent.proc.terminate();
+
+    let digest = poll("the digest mail", || {
+        smtp.mails().into_iter().find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Resumen:"))
+        })
+    });
+    let mails = smtp.mails();
+    let about = |m: &Value, what: &str| {
+        m["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("Incidencia {n}{what}")))
+    };
+    assert_eq!(
+        mails.iter().filter(|m| about(m, " abierta")).count(),
+        1,
+        "the opening goes out on its own: {mails:?}"
+    );
+    assert!(
+        !mails
+            .iter()
+            .any(|m| about(m, " reabierta") || about(m, ": la falla se repite")),
+        "no return goes out on its own: {mails:?}"
+    );
+    let data = digest["data"].as_str().unwrap_or("");
+    assert!(
+        data.contains(&format!("Incidencia {n} reabierta")),
+        "{data}"
+    );
+    assert!(
+        data.contains(&format!("Incidencia {n} la falla se repite")),
+        "{data}"
+    );
+    assert!(
+        data.contains(&format!("https://vigia.example.org/incidents/{n}")),
+        "{data}"
+    );
+
+    // The incident shows every held return as sent in that one digest, on both channels.
+    let held = poll("the returns recorded as digested", || {
+        let all = deliveries(&c, n);
+        let returns: Vec<Value> = c.get(&format!("/api/incidents/{n}"))?["notifications"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["event"] != "opened")
+            .flat_map(|e| e["deliveries"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (!returns.is_empty() && returns.iter().all(|d| d["state"] == "digested"))
+            .then_some((all, returns))
+    });
+    let (all, returns) = held;
+    assert!(
+        returns.len() >= 4,
+        "3 returns and the flapping, by mail and chat: {returns:?}"
+    );
+    for channel in ["email", "webhook"] {
+        let ids: std::collections::BTreeSet<String> = returns
+            .iter()
+            .filter(|d| d["channel"] == channel)
+            .map(|d| d["digest"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "one digest per recipient: {returns:?}");
+    }
+    assert_eq!(
+        all.iter().filter(|d| d["state"] == "sent").count(),
+        2,
+        "only the opening was sent on its own, by mail and chat: {all:?}"
+    );
+    let hook = poll("the digest at the webhook", || {
+        rx.hits().into_iter().find(|h| h.body["event"] == "digest")
+    });
+    assert_eq!(
+        hook.body["incidents"],
+        serde_json::json!([n]),
+        "{:?}",
+        hook.body
+    );
+    assert!(hook.body.get("incident").is_none(), "{:?}", hook.body);
+    assert_eq!(
+        rx.hits().len(),
+        2,
+        "the chat got the opening and the digest: {:?}",
+        rx.hits()
     );
     c.proc.terminate();
 }

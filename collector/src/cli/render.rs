@@ -255,6 +255,10 @@ pub(super) fn incident_text(v: &Value) -> String {
             let state = d["state"].as_str().unwrap_or("-");
             let at = if state == "pending" {
                 format!("next try {}", when(&d["next_at"]))
+            } else if state == "held" {
+                format!("in the digest of {}", when(&d["next_at"]))
+            } else if state == "digested" {
+                format!("digest {} at {}", d["digest"], when(&d["done_at"]))
             } else {
                 when(&d["done_at"])
             };

@@ -128,10 +128,15 @@ pub struct WebhookBody<'a> {
     pub id: &'a str,
     /// What happened (`opened`, `escalated`...).
     pub event: &'static str,
-    /// The incident's number.
-    pub incident: u64,
-    /// Its device.
-    pub device: &'a str,
+    /// The incident's number (absent in a digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<u64>,
+    /// Its device (absent in a digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a str>,
+    /// A digest's incidents, each once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<u64>,
     /// Its priority, once diagnosed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
@@ -154,11 +159,18 @@ pub fn post_webhook(
     subject: &str,
     body: &str,
 ) -> Outcome {
+    let digest = e.event == super::NotifyEvent::Digest;
     let payload = WebhookBody {
         id: key,
         event: e.event.name(),
-        incident: e.incident,
-        device: e.device.as_str(),
+        incident: (!digest).then_some(e.incident),
+        device: (!digest).then_some(e.device.as_str()),
+        incidents: {
+            let mut v: Vec<u64> = e.items.iter().map(|i| i.incident).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        },
         priority: e.priority.map(|p| format!("{p:?}")),
         level: e.level.number(),
         group: e.group.as_deref(),

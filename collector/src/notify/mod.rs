@@ -58,10 +58,13 @@ pub enum NotifyEvent {
     Flapping,
     /// An incident came back.
     Reopened,
+    /// The quiet digest: a recipient's repeats of the same fault, held and sent together
+    /// (never a route's event; see [`NotifyConfig::digest`]).
+    Digest,
 }
 
 impl NotifyEvent {
-    /// Every event, in the order the docs list them.
+    /// Every event routes can name, in the order the docs list them.
     pub const ALL: [NotifyEvent; 13] = [
         Self::Opened,
         Self::Escalated,
@@ -113,7 +116,15 @@ impl NotifyEvent {
             Self::StaffNotice => "staff_notice",
             Self::Flapping => "flapping",
             Self::Reopened => "reopened",
+            Self::Digest => "digest",
         }
+    }
+
+    /// Whether the event says a fault is back: opened, reopened, flapping. A recipient
+    /// told of one of these about a fault is not told again of that fault's returns for
+    /// the digest's period; they go in its digest instead.
+    pub fn is_recurrence(self) -> bool {
+        matches!(self, Self::Opened | Self::Reopened | Self::Flapping)
     }
 }
 
@@ -148,6 +159,11 @@ pub enum DeliveryState {
     Sent,
     /// Refused for good, or given up after the last attempt.
     Failed,
+    /// A repeat of a fault this recipient was told of less than the digest's period ago:
+    /// held until `next_at`, then sent in the recipient's digest.
+    Held,
+    /// Sent in the digest numbered `digest`.
+    Digested,
 }
 
 /// One recipient of a notification and how its delivery went.
@@ -171,6 +187,9 @@ pub struct Delivery {
     /// The last failure, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The digest it went in, once digested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 /// A notification for people: written with the change that causes it, then routed and
@@ -197,6 +216,14 @@ pub struct NotifyEntry {
     /// The group working it then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The fault it is about (`disk_space /var`), for a fault's incident: what makes a
+    /// notification a repeat of an earlier one. `None` for a user's report, whose every
+    /// notification goes out on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// What a digest holds, oldest first (empty for every other notification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<DigestItem>,
     /// When the change happened.
     pub at: Millis,
     /// Whether the routes have been applied (the recipients are then in `deliveries`).
@@ -205,14 +232,50 @@ pub struct NotifyEntry {
     pub deliveries: Vec<Delivery>,
 }
 
+/// One held notification in a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestItem {
+    /// The notification held (its number).
+    pub entry: u64,
+    /// Its incident.
+    pub incident: u64,
+    /// What happened.
+    pub event: NotifyEvent,
+    /// The incident's title then.
+    pub title: String,
+    /// Its device.
+    pub device: DeviceId,
+    /// When.
+    pub at: Millis,
+}
+
 impl NotifyEntry {
-    /// Whether nothing more will be sent for it.
+    /// Whether nothing more will be sent for it (a held delivery is still to go, in a
+    /// digest).
     pub fn finished(&self) -> bool {
         self.routed
             && self
                 .deliveries
                 .iter()
-                .all(|d| d.state != DeliveryState::Pending)
+                .all(|d| !matches!(d.state, DeliveryState::Pending | DeliveryState::Held))
+    }
+
+    /// The key under which delivery `d` of this entry counts as a repeat: the recipient
+    /// and the fault on its device, for the events that say a fault is back; `None` for
+    /// everything that always goes out on its own.
+    pub fn repeat_key(&self, d: &Delivery) -> Option<String> {
+        let fault = self.fault.as_deref()?;
+        if !self.event.is_recurrence() {
+            return None;
+        }
+        let channel = match d.channel {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        };
+        Some(format!(
+            "{channel}\u{1f}{}\u{1f}{}\u{1f}{fault}",
+            d.to, self.device
+        ))
     }
 
     /// The delivery's key, the same on every attempt: the mail's `Message-ID` (without
@@ -228,9 +291,79 @@ impl NotifyEntry {
         }
         self.deliveries
             .iter()
-            .filter(|d| d.state == DeliveryState::Pending)
+            .filter(|d| matches!(d.state, DeliveryState::Pending | DeliveryState::Held))
             .map(|d| d.next_at)
             .min()
+    }
+}
+
+/// The digest for one recipient (`channel`, `to`, in `lang`) of every delivery to it
+/// held in `held`: numbered by the store (`id` 0 here), due at `now`. `None` when none
+/// of `held` has a held delivery to that recipient.
+pub fn digest_of(
+    held: &[NotifyEntry],
+    channel: Channel,
+    to: &str,
+    lang: Lang,
+    now: Millis,
+) -> Option<NotifyEntry> {
+    let mut items: Vec<DigestItem> = held
+        .iter()
+        .filter(|e| {
+            e.deliveries
+                .iter()
+                .any(|d| d.state == DeliveryState::Held && d.channel == channel && d.to == to)
+        })
+        .map(|e| DigestItem {
+            entry: e.id,
+            incident: e.incident,
+            event: e.event,
+            title: e.title.clone(),
+            device: e.device.clone(),
+            at: e.at,
+        })
+        .collect();
+    items.sort_by_key(|i| (i.at, i.entry));
+    let first = items.first()?;
+    Some(NotifyEntry {
+        id: 0,
+        incident: 0,
+        event: NotifyEvent::Digest,
+        text: String::new(),
+        title: String::new(),
+        device: first.device.clone(),
+        priority: None,
+        level: Level::L1,
+        group: None,
+        fault: None,
+        at: now,
+        routed: true,
+        deliveries: vec![Delivery {
+            channel,
+            to: to.to_owned(),
+            lang,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now,
+            done_at: None,
+            error: None,
+            digest: None,
+        }],
+        items,
+    })
+}
+
+/// `held` with their deliveries to (`channel`, `to`) marked as sent in digest `id` at
+/// `now`.
+pub fn mark_digested(held: &mut [NotifyEntry], channel: Channel, to: &str, id: u64, now: Millis) {
+    for e in held {
+        for d in &mut e.deliveries {
+            if d.state == DeliveryState::Held && d.channel == channel && d.to == to {
+                d.state = DeliveryState::Digested;
+                d.digest = Some(id);
+                d.done_at = Some(now);
+            }
+        }
     }
 }
 
@@ -266,6 +399,8 @@ pub fn entries_of(d: &Decision, policy: &Policy, now: Millis) -> Vec<NotifyEntry
             priority: s.priority,
             level: s.level,
             group: s.group.clone(),
+            fault: (s.origin == "fault").then(|| format!("{} {}", s.kind, s.subject)),
+            items: Vec::new(),
             at: now,
             routed: false,
             deliveries: Vec::new(),
@@ -290,6 +425,11 @@ pub struct NotifyConfig {
     pub retry_max: crate::workflow::Dur,
     /// A delivery still failing after this many attempts is given up (and shown failed).
     pub max_attempts: u32,
+    /// The quiet digest: once a recipient is told a fault opened, came back or is
+    /// flapping, its further returns on that device within this period are held and
+    /// sent together in one digest at the period's end, instead of one message each.
+    /// `0s` sends every one on its own.
+    pub digest: crate::workflow::Dur,
     /// The mail relay, if notifications go by email.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailConfig>,
@@ -310,6 +450,7 @@ impl Default for NotifyConfig {
             retry_first: crate::workflow::Dur(30_000),
             retry_max: crate::workflow::Dur(3_600_000),
             max_attempts: 20,
+            digest: crate::workflow::Dur(3_600_000),
             email: None,
             webhook: Vec::new(),
             route: Vec::new(),
@@ -483,6 +624,12 @@ pub fn validate(c: &NotifyConfig) -> Result<(), (&'static str, String)> {
         if r.on.is_empty() {
             return Err(("notify.route.on", "name at least one event".into()));
         }
+        if r.on.contains(&NotifyEvent::Digest) {
+            return Err((
+                "notify.route.on",
+                "\"digest\" is not an event: a recipient's digest holds the repeats its routes sent it (notify.digest sets its period)".into(),
+            ));
+        }
         if r.email.is_empty() && r.webhook.is_empty() {
             return Err((
                 "notify.route",
@@ -534,6 +681,7 @@ pub fn route(e: &NotifyEntry, c: &NotifyConfig, now: Millis) -> Vec<Delivery> {
                 next_at: now,
                 done_at: None,
                 error: None,
+                digest: None,
             });
         }
     }
@@ -559,6 +707,9 @@ pub fn clean(text: &str, lines: bool) -> String {
 
 /// A notification's subject line and body in `lang`.
 pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String, String) {
+    if e.event == NotifyEvent::Digest {
+        return render_digest(e, lang, console_url);
+    }
     let n = e.incident;
     let title = clean(&e.title, false);
     let es = lang == Lang::Es;
@@ -607,6 +758,7 @@ pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String
         (NotifyEvent::Flapping, false) => format!("Incident {n}: the fault keeps coming back"),
         (NotifyEvent::Reopened, true) => format!("Incidencia {n} reabierta"),
         (NotifyEvent::Reopened, false) => format!("Incident {n} reopened"),
+        (NotifyEvent::Digest, _) => String::new(),
     };
     let priority = e.priority.map(|p| format!(" [{p:?}]")).unwrap_or_default();
     let subject = format!("{what}{priority}: {title}");
@@ -639,6 +791,63 @@ pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String
     (subject, body)
 }
 
+/// What one held notification was, in `lang`, for a digest's line.
+fn what_happened(event: NotifyEvent, es: bool) -> &'static str {
+    match (event, es) {
+        (NotifyEvent::Opened, true) => "abierta",
+        (NotifyEvent::Opened, false) => "opened",
+        (NotifyEvent::Reopened, true) => "reabierta",
+        (NotifyEvent::Reopened, false) => "reopened",
+        (NotifyEvent::Flapping, true) => "la falla se repite",
+        (NotifyEvent::Flapping, false) => "the fault keeps coming back",
+        (_, true) => "aviso",
+        (_, false) => "notice",
+    }
+}
+
+/// A digest's subject and body: one line per held notification, the incidents' links.
+fn render_digest(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String, String) {
+    let es = lang == Lang::Es;
+    let n = e.items.len();
+    let mut incidents: Vec<u64> = e.items.iter().map(|i| i.incident).collect();
+    incidents.sort_unstable();
+    incidents.dedup();
+    let subject = if es {
+        format!(
+            "Resumen: {n} avisos repetidos de {} incidencias",
+            incidents.len()
+        )
+    } else {
+        format!(
+            "Digest: {n} repeated notifications about {} incidents",
+            incidents.len()
+        )
+    };
+    let mut body = if es {
+        "Estas fallas volvieron después de un primer aviso; se agrupan aquí en lugar de un mensaje por cada vez.\n\n".to_string()
+    } else {
+        "These faults came back after a first notice; they are gathered here instead of one message each time.\n\n".to_string()
+    };
+    let inc = if es { "Incidencia" } else { "Incident" };
+    for i in &e.items {
+        body.push_str(&format!(
+            "- {} {inc} {} {}: {} ({})\n",
+            vigia_protocol::time::rfc3339(i.at),
+            i.incident,
+            what_happened(i.event, es),
+            clean(&i.title, false),
+            i.device,
+        ));
+    }
+    if let Some(url) = console_url {
+        body.push('\n');
+        for n in incidents {
+            body.push_str(&format!("{}/incidents/{n}\n", url.trim_end_matches('/')));
+        }
+    }
+    (subject, body)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -655,6 +864,8 @@ mod tests {
             priority,
             level: Level::L1,
             group: group.map(String::from),
+            fault: None,
+            items: Vec::new(),
             at: 1_000,
             routed: false,
             deliveries: Vec::new(),
@@ -771,6 +982,129 @@ mod tests {
         let (s, b) = render(&e, Lang::En, None);
         assert!(s.starts_with("Incident 42 escalated [P2]"), "{s}");
         assert!(b.contains("Group: unassigned"), "{b}");
+    }
+
+    #[test]
+    fn only_a_faults_returns_are_repeats_and_each_recipient_has_its_own() {
+        let c = cfg(ROUTES);
+        let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), Some("redes"));
+        let d = route(&e, &c, 5);
+        assert!(
+            d.iter().all(|d| e.repeat_key(d).is_none()),
+            "a user's report is never a repeat"
+        );
+        e.fault = Some("disk_space /var".into());
+        let keys: Vec<String> = d.iter().filter_map(|d| e.repeat_key(d)).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert_eq!(
+            keys.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            3,
+            "one key per recipient: {keys:?}"
+        );
+        for ev in [NotifyEvent::Reopened, NotifyEvent::Flapping] {
+            e.event = ev;
+            assert_eq!(e.repeat_key(&d[0]), Some(keys[0].clone()), "{ev:?}");
+        }
+        for ev in [
+            NotifyEvent::Escalated,
+            NotifyEvent::SlaBreached,
+            NotifyEvent::ProviderRequest,
+        ] {
+            e.event = ev;
+            assert_eq!(
+                e.repeat_key(&d[0]),
+                None,
+                "{ev:?} always goes out on its own"
+            );
+        }
+        let mut other = e.clone();
+        other.event = NotifyEvent::Opened;
+        other.device = DeviceId::new("ws-2").unwrap();
+        assert_ne!(other.repeat_key(&d[0]), Some(keys[0].clone()));
+        assert_eq!(
+            validate(&cfg(&format!(
+                "{ROUTES}\n[[route]]\non = [\"digest\"]\nwebhook = [\"chat\"]"
+            )))
+            .unwrap_err()
+            .0,
+            "notify.route.on"
+        );
+    }
+
+    #[test]
+    fn a_digest_gathers_one_recipients_held_deliveries_and_marks_them() {
+        let c = cfg(ROUTES);
+        let mut held = Vec::new();
+        for (id, (incident, event, at)) in [
+            (3, NotifyEvent::Reopened, 3_000),
+            (4, NotifyEvent::Flapping, 2_000),
+            (3, NotifyEvent::Reopened, 4_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = entry(event, Some(Priority::P1), None);
+            e.id = id as u64 + 10;
+            e.incident = incident;
+            e.at = at;
+            e.fault = Some("disk_space /var".into());
+            // The deliveries an opening gets (the test's routes name only openings).
+            e.deliveries = route(
+                &entry(NotifyEvent::Opened, Some(Priority::P1), None),
+                &c,
+                at,
+            );
+            e.routed = true;
+            // Held for the mail, sent on its own to the chat.
+            e.deliveries[0].state = DeliveryState::Held;
+            e.deliveries[1].state = DeliveryState::Sent;
+            held.push(e);
+        }
+        assert!(!held[0].finished(), "a held delivery is still to go");
+        assert!(
+            digest_of(&held, Channel::Webhook, "chat", Lang::Es, 9).is_none(),
+            "nothing is held for the chat"
+        );
+        let d = digest_of(&held, Channel::Email, "oncall@example.org", Lang::En, 9_000).unwrap();
+        assert_eq!(d.event, NotifyEvent::Digest);
+        assert_eq!(
+            d.items.iter().map(|i| (i.entry, i.at)).collect::<Vec<_>>(),
+            [(11, 2_000), (10, 3_000), (12, 4_000)],
+            "oldest first"
+        );
+        assert_eq!(d.deliveries.len(), 1);
+        assert_eq!(d.deliveries[0].to, "oncall@example.org");
+        let (subject, body) = render(&d, Lang::En, Some("https://vigia.example.org"));
+        assert_eq!(
+            subject,
+            "Digest: 3 repeated notifications about 2 incidents"
+        );
+        assert!(
+            body.contains("Incident 3 reopened: /var 98 % full [31m (ws-1)"),
+            "{body}"
+        );
+        assert!(
+            body.contains("Incident 4 the fault keeps coming back"),
+            "{body}"
+        );
+        assert!(
+            body.contains("https://vigia.example.org/incidents/3\n"),
+            "{body}"
+        );
+        assert!(
+            !body.chars().any(|c| c.is_control() && c != '\n'),
+            "{body:?}"
+        );
+        let (subject, _) = render(&d, Lang::Es, None);
+        assert_eq!(subject, "Resumen: 3 avisos repetidos de 2 incidencias");
+
+        mark_digested(&mut held, Channel::Email, "oncall@example.org", 77, 9_000);
+        assert!(held.iter().all(NotifyEntry::finished));
+        assert!(held
+            .iter()
+            .all(|e| e.deliveries[0].state == DeliveryState::Digested
+                && e.deliveries[0].digest == Some(77)
+                && e.deliveries[1].digest.is_none()));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use tracing::{info, warn};
 use vigia_protocol::Millis;
 
 use super::channel::{self, Mailer, Outcome};
-use super::{render, route, Channel, Delivery, DeliveryState, NotifyConfig, NotifyEntry};
+use super::{
+    digest_of, render, route, Channel, Delivery, DeliveryState, NotifyConfig, NotifyEntry,
+};
 use crate::clock::Clock;
 use crate::store::SharedStore;
 
@@ -89,15 +91,22 @@ impl NotifySender {
         let Some(entries) = self.blocking(move |s| s.notify_due(now, 64)).await else {
             return;
         };
+        let mut digests: Vec<(Channel, String, super::Lang)> = Vec::new();
         for mut e in entries {
             if !e.routed {
-                e.deliveries = route(&e, &self.config, now);
-                e.routed = true;
-                if e.deliveries.is_empty() {
-                    let done = e.clone();
-                    self.blocking(move |s| s.notify_put(&done).and_then(|()| s.flush()))
-                        .await;
+                let Some(routed) = self.route_one(e, now).await else {
                     continue;
+                };
+                e = routed;
+            }
+            for d in &e.deliveries {
+                if d.state == DeliveryState::Held
+                    && d.next_at <= now
+                    && !digests
+                        .iter()
+                        .any(|(c, to, _)| *c == d.channel && *to == d.to)
+                {
+                    digests.push((d.channel, d.to.clone(), d.lang));
                 }
             }
             for i in 0..e.deliveries.len() {
@@ -117,6 +126,91 @@ impl NotifySender {
                 self.blocking(move |s| s.notify_put(&snapshot).and_then(|()| s.flush()))
                     .await;
             }
+        }
+        for (channel, to, lang) in digests {
+            self.queue_digest(channel, to, lang).await;
+        }
+    }
+
+    /// Routes a new entry: its recipients, each delivery held for the digest when it
+    /// repeats a fault its recipient was told of less than the digest's period ago.
+    /// Written down with the recipients' last-told times before anything is sent.
+    /// `None` when the store failed (the entry stays unrouted, to be routed again).
+    async fn route_one(&self, mut e: NotifyEntry, now: Millis) -> Option<NotifyEntry> {
+        e.deliveries = route(&e, &self.config, now);
+        e.routed = true;
+        let period = self.config.digest.ms();
+        let keys: Vec<Option<String>> = e.deliveries.iter().map(|d| e.repeat_key(d)).collect();
+        let lookup = keys.clone();
+        let told = if period == 0 {
+            vec![None; keys.len()]
+        } else {
+            self.blocking(move |s| {
+                lookup
+                    .iter()
+                    .map(|k| match k {
+                        Some(k) => s.notify_recent(k),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+        };
+        let mut marks = Vec::new();
+        for ((d, key), told) in e.deliveries.iter_mut().zip(keys).zip(told) {
+            let Some(key) = key else { continue };
+            match told {
+                Some(at) if period > 0 && now < at.saturating_add(period) => {
+                    d.state = DeliveryState::Held;
+                    d.next_at = at.saturating_add(period);
+                    info!(incident = e.incident, channel = ?d.channel, to = %d.to,
+                        event = e.event.name(), "notification held for the digest");
+                }
+                _ => marks.push((key, now)),
+            }
+        }
+        let snapshot = e.clone();
+        self.blocking(move |s| s.notify_route(&snapshot, &marks).and_then(|()| s.flush()))
+            .await?;
+        Some(e)
+    }
+
+    /// Gathers every delivery held for (`channel`, `to`) into one digest, queued in the
+    /// same transaction that marks them sent in it; the digest is then delivered like
+    /// any notification (retries, its own key). The recipient is not told of those
+    /// faults again on their own until a period after the digest.
+    async fn queue_digest(&self, channel: Channel, to: String, lang: super::Lang) {
+        let now = self.clock.now();
+        let t = to.clone();
+        let Some(held) = self.blocking(move |s| s.notify_held(channel, &t)).await else {
+            return;
+        };
+        let Some(digest) = digest_of(&held, channel, &to, lang, now) else {
+            return;
+        };
+        let marks: Vec<(String, Millis)> = held
+            .iter()
+            .flat_map(|e| {
+                e.deliveries
+                    .iter()
+                    .filter(|d| {
+                        d.state == DeliveryState::Held && d.channel == channel && d.to == to
+                    })
+                    .filter_map(|d| e.repeat_key(d))
+                    .collect::<Vec<_>>()
+            })
+            .map(|k| (k, now))
+            .collect();
+        let n = digest.items.len();
+        if let Some(d) = self
+            .blocking(move |s| {
+                s.notify_digest(&digest, &held, &marks)
+                    .and_then(|d| s.flush().map(|()| d))
+            })
+            .await
+        {
+            info!(digest = d.id, channel = ?channel, to = %to, held = n, "digest queued");
+            self.wake.notify_one();
         }
     }
 
@@ -211,6 +305,8 @@ pub async fn send_test(
         priority: None,
         level: crate::workflow::Level::L1,
         group: None,
+        fault: None,
+        items: Vec::new(),
         at: crate::clock::now_ms(),
         routed: true,
         deliveries: Vec::new(),

@@ -110,6 +110,10 @@ struct Handles {
     outbox: sled::Tree,
     notify: sled::Tree,
     notify_log: sled::Tree,
+    /// A recipient's last message about a fault: `NotifyEntry::repeat_key` → the time
+    /// (8 bytes, big-endian). One key per recipient and fault on a device, so bounded by
+    /// the fleet and the routes, not by history.
+    notify_recent: sled::Tree,
     providers: sled::Tree,
 }
 
@@ -461,6 +465,7 @@ impl Handles {
             outbox: db.open_tree("outbox")?,
             notify: db.open_tree("notify")?,
             notify_log: db.open_tree("notify_log")?,
+            notify_recent: db.open_tree("notify_recent")?,
             providers: db.open_tree("providers")?,
             db,
         };
@@ -1268,6 +1273,102 @@ impl Handles {
         Ok(())
     }
 
+    fn notify_recent(&self, key: &str) -> Result<Option<Millis>, StoreError> {
+        match self.notify_recent.get(key.as_bytes())? {
+            Some(b) => Ok(Some(u64_of("notification time", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn notify_route(&self, e: &NotifyEntry, marks: &[(String, Millis)]) -> Result<(), StoreError> {
+        let bytes = enc("notification", e)?;
+        let key = e.id.to_be_bytes();
+        let mut log_key = e.incident.to_be_bytes().to_vec();
+        log_key.extend_from_slice(&key);
+        let finished = e.finished();
+        (&self.notify, &self.notify_log, &self.notify_recent)
+            .transaction(|(q, log, recent)| {
+                if finished {
+                    q.remove(&key)?;
+                    log.insert(log_key.as_slice(), bytes.as_slice())?;
+                } else {
+                    q.insert(&key, bytes.as_slice())?;
+                }
+                for (k, at) in marks {
+                    recent.insert(k.as_bytes(), &at.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    fn notify_held(
+        &self,
+        channel: crate::notify::Channel,
+        to: &str,
+    ) -> Result<Vec<NotifyEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.notify.iter() {
+            let (_, v) = kv?;
+            let e: NotifyEntry = dec("notification", &v)?;
+            if e.deliveries.iter().any(|d| {
+                d.state == crate::notify::DeliveryState::Held && d.channel == channel && d.to == to
+            }) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn notify_digest(
+        &self,
+        digest: &NotifyEntry,
+        held: &[NotifyEntry],
+        marks: &[(String, Millis)],
+    ) -> Result<NotifyEntry, StoreError> {
+        let (channel, to) = digest
+            .deliveries
+            .first()
+            .map(|d| (d.channel, d.to.clone()))
+            .ok_or_else(|| StoreError::Corrupt("a digest without its recipient"))?;
+        let out = (
+            &self.meta,
+            &self.notify,
+            &self.notify_log,
+            &self.notify_recent,
+        )
+            .transaction(|(meta, q, log, recent)| {
+                let id = match meta.get(NEXT_NOTIFY)? {
+                    Some(b) => u64_of("notification counter", &b).map_err(abort)?,
+                    None => 1,
+                };
+                meta.insert(NEXT_NOTIFY, &(id + 1).to_be_bytes())?;
+                let mut d = digest.clone();
+                d.id = id;
+                q.insert(&id.to_be_bytes(), enc("notification", &d).map_err(abort)?)?;
+                let mut sources = held.to_vec();
+                crate::notify::mark_digested(&mut sources, channel, &to, id, d.at);
+                for e in &sources {
+                    let key = e.id.to_be_bytes();
+                    let bytes = enc("notification", e).map_err(abort)?;
+                    if e.finished() {
+                        let mut log_key = e.incident.to_be_bytes().to_vec();
+                        log_key.extend_from_slice(&key);
+                        q.remove(&key)?;
+                        log.insert(log_key, bytes)?;
+                    } else {
+                        q.insert(&key, bytes)?;
+                    }
+                }
+                for (k, at) in marks {
+                    recent.insert(k.as_bytes(), &at.to_be_bytes())?;
+                }
+                Ok(d)
+            })
+            .map_err(tx_err)?;
+        Ok(out)
+    }
+
     fn notifications_of(&self, incident: IncidentNo) -> Result<Vec<NotifyEntry>, StoreError> {
         let mut out = Vec::new();
         for kv in self.notify_log.scan_prefix(incident.to_be_bytes()) {
@@ -1605,6 +1706,31 @@ impl Store for SledStore {
 
     fn notifications_of(&self, incident: IncidentNo) -> Result<Vec<NotifyEntry>, StoreError> {
         self.with(|h| h.notifications_of(incident))
+    }
+
+    fn notify_recent(&self, key: &str) -> Result<Option<Millis>, StoreError> {
+        self.with(|h| h.notify_recent(key))
+    }
+
+    fn notify_route(&self, e: &NotifyEntry, marks: &[(String, Millis)]) -> Result<(), StoreError> {
+        self.with(|h| h.notify_route(e, marks))
+    }
+
+    fn notify_held(
+        &self,
+        channel: crate::notify::Channel,
+        to: &str,
+    ) -> Result<Vec<NotifyEntry>, StoreError> {
+        self.with(|h| h.notify_held(channel, to))
+    }
+
+    fn notify_digest(
+        &self,
+        digest: &NotifyEntry,
+        held: &[NotifyEntry],
+        marks: &[(String, Millis)],
+    ) -> Result<NotifyEntry, StoreError> {
+        self.with(|h| h.notify_digest(digest, held, marks))
     }
 
     fn notify_len(&self) -> usize {
@@ -1948,6 +2074,7 @@ mod tests {
             next_at: T0 + 500,
             done_at: None,
             error: Some("421 busy".into()),
+            digest: None,
         }];
         s.notify_put(&e).unwrap();
         assert!(s.notify_due(T0 + 499, 10).unwrap().is_empty());

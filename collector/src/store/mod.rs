@@ -244,6 +244,35 @@ pub trait Store: Send + Sync + 'static {
     /// How many notifications wait to be delivered.
     fn notify_len(&self) -> usize;
 
+    /// When a recipient was last told of a fault on its own (or in a digest): the
+    /// time stored under a [`NotifyEntry::repeat_key`].
+    fn notify_recent(&self, key: &str) -> Result<Option<Millis>, StoreError>;
+
+    /// Writes a notification just routed, and the recipients' last-told times `marks`
+    /// for what it sends on its own, in one transaction.
+    fn notify_route(
+        &self,
+        entry: &NotifyEntry,
+        marks: &[(String, Millis)],
+    ) -> Result<(), StoreError>;
+
+    /// The notifications holding a delivery to (`channel`, `to`) for its digest.
+    fn notify_held(
+        &self,
+        channel: crate::notify::Channel,
+        to: &str,
+    ) -> Result<Vec<NotifyEntry>, StoreError>;
+
+    /// In one transaction: numbers and queues `digest` (for the recipient of its one
+    /// delivery), marks that recipient's held deliveries in `held` as sent in it, and
+    /// writes `marks`. Returns the digest with its number.
+    fn notify_digest(
+        &self,
+        digest: &NotifyEntry,
+        held: &[NotifyEntry],
+        marks: &[(String, Millis)],
+    ) -> Result<NotifyEntry, StoreError>;
+
     /// Sets (or, with `None`, clears) the warranties of existing devices, all in one
     /// transaction. Returns the ids that are not devices here (then nothing is set).
     fn set_warranties(

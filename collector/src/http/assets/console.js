@@ -1219,7 +1219,7 @@
           td(t("notify.at"), h("time", {}, fmtDate(dl.done_at || x.at))),
           td(t("notify.event"), t("notify.ev." + x.event)),
           td(t("notify.to"), (dl.channel === "webhook" ? t("notify.webhook") + " " : "") + dl.to),
-          td(t("notify.state"), t("notify." + dl.state, { at: fmtDate(dl.next_at), n: String(dl.attempts) }) + (dl.error ? " — " + dl.error : ""))))))
+          td(t("notify.state"), t("notify." + dl.state, { at: fmtDate(dl.next_at), n: String(dl.attempts), d: String(dl.digest || "") }) + (dl.error ? " — " + dl.error : ""))))))
       : h("p", { class: "muted" }, t("incident.no_notifications")));
   }
 
