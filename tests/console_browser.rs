@@ -983,3 +983,146 @@ fn a_providers_contact_accepts_and_reports_its_request_from_the_page() {
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(page_errors(&b), Vec::<String>::new());
 }
+
+#[test]
+fn an_admin_registers_a_provider_its_contract_and_minutes_from_the_page() {
+    let _turn = turn();
+    let w = World::start();
+    w.add_user("jefa", &["--role", "admin", "--name", "Ana Admin"]);
+    w.add_user("redes", &["--role", "provider", "--provider", "Redes SAS"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let day = |ms: u64| vigia_protocol::time::rfc3339(ms)[..10].to_string();
+    let (start, end) = (day(now - 30 * 86_400_000), day(now + 365 * 86_400_000));
+
+    let b = signed_in(&w, "jefa", BrowserOptions::default());
+    b.click_css("#nav a[href='/providers']");
+    b.wait_text("#prov-list", "the empty register", |t| {
+        t.contains("No provider registered")
+    });
+    let fill = |css: &str, text: &str| b.send_keys(&b.wait(css), text);
+    // Clear of the sticky header.
+    let press = |css: &str| {
+        b.wait(css);
+        b.exec(
+            "document.querySelector(arguments[0]).scrollIntoView({ block: 'center' });",
+            json!([css]),
+        );
+        b.click_css(css);
+    };
+    fill("#pf-name", "Redes SAS");
+    fill("#pf-email", "soporte@redes.example.org");
+    fill("#pf-portal", "https://portal.redes.example.org/");
+    fill("#pf-services", "Cableado estructurado");
+    fill("#pf-covers", "network, hardware");
+    fill(
+        "#pf-contacts",
+        "Rita Redes, rita@redes.example.org, 555 0101",
+    );
+    fill("#pf-conditions", "<b>sábados</b> de 8 a 12");
+    // Date inputs take their value in the page's format whatever the browser's locale.
+    b.exec(
+        "document.getElementById('pf-start').value = arguments[0];
+         document.getElementById('pf-end').value = arguments[1];",
+        json!([start, end]),
+    );
+    fill("#provider-form input[name=response-P1]", "4h");
+    fill("#provider-form input[name=resolution-P1]", "1d");
+    press("#provider-submit");
+    let card = "#prov-list section[data-provider='Redes SAS']";
+    let text = b.wait_text(card, "the registered provider", |t| t.contains("in force"));
+    assert!(text.contains("<b>sábados</b> de 8 a 12"), "{text}");
+    assert!(
+        text.contains("Rita Redes · rita@redes.example.org · 555 0101"),
+        "{text}"
+    );
+    assert!(b.find_all(&format!("{card} b")).is_empty(), "markup ran");
+    assert_eq!(
+        b.find_all(&format!(
+            "{card} a[href='https://portal.redes.example.org/']"
+        ))
+        .len(),
+        1,
+        "the portal is a link"
+    );
+    let api = w.api("mesa");
+    let p = poll("the provider in the API", || {
+        api.get("/api/providers/Redes%20SAS")
+    });
+    assert_eq!(p["covers"], json!(["network", "hardware"]), "{p}");
+    assert_eq!(p["contacts"][0]["email"], "rita@redes.example.org", "{p}");
+    assert_eq!(p["contract"]["response"]["P1"], "4h", "{p}");
+    assert_eq!(p["contract"]["resolution"]["P1"], "1d", "{p}");
+
+    // The minutes of a coordination meeting, kept with the contract.
+    press(&format!("{card} button.add-minutes"));
+    b.wait(&format!("{card} .minutes-form input[name=date]"));
+    b.exec(
+        "document.querySelector(arguments[0]).value = arguments[1];",
+        json!([format!("{card} .minutes-form input[name=date]"), day(now)]),
+    );
+    fill(
+        &format!("{card} .minutes-form textarea[name=participants]"),
+        "Ana Admin\nRita Redes",
+    );
+    fill(
+        &format!("{card} .minutes-form textarea[name=text]"),
+        "Ventana de los sábados acordada",
+    );
+    press(&format!("{card} .minutes-submit"));
+    b.wait_text(card, "the minutes", |t| {
+        t.contains("Ventana de los sábados acordada") && t.contains("recorded by jefa")
+    });
+
+    // Changing the provider keeps its minutes.
+    press(&format!("{card} button.edit"));
+    let form_value = |name: &str| {
+        b.exec(
+            "return document.getElementById('provider-form').elements[arguments[0]].value;",
+            json!([name]),
+        )
+    };
+    assert_eq!(form_value("name"), "Redes SAS");
+    assert_eq!(form_value("response-P1"), "4h");
+    assert_eq!(form_value("start"), json!(start));
+    let cond = b.wait("#pf-conditions");
+    b.clear(&cond);
+    b.send_keys(&cond, "domingos");
+    press("#provider-submit");
+    b.wait_text(card, "the changed conditions", |t| t.contains("domingos"));
+    let p = poll("the change in the API", || {
+        api.get("/api/providers/Redes%20SAS")
+            .filter(|p| p["contract"]["conditions"] == "domingos")
+    });
+    assert_eq!(p["minutes"][0]["recorded_by"], "jefa", "{p}");
+    assert_eq!(
+        p["minutes"][0]["participants"],
+        json!(["Ana Admin", "Rita Redes"])
+    );
+    b.exec("window.scrollTo(0, 0);", json!([]));
+    let shot = b.screenshot("console-providers");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+    drop(b);
+
+    // A technician reads the register but has nothing to change it with.
+    let b = signed_in(&w, "tecnico", BrowserOptions::default());
+    b.click_css("#nav a[href='/providers']");
+    b.wait_text("#prov-list", "the register", |t| t.contains("Redes SAS"));
+    assert!(
+        b.find("#provider-form").is_none(),
+        "a form for a technician"
+    );
+    assert!(
+        b.find_all("#prov-list button").is_empty(),
+        "buttons for a technician"
+    );
+    drop(b);
+
+    // A provider's contact is not shown the register.
+    let b = signed_in(&w, "redes", BrowserOptions::default());
+    let nav = b.wait("#nav a[href='/providers']");
+    assert!(!b.displayed(&nav), "the register in a provider's menu");
+}

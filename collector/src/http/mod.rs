@@ -67,14 +67,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The console's shell page; the app routes `/login`, `/incidents/{n}`, `/devices/{id}`
-/// and `/fleet` itself.
+/// The console's shell page; the app routes `/login`, `/incidents/{n}`, `/devices/{id}`,
+/// `/fleet` and `/providers` itself.
 const INDEX: &str = include_str!("assets/index.html");
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
     let mut r = Router::new();
-    for path in ["/", "/login", "/fleet", "/incidents/{n}", "/devices/{id}"] {
+    for path in [
+        "/",
+        "/login",
+        "/fleet",
+        "/providers",
+        "/incidents/{n}",
+        "/devices/{id}",
+    ] {
         r = r.route(path, get(index));
     }
     for (path, kind, body) in ASSETS {

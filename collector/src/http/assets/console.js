@@ -85,6 +85,13 @@
     }).format(new Date(ms));
   }
 
+  // A day, for what is set by the day (a contract's period, a meeting's minutes): the
+  // server and the CLI keep those as UTC days, so they read the same in every zone.
+  function fmtDay(ms) {
+    if (ms === null || ms === undefined) return "—";
+    return new Intl.DateTimeFormat(S.locale, { dateStyle: "medium", timeZone: "UTC" }).format(new Date(ms));
+  }
+
   function fmtNum(n, opts) {
     return new Intl.NumberFormat(S.locale, opts).format(n);
   }
@@ -258,6 +265,9 @@
     who.hidden = !signedIn;
     $("logout").hidden = !signedIn;
     $("nav").hidden = !s;
+    // The providers' register is for staff (the server refuses it to anyone else).
+    const staff = ["viewer", "technician", "service_desk", "admin"].some((r) => (s && s.roles || []).includes(r));
+    for (const a of document.querySelectorAll("#nav a[data-staff]")) a.hidden = !staff;
     if (signedIn) {
       const roles = (s.roles || []).map((r) => tOr("role." + r, r)).join(", ");
       who.textContent = (s.name || s.login) + (roles ? " · " + roles : "");
@@ -351,6 +361,7 @@
     if ((m = p.match(/^\/incidents\/(\d+)$/))) return { name: "incident", number: Number(m[1]) };
     if ((m = p.match(/^\/devices\/([^/]+)$/))) return { name: "device", id: decodeURIComponent(m[1]) };
     if (p === "/fleet") return { name: "fleet" };
+    if (p === "/providers") return { name: "providers" };
     return { name: "list" };
   }
 
@@ -375,15 +386,16 @@
       go("/login?next=" + encodeURIComponent(location.pathname + location.search), true);
       return;
     }
+    const navOf = { fleet: "/fleet", device: "/fleet", providers: "/providers" };
     for (const a of document.querySelectorAll("#nav a")) {
-      const here = (a.getAttribute("href") === "/fleet") === (r.name === "fleet" || r.name === "device");
-      a.classList.toggle("here", here && r.name !== "login");
+      a.classList.toggle("here", r.name !== "login" && a.getAttribute("href") === (navOf[r.name] || "/"));
     }
     switch (r.name) {
       case "login": return renderLogin(app);
       case "incident": return renderIncident(app, r.number);
       case "device": return renderDevice(app, r.id);
       case "fleet": return renderFleet(app);
+      case "providers": return renderProviders(app);
       default: return renderList(app);
     }
   }
@@ -1464,6 +1476,215 @@
     put("fleet-incidents", list.filter((d) => d.open_incidents > 0), t("fleet.none_incidents"));
     put("fleet-all", list, t("fleet.empty"));
     $("fleet-count").textContent = fmtNum(list.filter((d) => d.online).length) + " / " + fmtNum(list.length) + " " + t("device.online");
+  }
+
+  // ---------------------------------------------------------------- providers
+
+  // Who the organisation contracts support from: their channels, what they cover, the
+  // contract for the period with its response and resolution times, and the minutes of
+  // the coordination meetings. Staff read it; administrators register and change it.
+  function renderProviders(app) {
+    const admin = hasRole("admin");
+    app.replaceChildren(
+      h("div", { class: "list-head" }, h("h1", {}, t("providers.title")), h("span", { id: "prov-count", class: "muted" })),
+      h("div", { id: "prov-list" }),
+      admin ? section(t("providers.register"), "prov-edit", providerForm()) : null);
+    loadProviders();
+  }
+
+  async function loadProviders() {
+    if (S.view.name !== "providers") return;
+    let list;
+    try {
+      list = await api("GET", "/api/providers");
+    } catch (e) {
+      $("prov-list").replaceChildren(h("p", { class: "error", role: "alert" }, errorText(e)));
+      return;
+    }
+    if (S.view.name !== "providers") return;
+    S.providers = list;
+    $("prov-count").textContent = fmtNum(list.length);
+    $("prov-list").replaceChildren(...(list.length ? list.map(providerCard) : [h("p", { class: "muted" }, t("providers.empty"))]));
+  }
+
+  // A day as the date inputs give it, as the CLI takes it: from the UTC day's first
+  // millisecond (a period ends at its last day's last millisecond).
+  const dayStart = (v) => Date.parse(v + "T00:00:00Z");
+  const dayEnd = (v) => Date.parse(v + "T23:59:59.999Z");
+  const dayOf = (ms) => new Date(ms).toISOString().slice(0, 10);
+  // Only an http(s) address becomes a link: what was typed never runs.
+  const safeUrl = (u) => /^https?:\/\//i.test(u || "") ? h("a", { href: u, rel: "noopener noreferrer", target: "_blank" }, u) : u;
+
+  function contractState(c) {
+    const now = Date.now();
+    if (now < c.start) return h("span", { class: "muted" }, t("providers.not_yet"));
+    if (now > c.end) return h("span", { class: "bad" }, t("providers.expired"));
+    return h("span", { class: "ok" }, t("providers.in_force"));
+  }
+
+  function providerCard(p) {
+    const slug = "prov-" + p.name.toLowerCase().replace(/[^a-z0-9]+/g, "-");
+    const c = p.contract;
+    const times = c ? PRIORITIES.filter((q) => (c.response || {})[q] || (c.resolution || {})[q]) : [];
+    const admin = hasRole("admin");
+    return h("section", { class: "card provider", id: slug, data: { provider: p.name } },
+      h("h2", {}, p.name),
+      facts([
+        [t("providers.covers"), (p.covers || []).join(", ")],
+        [t("providers.services"), (p.services || []).join(", ")],
+        [t("providers.email"), p.email],
+        [t("providers.phone"), p.phone],
+        [t("providers.portal"), p.portal ? safeUrl(p.portal) : null],
+        [t("providers.contacts"), (p.contacts || []).length ? h("ul", { class: "plain" }, p.contacts.map((x) =>
+          h("li", {}, [x.name, x.email, x.phone].filter(Boolean).join(" · ")))) : null],
+        [t("providers.contract"), c ? h("span", {}, fmtDay(c.start), " – ", fmtDay(c.end), " · ", contractState(c)) : t("providers.no_contract")],
+        [t("providers.conditions"), c && c.conditions],
+      ]),
+      times.length ? h("div", { class: "table-wrap" }, table("contract-times small", [t("field.priority"), t("providers.response"), t("providers.resolution")],
+        times.map((q) => h("tr", {}, td(t("field.priority"), q),
+          td(t("providers.response"), (c.response || {})[q] || "—"),
+          td(t("providers.resolution"), (c.resolution || {})[q] || "—"))))) : null,
+      h("h3", {}, t("providers.minutes")),
+      (p.minutes || []).length ? h("ul", { class: "plain minutes" }, p.minutes.map((m) => h("li", {},
+        h("strong", {}, fmtDay(m.date)), " · ", m.participants.join(", "),
+        m.recorded_by ? h("span", { class: "muted" }, " · " + t("providers.recorded_by", { who: m.recorded_by })) : null,
+        h("pre", { class: "text" }, m.text)))) : h("p", { class: "muted" }, t("providers.no_minutes")),
+      admin ? h("div", { class: "buttons" },
+        h("button", { type: "button", class: "edit", onclick: () => editProvider(p) }, t("providers.edit")),
+        h("button", { type: "button", class: "add-minutes", onclick: (ev) => openMinutes(p, ev.target.closest("section")) }, t("providers.add_minutes")),
+        h("button", { type: "button", class: "link remove", onclick: () => removeProvider(p) }, t("providers.remove"))) : null,
+      h("div", { class: "minutes-form" }));
+  }
+
+  const PROVIDER_FIELDS = ["name", "email", "phone", "portal"];
+
+  function providerForm() {
+    const text = (name, type) => h("label", { class: "field" }, h("span", {}, t("providers." + name)),
+      h("input", { type: type || "text", name, id: "pf-" + name, required: name === "name", autocomplete: "off" }));
+    const area = (name, hint) => h("label", { class: "field" }, h("span", {}, t("providers." + name), hint ? h("em", { class: "muted" }, " " + hint) : null),
+      h("textarea", { name, id: "pf-" + name, rows: 2 }));
+    const err = h("p", { class: "error", role: "alert", hidden: true });
+    const form = h("form", { class: "action-form", id: "provider-form" },
+      PROVIDER_FIELDS.map((f) => text(f, f === "email" ? "email" : f === "portal" ? "url" : "text")),
+      area("services", t("providers.one_per_line")),
+      area("covers", t("providers.covers_hint")),
+      area("contacts", t("providers.contacts_hint")),
+      h("fieldset", {}, h("legend", {}, t("providers.contract")),
+        text("start", "date"), text("end", "date"), area("conditions"),
+        h("div", { class: "table-wrap" }, table("contract-times small", [t("field.priority"), t("providers.response"), t("providers.resolution")],
+          PRIORITIES.map((q) => h("tr", {}, td(t("field.priority"), q),
+            td(t("providers.response"), h("input", { type: "text", name: "response-" + q, "aria-label": t("providers.response") + " " + q, placeholder: "4h", size: 6 })),
+            td(t("providers.resolution"), h("input", { type: "text", name: "resolution-" + q, "aria-label": t("providers.resolution") + " " + q, placeholder: "2d", size: 6 }))))))),
+      h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", id: "provider-submit" }, t("providers.save"))),
+      err);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (!form.reportValidity()) return;
+      err.hidden = true;
+      const v = (n) => form.elements[n].value.trim();
+      const lines = (n) => v(n).split(/\n|,/).map((x) => x.trim()).filter(Boolean);
+      const body = { name: v("name") };
+      for (const f of ["email", "phone", "portal"]) if (v(f)) body[f] = v(f);
+      body.services = v("services").split("\n").map((x) => x.trim()).filter(Boolean);
+      body.covers = lines("covers");
+      body.contacts = v("contacts").split("\n").map((x) => x.trim()).filter(Boolean).map((l) => {
+        const [name, email, phone] = l.split(",").map((x) => x.trim());
+        const c = { name };
+        if (email) c.email = email;
+        if (phone) c.phone = phone;
+        return c;
+      });
+      if (v("start") || v("end")) {
+        const times = (kind) => Object.fromEntries(PRIORITIES.filter((q) => v(kind + "-" + q)).map((q) => [q, v(kind + "-" + q)]));
+        body.contract = { start: v("start") ? dayStart(v("start")) : NaN, end: v("end") ? dayEnd(v("end")) : NaN,
+          conditions: v("conditions"), response: times("response"), resolution: times("resolution") };
+        if (Number.isNaN(body.contract.start) || Number.isNaN(body.contract.end)) {
+          err.textContent = t("providers.need_both_dates");
+          err.hidden = false;
+          return;
+        }
+      }
+      const submit = form.querySelector("#provider-submit");
+      submit.disabled = true;
+      try {
+        await api("PUT", "/api/providers/" + encodeURIComponent(body.name), body);
+        toast(t("providers.saved", { p: body.name }));
+        form.reset();
+        await loadProviders();
+      } catch (e) {
+        err.textContent = errorText(e);
+        err.hidden = false;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    return form;
+  }
+
+  function editProvider(p) {
+    const form = $("provider-form");
+    if (!form) return;
+    form.reset();
+    for (const f of PROVIDER_FIELDS) form.elements[f].value = p[f] || "";
+    form.elements.services.value = (p.services || []).join("\n");
+    form.elements.covers.value = (p.covers || []).join(", ");
+    form.elements.contacts.value = (p.contacts || []).map((c) => [c.name, c.email || "", c.phone || ""].join(", ").replace(/(, )+$/, "")).join("\n");
+    const c = p.contract;
+    if (c) {
+      form.elements.start.value = dayOf(c.start);
+      form.elements.end.value = dayOf(c.end);
+      form.elements.conditions.value = c.conditions || "";
+      for (const q of PRIORITIES) {
+        form.elements["response-" + q].value = (c.response || {})[q] || "";
+        form.elements["resolution-" + q].value = (c.resolution || {})[q] || "";
+      }
+    }
+    form.scrollIntoView();
+    form.elements.name.focus();
+  }
+
+  function openMinutes(p, card) {
+    const holder = card.querySelector(".minutes-form");
+    const err = h("p", { class: "error", role: "alert", hidden: true });
+    const form = h("form", { class: "action-form" },
+      h("h3", {}, t("providers.add_minutes")),
+      h("label", { class: "field" }, h("span", {}, t("providers.minutes_date")), h("input", { type: "date", name: "date", required: true })),
+      h("label", { class: "field" }, h("span", {}, t("providers.participants"), h("em", { class: "muted" }, " " + t("providers.one_per_line"))), h("textarea", { name: "participants", rows: 2, required: true })),
+      h("label", { class: "field" }, h("span", {}, t("providers.agreed")), h("textarea", { name: "text", rows: 3, required: true })),
+      h("div", { class: "buttons" },
+        h("button", { type: "submit", class: "primary minutes-submit" }, t("providers.save")),
+        h("button", { type: "button", class: "link", onclick: () => holder.replaceChildren() }, t("action.cancel"))),
+      err);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (!form.reportValidity()) return;
+      const body = {
+        date: form.elements.date.value,
+        participants: form.elements.participants.value.split(/\n|,/).map((x) => x.trim()).filter(Boolean),
+        text: form.elements.text.value.trim(),
+      };
+      try {
+        await api("POST", "/api/providers/" + encodeURIComponent(p.name) + "/minutes", body);
+        toast(t("providers.minutes_saved"));
+        await loadProviders();
+      } catch (e) {
+        err.textContent = errorText(e);
+        err.hidden = false;
+      }
+    });
+    holder.replaceChildren(form);
+    form.elements.date.focus();
+  }
+
+  async function removeProvider(p) {
+    if (!window.confirm(t("providers.confirm_remove", { p: p.name }))) return;
+    try {
+      await api("DELETE", "/api/providers/" + encodeURIComponent(p.name));
+      toast(t("providers.removed", { p: p.name }));
+      await loadProviders();
+    } catch (e) {
+      toast(errorText(e), true);
+    }
   }
 
   // ---------------------------------------------------------------- keyboard
