@@ -298,6 +298,10 @@ async fn device(
             true,
         ));
     let (client, mut el) = AsyncClient::new(opts, if events > 0 { 1024 } else { 16 });
+    // As the agent: each packet goes out at once (TCP_NODELAY).
+    let mut net = el.network_options();
+    net.set_tcp_nodelay(true);
+    el.set_network_options(net);
     let permit = gate.acquire().await?;
     // Connected once the first ConnAck comes; the permit limits connection bursts.
     let connected = tokio::time::timeout(Duration::from_secs(30), async {

@@ -33,6 +33,11 @@ pub async fn run(
         .unwrap_or_default();
     let mut boot = lock(&shared.spool).raise_boot();
     let (client, mut eventloop) = AsyncClient::new(cfg.options(boot, now_ms())?, 64);
+    // An event is one small packet: sent at once, not held by Nagle's algorithm behind
+    // the broker's delayed ACK of the previous one (up to 40 ms on Linux).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut session = tokio::spawn(session::run(
         client.clone(),

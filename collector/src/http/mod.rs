@@ -169,6 +169,13 @@ pub async fn serve(
     match tls {
         Some(cfg) => tls::serve(listener, app, cfg, shutdown).await,
         None => {
+            // The live feed's events and the API's answers are small writes: each goes
+            // out at once instead of waiting on the browser's delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -77,6 +77,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Small writes (the feed's events) go out at once, as on plain HTTP.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(%peer, error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();

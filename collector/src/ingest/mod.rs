@@ -145,7 +145,12 @@ impl Ingest {
                 client_auth: None,
             }));
         }
-        let (client, eventloop) = AsyncClient::new(opts, 1024);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        // Acks and commands are small packets: sent at once, not held by Nagle's
+        // algorithm behind the broker's delayed ACK (up to 40 ms on Linux).
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = watch::channel(false);
