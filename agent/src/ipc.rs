@@ -797,7 +797,12 @@ mod tests {
 
     fn agent() -> (Arc<AgentState>, ReportsAndQuestions, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), DeviceId::new("ws-1").unwrap(), 1 << 20).unwrap();
+        let spool = Spool::open(
+            &dir.path().join("db"),
+            DeviceId::new("ws-1").unwrap(),
+            1 << 20,
+        )
+        .unwrap();
         let shared = Arc::new(AgentState::new(spool));
         let store = ReportsAndQuestions::new(Arc::clone(&shared));
         (shared, store, dir)

@@ -1087,12 +1087,12 @@ mod tests {
     fn push_assigns_increasing_seqs_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+            let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
             assert_eq!(s.raise_boot(), 1);
             assert_eq!(s.push(10, fault(Severity::Warning, 0)).unwrap().seq, 1);
             assert_eq!(s.push(11, fault(Severity::Critical, 0)).unwrap().seq, 2);
         }
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         assert_eq!(s.boot(), 1);
         let events = all(&s);
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
@@ -1105,20 +1105,20 @@ mod tests {
     fn seqs_are_never_reused_after_everything_is_acked() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+            let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
             s.push(1, fault(Severity::Minor, 0)).unwrap();
             s.push(1, fault(Severity::Minor, 0)).unwrap();
             assert_eq!(s.ack(&ack(&[(1, 2)], &[]), 2).unwrap(), 2);
             assert!(s.is_empty());
         }
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         assert_eq!(s.push(3, fault(Severity::Minor, 0)).unwrap().seq, 3);
     }
 
     #[test]
     fn ack_removes_exactly_the_covered_seqs() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         for _ in 0..6 {
             s.push(1, fault(Severity::Warning, 0)).unwrap();
         }
@@ -1135,7 +1135,7 @@ mod tests {
     #[test]
     fn a_spool_is_one_instance_for_life_and_ignores_acks_of_another() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         let me = s.instance();
         assert_ne!(me, 0);
         s.push(1, fault(Severity::Warning, 0)).unwrap();
@@ -1154,18 +1154,18 @@ mod tests {
         };
         assert_eq!(s.ack(&mine, 2).unwrap(), 1);
         drop(s);
-        let s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         assert_eq!(s.instance(), me, "the instance survives a restart");
         // A new spool (a reinstall) is a new instance.
         let fresh = tempfile::tempdir().unwrap();
-        let t = Spool::open(fresh.path(), dev(), 1 << 20).unwrap();
+        let t = Spool::open(&fresh.path().join("db"), dev(), 1 << 20).unwrap();
         assert_ne!(t.instance(), me);
     }
 
     #[test]
     fn an_event_refused_for_its_version_waits_for_an_upgraded_collector() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         s.push(1, fault(Severity::Warning, 0)).unwrap();
         s.push(1, fault(Severity::Warning, 0)).unwrap();
         let mut a = ack(&[], &[1]);
@@ -1205,7 +1205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Room for three critical events and no more (measured with the longest instance).
         let one = largest_entry(Severity::Critical);
-        let mut s = Spool::open(dir.path(), dev(), one * 3 + 10).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), one * 3 + 10).unwrap();
         let criticals: Vec<u64> = (0..3)
             .map(|_| s.push(1, fault(Severity::Critical, 300)).unwrap().seq)
             .collect();
@@ -1236,7 +1236,7 @@ mod tests {
         // Measure one event to size the spool for exactly four of them plus a notice.
         let one = largest_entry(Severity::Info);
         let max = one * 4 + 200;
-        let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), max).unwrap();
         let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq; // 1
         let warn_old = s.push(2, fault(Severity::Warning, 300)).unwrap().seq; // 2
         let minor = s.push(3, fault(Severity::Minor, 300)).unwrap().seq; // 3
@@ -1308,7 +1308,7 @@ mod tests {
         let notice;
         let listed;
         {
-            let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+            let mut s = Spool::open(&dir.path().join("db"), dev(), max).unwrap();
             let mut last = None;
             for i in 0..10 {
                 let p = s.push(i, fault(Severity::Warning, 300)).unwrap();
@@ -1319,7 +1319,7 @@ mod tests {
             listed = s.drops_seqs.clone();
             assert!(!listed.is_empty());
         }
-        let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), max).unwrap();
         let pending = s.drops_pending();
         assert!(pending > 0);
         assert_eq!(s.drops_seqs, listed);
@@ -1343,13 +1343,15 @@ mod tests {
     #[test]
     fn events_the_database_cannot_take_wait_in_memory_and_are_written_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         assert!(
-            reserve_path(dir.path()).exists(),
+            reserve_path(&dir.path().join("db")).exists(),
             "a reserve beside the database"
         );
         assert_eq!(
-            std::fs::metadata(reserve_path(dir.path())).unwrap().len(),
+            std::fs::metadata(reserve_path(&dir.path().join("db")))
+                .unwrap()
+                .len(),
             RESERVE_BYTES
         );
         let first = s.push(1, fault(Severity::Warning, 0)).unwrap();
@@ -1369,12 +1371,12 @@ mod tests {
         // A session counter raised meanwhile is kept and written later.
         assert_eq!(s.raise_boot(), 1);
         assert!(!s.retry(3), "still failed until reopened");
-        reopen(&mut s, dir.path());
+        reopen(&mut s, &dir.path().join("db"));
         assert_eq!(s.held(), 0);
         assert_eq!(s.seqs().collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(s.push(5, fault(Severity::Minor, 0)).unwrap().seq, 5);
         drop(s);
-        let s = Spool::open(dir.path(), dev(), 1 << 20).unwrap();
+        let s = Spool::open(&dir.path().join("db"), dev(), 1 << 20).unwrap();
         assert_eq!(s.seqs().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!(s.boot(), 1);
         let sev: Vec<Severity> = all(&s)
@@ -1399,7 +1401,7 @@ mod tests {
     #[test]
     fn memory_held_past_its_bound_drops_the_least_severe_and_says_so_after_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), dev(), 8 << 20).unwrap();
+        let mut s = Spool::open(&dir.path().join("db"), dev(), 8 << 20).unwrap();
         s.break_for_test();
         let critical = s.push(1, fault(Severity::Critical, 300)).unwrap().seq;
         // Measured with this spool's own instance: with the longest one instead, a
@@ -1417,7 +1419,7 @@ mod tests {
             "the critical one stays"
         );
         let last_held = s.held.back().unwrap().seq;
-        reopen(&mut s, dir.path());
+        reopen(&mut s, &dir.path().join("db"));
         let events = all(&s);
         assert_eq!(events[0].seq, critical);
         let notice = events.last().unwrap();
@@ -1441,7 +1443,7 @@ mod tests {
     fn rejects_a_uselessly_small_bound() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            Spool::open(dir.path(), dev(), 10),
+            Spool::open(&dir.path().join("db"), dev(), 10),
             Err(SpoolError::TooSmall(10))
         ));
     }
@@ -1573,7 +1575,7 @@ mod tests {
         fn spool_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
             let dir = tempfile::tempdir().unwrap();
             let max = 3000;
-            let mut s = Spool::open(dir.path(), dev(), max).unwrap();
+            let mut s = Spool::open(&dir.path().join("db"), dev(), max).unwrap();
             let mut m = Model { next_seq: 1, max, instance: s.instance(), ..Model::default() };
             for op in ops {
                 match op {
@@ -1592,7 +1594,7 @@ mod tests {
                     }
                     Op::Restart => {
                         drop(s);
-                        s = Spool::open(dir.path(), dev(), max).unwrap();
+                        s = Spool::open(&dir.path().join("db"), dev(), max).unwrap();
                     }
                 }
                 prop_assert_eq!(s.seqs().collect::<Vec<_>>(), m.events.keys().copied().collect::<Vec<_>>());

@@ -257,7 +257,12 @@ mod tests {
 
     fn shared_with(n: usize) -> (Arc<AgentState>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), DeviceId::new("ws-1").unwrap(), 1 << 20).unwrap();
+        let mut spool = Spool::open(
+            &dir.path().join("db"),
+            DeviceId::new("ws-1").unwrap(),
+            1 << 20,
+        )
+        .unwrap();
         for i in 0..n {
             let body = vigia_protocol::EventBody::Reply(vigia_protocol::Reply {
                 incident: i as u64,
