@@ -993,6 +993,8 @@
         control = h("input", { type: "checkbox", name: f.name, id });
       } else if (f.type === "time") {
         control = h("input", Object.assign({ type: "datetime-local" }, attrs));
+      } else if (f.type === "number") {
+        control = h("input", Object.assign({ type: "number", min: "1", step: "1" }, attrs));
       } else if (f.type === "list") {
         control = h("textarea", Object.assign({ rows: 3 }, attrs));
       } else if (f.type === "person" || f.type === "group") {
@@ -1019,7 +1021,7 @@
       }
       const v = el.value.trim();
       if (!v) continue;
-      if (f.type === "level") body[f.name] = Number(v);
+      if (f.type === "level" || f.type === "number") body[f.name] = Number(v);
       else if (f.type === "list") body[f.name] = v.split(/\n|,/).map((x) => x.trim()).filter(Boolean);
       else if (f.type === "time") body[f.name] = new Date(v).getTime();
       else body[f.name] = v;
