@@ -158,7 +158,10 @@ pub fn deliver(
                 workflow::Outgoing::Notify(n) => {
                     info!(incident = n.incident, audience = ?n.audience, text = %n.text,
                         "notification");
-                    feed.publish(FeedEvent::Notification(n.clone()));
+                    feed.publish_about(
+                        FeedEvent::Notification(n.clone()),
+                        d.incident.reserve.clone(),
+                    );
                 }
             }
         }
@@ -278,6 +281,9 @@ pub struct FeedEntry {
     pub at: Instant,
     /// The event.
     pub event: FeedEvent,
+    /// The information classification of the incident a notification is about, for
+    /// the stream to narrow it for each reader (a summary carries its own).
+    pub reserve: Option<workflow::Reserve>,
 }
 
 /// Where a stream starts.
@@ -338,11 +344,17 @@ impl FeedHub {
 
     /// Numbers `event`, keeps it, and sends it to every stream.
     pub fn publish(&self, event: FeedEvent) {
+        self.publish_about(event, None);
+    }
+
+    /// Publishes `event` about a record classified as `reserve`.
+    pub fn publish_about(&self, event: FeedEvent, reserve: Option<workflow::Reserve>) {
         let mut ring = self.ring();
         let entry = Arc::new(FeedEntry {
             id: ring.next,
             at: Instant::now(),
             event,
+            reserve,
         });
         ring.next += 1;
         if ring.recent.len() == FEED_HISTORY {

@@ -15,10 +15,15 @@
 //!   also holds an incident role).
 //!
 //! A token may narrow its account's rights (`read`, `act`) but never widen them.
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::account::{Account, AccountRole};
-use crate::workflow::{Command, Incident, IncidentSummary, Level, Millis};
+use crate::workflow::{
+    hide, hide_summary, hide_text, Command, Incident, IncidentSummary, Level, Millis, Reserve,
+    ReservedField, Secrecy,
+};
 
 /// What a credential allows, within its account's roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,6 +68,9 @@ pub struct Caller {
     pub account: Account,
     /// The credential's scope.
     pub scope: Scope,
+    /// When the request is served (the collector's clock): a reserve that lapsed before
+    /// it no longer hides anything.
+    pub now: Millis,
 }
 
 /// Why a caller may not do something; the code is stable, the text is for people.
@@ -116,9 +124,65 @@ impl Caller {
         .any(|r| self.has(r))
     }
 
-    /// Whether the caller may see `inc`.
+    /// Whether the caller may see `inc`: it reads every incident or the incident is
+    /// addressed to its provider, and it is cleared for the record if it is classified.
     pub fn may_see(&self, inc: &Incident) -> bool {
-        self.reads_all() || self.addressed_to_my_provider(inc)
+        (self.reads_all() || self.addressed_to_my_provider(inc))
+            && self.may_know_of(inc.secrecy(self.now))
+    }
+
+    /// Whether the caller may know that a record of `level` exists: one classified
+    /// beyond its clearance is hidden whole; a reserved one only in its reserved fields.
+    fn may_know_of(&self, level: Secrecy) -> bool {
+        level != Secrecy::Classified || self.cleared_for(level)
+    }
+
+    /// The most restricted information the caller may read.
+    pub fn clearance(&self) -> Secrecy {
+        self.account.clearance()
+    }
+
+    /// Whether the caller may read information of `level`.
+    pub fn cleared_for(&self, level: Secrecy) -> bool {
+        self.clearance() >= level
+    }
+
+    /// The fields `reserve` hides from the caller now, if it hides any.
+    pub fn hidden_by<'r>(
+        &self,
+        reserve: Option<&'r Reserve>,
+    ) -> Option<&'r BTreeSet<ReservedField>> {
+        reserve
+            .filter(|r| !self.cleared_for(r.level_at(self.now)))
+            .map(|r| &r.fields)
+    }
+
+    /// A list entry as the caller may read it: `None` when the record is classified
+    /// beyond its clearance, its reserved fields replaced by a placeholder when it is not
+    /// cleared for them. Lists, the device page and the live feed go through here.
+    pub fn narrow_summary(&self, mut s: IncidentSummary) -> Option<IncidentSummary> {
+        if !self.may_know_of(s.secrecy(self.now)) {
+            return None;
+        }
+        if let Some(fields) = self.hidden_by(s.reserve.as_ref()) {
+            let fields = fields.clone();
+            hide_summary(&mut s, &fields);
+        }
+        Some(s)
+    }
+
+    /// A text about the record (a notification's) as the caller may read it: `None`
+    /// when the record is classified beyond its clearance, the placeholder when the
+    /// reserve covers free text.
+    pub fn narrow_text(&self, reserve: Option<&Reserve>, text: &str) -> Option<String> {
+        if !self.may_know_of(reserve.map_or(Secrecy::Public, |r| r.level_at(self.now))) {
+            return None;
+        }
+        let mut text = text.to_owned();
+        if let Some(fields) = self.hidden_by(reserve) {
+            hide_text(&mut text, fields);
+        }
+        Some(text)
     }
 
     /// Whether `name` is the caller's provider.
@@ -136,14 +200,29 @@ impl Caller {
             .is_some_and(|r| self.is_my_provider(&r.provider))
     }
 
+    /// What of `inc` the caller may read, the one place every output of an incident
+    /// goes through: the fields its reserve covers replaced by a placeholder when the
+    /// caller is not cleared for them, and for a provider's contact only its own
+    /// provider's requests (see [`Self::narrow_provider`]). A cleared member of staff
+    /// reads it as it is.
+    pub fn narrow(&self, inc: Incident) -> Incident {
+        let mut inc = if self.reads_all() {
+            inc
+        } else {
+            self.narrow_provider(inc)
+        };
+        if let Some(fields) = self.hidden_by(inc.reserve.as_ref()) {
+            let fields = fields.clone();
+            hide(&mut inc, &fields);
+        }
+        inc
+    }
+
     /// What of `inc` a provider's contact may read: its own provider's requests, and the
     /// notes and trail of the time each was the incident's latest. Another provider's
     /// requests (and what happened in their time), the user's answers to IT's questions
-    /// and what came before are left out. Staff see everything, so this leaves their view as it is.
-    pub fn narrow(&self, mut inc: Incident) -> Incident {
-        if self.reads_all() {
-            return inc;
-        }
+    /// and what came before are left out.
+    fn narrow_provider(&self, mut inc: Incident) -> Incident {
         // Requests follow one another (only the last can be pending), so the records
         // from one `request_provider` to the next are that request's.
         let mine: Vec<bool> = inc
@@ -219,6 +298,9 @@ impl Caller {
                 "forbidden",
                 format!("incident {} is not addressed to you", inc.number),
             ));
+        }
+        if let Command::Reserve(spec) = command {
+            return self.may_reserve(inc, spec.level);
         }
         if self.has(AccountRole::ServiceDesk) {
             return Ok(());
@@ -303,6 +385,33 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may set the record's information classification to `level`:
+    /// the service desk and admins, cleared both for what the record is now and for
+    /// what it would be (nobody lifts or sets a reserve they could not read).
+    fn may_reserve(&self, inc: &Incident, level: Secrecy) -> Result<(), Denied> {
+        if !self.has(AccountRole::ServiceDesk) && !self.has(AccountRole::Admin) {
+            return Err(Denied::new(
+                "forbidden",
+                "only the service desk and admins set a record's information classification",
+            ));
+        }
+        let now = inc.secrecy(self.now);
+        let needed = now.max(level);
+        if !self.cleared_for(needed) {
+            return Err(Denied::new(
+                "clearance",
+                format!(
+                    "{} is cleared for {} information, and this needs {} ({})",
+                    self.account.login,
+                    self.clearance(),
+                    needed,
+                    needed.spanish()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the caller may manage accounts and other people's tokens.
     pub fn may_admin(&self) -> Result<(), Denied> {
         if self.has(AccountRole::Admin) && self.scope == Scope::Admin {
@@ -340,6 +449,7 @@ mod tests {
         Caller {
             account: a,
             scope: Scope::Admin,
+            now: 0,
         }
     }
 
@@ -388,12 +498,17 @@ mod tests {
             let c = sample(spec.action, 0).unwrap();
             let a = spec.action;
             assert!(viewer.may_act(&mine, &c).is_err(), "viewer {a}");
-            assert!(admin.may_act(&mine, &c).is_err(), "admin alone {a}");
+            // An admin alone sets records' classification and works nothing else.
+            assert_eq!(
+                admin.may_act(&mine, &c).is_ok(),
+                a == "reserve",
+                "admin alone {a}"
+            );
             assert!(desk.may_act(&mine, &c).is_ok(), "desk {a}");
             assert!(desk.may_act(&others, &c).is_ok(), "desk on any {a}");
             // Not addressed to the provider: nothing at all.
             assert!(provider.may_act(&mine, &c).is_err(), "provider {a}");
-            let desk_only = matches!(a, "classify" | "close" | "reopen");
+            let desk_only = matches!(a, "classify" | "close" | "reopen" | "reserve");
             assert_eq!(
                 tech.may_act(&mine, &c).is_ok(),
                 !desk_only,
@@ -591,5 +706,117 @@ mod tests {
         assert!(caller("v", &[AccountRole::Viewer], None, &[])
             .may_admin()
             .is_err());
+    }
+
+    fn reserved(inc: &Incident, level: Secrecy, at: Millis) -> Incident {
+        use crate::workflow::{apply, Input, Person, ReserveSpec, Role};
+        let input = Input::Person {
+            by: Person::new("marta", [Role::ServiceDesk]),
+            command: Command::Reserve(ReserveSpec {
+                level,
+                years: Some(2),
+                from: None,
+                fields: None,
+                justification: "the reporter's health".into(),
+            }),
+        };
+        apply(inc, &input, at, &crate::workflow::Policy::default())
+            .unwrap()
+            .incident
+    }
+
+    #[test]
+    fn clearance_defaults_follow_the_roles_and_an_admin_is_always_cleared() {
+        use AccountRole::*;
+        let of = |roles: &[AccountRole]| caller("x", roles, Some(Level::L2), &[]).clearance();
+        assert_eq!(of(&[Viewer]), Secrecy::Public);
+        assert_eq!(of(&[Technician]), Secrecy::Public);
+        assert_eq!(of(&[Provider]), Secrecy::Public);
+        assert_eq!(of(&[ServiceDesk]), Secrecy::Reserved);
+        assert_eq!(of(&[Admin]), Secrecy::Classified);
+        let mut tech = caller("t", &[Technician], Some(Level::L2), &[]);
+        tech.account.clearance = Some(Secrecy::Classified);
+        assert_eq!(tech.clearance(), Secrecy::Classified);
+        let mut admin = caller("r", &[Admin, ServiceDesk], None, &[]);
+        admin.account.clearance = Some(Secrecy::Public);
+        assert_eq!(admin.clearance(), Secrecy::Classified);
+    }
+
+    #[test]
+    fn only_the_cleared_service_desk_and_admins_set_a_records_classification() {
+        use crate::workflow::ReserveSpec;
+        use AccountRole::*;
+        let inc = incident(Level::L2, None, None);
+        let ask = |level| {
+            Command::Reserve(ReserveSpec {
+                level,
+                years: Some(1),
+                from: None,
+                fields: None,
+                justification: "x".into(),
+            })
+        };
+        let tech = caller("tomas", &[Technician], Some(Level::L2), &[]);
+        let viewer = caller("vera", &[Viewer], None, &[]);
+        let desk = caller("marta", &[ServiceDesk], None, &[]);
+        let admin = caller("root", &[Admin], None, &[]);
+        assert_eq!(
+            tech.may_act(&inc, &ask(Secrecy::Reserved))
+                .unwrap_err()
+                .code,
+            "forbidden"
+        );
+        assert!(viewer.may_act(&inc, &ask(Secrecy::Reserved)).is_err());
+        desk.may_act(&inc, &ask(Secrecy::Reserved)).unwrap();
+        // The desk is cleared for reserved, not classified: it may not classify.
+        assert_eq!(
+            desk.may_act(&inc, &ask(Secrecy::Classified))
+                .unwrap_err()
+                .code,
+            "clearance"
+        );
+        admin.may_act(&inc, &ask(Secrecy::Classified)).unwrap();
+        // Nor lift a classification it could not read.
+        let secret = reserved(&inc, Secrecy::Classified, 1);
+        assert!(desk.may_act(&secret, &ask(Secrecy::Public)).is_err());
+        admin.may_act(&secret, &ask(Secrecy::Public)).unwrap();
+    }
+
+    #[test]
+    fn a_reserved_record_is_hidden_from_whom_is_not_cleared_until_it_lapses() {
+        use crate::workflow::{IncidentSummary, Policy, RESERVED};
+        use AccountRole::*;
+        let mut inc = incident(Level::L2, None, None);
+        inc.notes.push(crate::workflow::Note {
+            at: 0,
+            author: "marta".into(),
+            text: "a private matter".into(),
+        });
+        let inc = reserved(&inc, Secrecy::Reserved, 1);
+        let until = inc.reserve.as_ref().unwrap().until;
+        let mut tech = caller("tomas", &[Technician], Some(Level::L2), &[]);
+        let desk = caller("marta", &[ServiceDesk], None, &[]);
+        assert!(tech.may_see(&inc));
+        let seen = tech.narrow(inc.clone());
+        assert_eq!(seen.notes[0].text, RESERVED);
+        let s = tech
+            .narrow_summary(IncidentSummary::of(&inc, &Policy::default()))
+            .unwrap();
+        assert_eq!((s.title.as_str(), s.subject.as_str()), (RESERVED, RESERVED));
+        assert_eq!(desk.narrow(inc.clone()), inc);
+        // From the day it lapses the record is public to everyone.
+        tech.now = until;
+        assert_eq!(tech.narrow(inc.clone()), inc);
+        // Classified: not there at all for the uncleared, whole for the cleared.
+        let secret = reserved(&inc, Secrecy::Classified, 2);
+        tech.now = 3;
+        assert!(!tech.may_see(&secret));
+        assert!(!desk.may_see(&secret));
+        let summary = IncidentSummary::of(&secret, &Policy::default());
+        assert!(tech.narrow_summary(summary.clone()).is_none());
+        assert_eq!(tech.narrow_text(secret.reserve.as_ref(), "x"), None);
+        let admin = caller("root", &[Admin], None, &[]);
+        assert!(admin.may_see(&secret));
+        assert_eq!(admin.narrow_summary(summary.clone()), Some(summary));
     }
 }

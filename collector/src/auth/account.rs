@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vigia_protocol::Millis;
 
-use crate::workflow::{Level, Person, Role};
+use crate::workflow::{Level, Person, Role, Secrecy};
 
 /// The longest login accepted.
 pub const MAX_LOGIN: usize = 64;
@@ -115,6 +115,10 @@ pub struct Account {
     /// the current generation stop working.
     #[serde(default)]
     pub generation: u64,
+    /// The most restricted information it may read (public, reserved, classified);
+    /// `None` takes its roles' default ([`Account::clearance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearance: Option<Secrecy>,
 }
 
 impl fmt::Debug for Account {
@@ -126,6 +130,7 @@ impl fmt::Debug for Account {
             .field("groups", &self.groups)
             .field("provider", &self.provider)
             .field("disabled", &self.disabled)
+            .field("clearance", &self.clearance)
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +212,32 @@ impl Account {
             time_zone: None,
             created_at: now,
             generation: 0,
+            clearance: None,
         }
+    }
+
+    /// The default clearance of `roles`: an admin is cleared for classified records (it
+    /// sets every account's clearance, its own included, so less would protect nothing);
+    /// the service desk, which sets records' classification, for reserved ones; everyone
+    /// else reads public information only.
+    pub fn default_clearance(roles: &BTreeSet<AccountRole>) -> Secrecy {
+        if roles.contains(&AccountRole::Admin) {
+            Secrecy::Classified
+        } else if roles.contains(&AccountRole::ServiceDesk) {
+            Secrecy::Reserved
+        } else {
+            Secrecy::Public
+        }
+    }
+
+    /// The most restricted information the account may read: the one set on it, else its
+    /// roles' default; an admin is always cleared for everything.
+    pub fn clearance(&self) -> Secrecy {
+        let default = Self::default_clearance(&self.roles);
+        if self.has(AccountRole::Admin) {
+            return default;
+        }
+        self.clearance.unwrap_or(default)
     }
 
     /// Checks the fields together.

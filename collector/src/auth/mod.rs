@@ -249,6 +249,7 @@ impl Auth {
             Caller {
                 account,
                 scope: Scope::Admin,
+                now,
             },
             s,
         )))
@@ -275,7 +276,15 @@ impl Auth {
             return Ok(None);
         };
         let scope = rec.scope;
-        Ok(Some((Caller { account, scope }, rec)))
+        let now = self.clock.now();
+        Ok(Some((
+            Caller {
+                account,
+                scope,
+                now,
+            },
+            rec,
+        )))
     }
 
     /// Issues a token for `account`; returns the record and the secret (shown once).

@@ -447,6 +447,11 @@ enum UserCmd {
         /// For a provider's contact: the provider it speaks for.
         #[arg(long)]
         provider: Option<String>,
+        /// The most restricted information it may read: public, reserved (reservada) or
+        /// classified (clasificada). Default: classified for an admin, reserved for the
+        /// service desk, public for everyone else.
+        #[arg(long)]
+        clearance: Option<String>,
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -476,7 +481,8 @@ enum UserCmd {
         /// The account.
         login: String,
     },
-    /// Change roles, level, groups or name.
+    /// Change roles, level, groups, name or clearance.
+    #[command(alias = "update")]
     Set {
         /// The account.
         login: String,
@@ -495,6 +501,10 @@ enum UserCmd {
         /// Set the name.
         #[arg(long)]
         name: Option<String>,
+        /// Set the clearance: public, reserved (reservada), classified (clasificada), or
+        /// default (back to its roles' default). An admin is always cleared for all.
+        #[arg(long)]
+        clearance: Option<String>,
     },
 }
 
@@ -623,6 +633,34 @@ enum IncidentCmd {
         number: u64,
         /// The note.
         text: String,
+        #[command(flatten)]
+        out: OutputFormat,
+    },
+    /// Set the record's information classification: public (sin reserva), reserved
+    /// (reservada: the reserved fields are hidden from accounts without clearance) or
+    /// classified (clasificada: the record is hidden whole), for a number of years, with
+    /// the justification. Service desk and admins only; recorded in the audit trail.
+    Reserve {
+        /// The incident.
+        number: u64,
+        /// public, reserved or classified (or reservada, clasificada, sin reserva).
+        #[arg(long)]
+        level: String,
+        /// How many years it lasts (reserved and classified).
+        #[arg(long)]
+        years: Option<u32>,
+        /// From when the years count (a date or RFC 3339 instant); the incident's
+        /// registration by default.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only these fields are reserved (repeat; partial disclosure, divulgación
+        /// parcial): description, reporter, conversation, notes, solution,
+        /// provider_report, device. All of them by default.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Why it is reserved or classified (justificación), or why it is lifted.
+        #[arg(long)]
+        why: String,
         #[command(flatten)]
         out: OutputFormat,
     },
@@ -1580,6 +1618,34 @@ fn command_of(cmd: &IncidentCmd) -> anyhow::Result<(u64, WfCommand, OutputFormat
         }
         IncidentCmd::Note { number, text, out } => {
             (*number, WfCommand::Note { text: text.clone() }, *out)
+        }
+        IncidentCmd::Reserve {
+            number,
+            level,
+            years,
+            from,
+            fields,
+            why,
+            out,
+        } => {
+            let fields = fields
+                .iter()
+                .flat_map(|f| f.split(','))
+                .map(|f| f.parse::<crate::workflow::ReservedField>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("--field: {e}"))?;
+            let from = from
+                .as_deref()
+                .map(|f| parse_instant(f).map_err(|e| anyhow!("--from {e}")))
+                .transpose()?;
+            let c = WfCommand::Reserve(crate::workflow::ReserveSpec {
+                level: level.parse().map_err(|e| anyhow!("--level: {e}"))?,
+                years: *years,
+                from,
+                fields: (!fields.is_empty()).then_some(fields),
+                justification: why.clone(),
+            });
+            (*number, c, *out)
         }
         IncidentCmd::RequestInfo {
             number,

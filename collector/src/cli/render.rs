@@ -146,6 +146,57 @@ pub(super) fn when(v: &Value) -> String {
     v.as_u64().map_or_else(|| "-".into(), workflow::rfc3339)
 }
 
+/// The record's information classification, in the procedures' words, and what of it
+/// the server hid from this reader.
+fn reserve_text(v: &Value) -> String {
+    let r = &v["reserve"];
+    let mut out = match r["level"].as_str() {
+        Some(level) => {
+            let spanish = match level {
+                "reserved" => "reservada",
+                "classified" => "clasificada",
+                _ => "",
+            };
+            let fields: Vec<&str> = r["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let lapsed = v["information"] == "public";
+            format!(
+                "information: {level} ({spanish}){} for {} year(s) from {} until {}{}; set by {}: {}\n",
+                if r["partial"] == true {
+                    format!(", partial: {}", fields.join(", "))
+                } else {
+                    String::new()
+                },
+                r["years"],
+                when(&r["since"]),
+                when(&r["until"]),
+                if lapsed { " (lapsed: public now)" } else { "" },
+                r["by"].as_str().unwrap_or("-"),
+                r["justification"].as_str().unwrap_or(""),
+            )
+        }
+        None => "information: public (sin reserva)\n".to_owned(),
+    };
+    let hidden: Vec<&str> = v["hidden"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !hidden.is_empty() {
+        out.push_str(&format!(
+            "reserved, not shown to you: {} (they read {})\n",
+            hidden.join(", "),
+            workflow::RESERVED
+        ));
+    }
+    out
+}
+
 pub(super) fn incident_text(v: &Value) -> String {
     let s = |k: &str| match &v[k] {
         Value::String(x) => x.clone(),
@@ -206,6 +257,7 @@ pub(super) fn incident_text(v: &Value) -> String {
         when(&v["opened_at"]),
         when(&v["next_deadline"])
     ));
+    out.push_str(&reserve_text(v));
     if let Some(sol) = v["solution"].as_str() {
         out.push_str(&format!("solution: {sol}\n"));
     }

@@ -107,6 +107,17 @@ fn roles(names: &[String]) -> anyhow::Result<Vec<AccountRole>> {
         .collect()
 }
 
+/// `--clearance`'s value: a level's name (English or Spanish), or `default` (null).
+fn clearance_value(s: &str) -> anyhow::Result<Value> {
+    if s.trim() == "default" {
+        return Ok(Value::Null);
+    }
+    let level: crate::workflow::Secrecy = s
+        .parse()
+        .map_err(|e| anyhow!("--clearance: {e}, or default"))?;
+    Ok(json!(level))
+}
+
 fn print_account(v: &Value) {
     let list = |k: &str| {
         v[k].as_array()
@@ -119,11 +130,12 @@ fn print_account(v: &Value) {
             .unwrap_or_default()
     };
     super::render::out(&format!(
-        "{:<16} {:<28} {:<6} {:<24} {}\n",
+        "{:<16} {:<28} {:<6} {:<24} {:<10} {}\n",
         v["login"].as_str().unwrap_or("?"),
         list("roles"),
         v["level"].as_u64().map_or("-".into(), |l| l.to_string()),
         list("groups"),
+        v["clearance"].as_str().unwrap_or("?"),
         if v["disabled"].as_bool() == Some(true) {
             "disabled"
         } else {
@@ -142,16 +154,18 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             groups,
             name,
             provider,
+            clearance,
             password_stdin,
         } => {
             let password = given_password(*password_stdin)?;
-            let v = api.post(
-                "/api/users",
-                &json!({
-                    "login": login, "roles": roles(r)?, "level": level, "groups": groups,
-                    "name": name, "provider": provider, "password": password,
-                }),
-            )?;
+            let mut body = json!({
+                "login": login, "roles": roles(r)?, "level": level, "groups": groups,
+                "name": name, "provider": provider, "password": password,
+            });
+            if let Some(c) = clearance {
+                body["clearance"] = clearance_value(c)?;
+            }
+            let v = api.post("/api/users", &body)?;
             println!("added {login}");
             if let Some(p) = v["password"].as_str() {
                 println!("password (shown once): {p}");
@@ -163,8 +177,8 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<16} {:<28} {:<6} {:<24}",
-                    "LOGIN", "ROLES", "LEVEL", "GROUPS"
+                    "{:<16} {:<28} {:<6} {:<24} {:<10}",
+                    "LOGIN", "ROLES", "LEVEL", "GROUPS", "CLEARANCE"
                 );
                 for a in v.as_array().into_iter().flatten() {
                     print_account(a);
@@ -202,6 +216,7 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             add_groups,
             remove_groups,
             name,
+            clearance,
         } => {
             let mut body = json!({ "add_groups": add_groups, "remove_groups": remove_groups });
             if !r.is_empty() {
@@ -212,6 +227,9 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             }
             if let Some(n) = name {
                 body["name"] = json!(n);
+            }
+            if let Some(c) = clearance {
+                body["clearance"] = clearance_value(c)?;
             }
             let v = api.send("PATCH", &format!("/api/users/{login}"), Some(&body))?;
             print_account(&v);

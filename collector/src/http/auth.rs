@@ -38,7 +38,7 @@ use crate::auth::{
 };
 use crate::config::WebSettings;
 use crate::metrics::Login;
-use crate::workflow::Level;
+use crate::workflow::{Level, Secrecy};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "vigia_session";
@@ -289,6 +289,10 @@ pub struct AccountView {
     pub disabled: bool,
     /// Whether a password is set.
     pub has_password: bool,
+    /// The most restricted information it reads now (public, reserved, classified).
+    pub clearance: Secrecy,
+    /// Whether that clearance was set on the account rather than taken from its roles.
+    pub clearance_set: bool,
 }
 
 impl From<&Account> for AccountView {
@@ -304,6 +308,8 @@ impl From<&Account> for AccountView {
             time_zone: a.time_zone.clone(),
             disabled: a.disabled,
             has_password: !a.password.is_empty(),
+            clearance: a.clearance(),
+            clearance_set: a.clearance.is_some(),
         }
     }
 }
@@ -398,6 +404,7 @@ pub(super) async fn login(
     let caller = Caller {
         account: new.account.clone(),
         scope: Scope::Admin,
+        now: st.clock.now(),
     };
     let max_age = new.record.expires_at.saturating_sub(new.record.created_at) / 1000;
     let mut resp = Json(session_view(&caller, Some(new.record.csrf.clone()))).into_response();
@@ -475,6 +482,7 @@ pub(super) async fn preferences(
     let caller = Caller {
         account,
         scope: a.caller.scope,
+        now: a.caller.now,
     };
     Ok(Json(session_view(&caller, csrf)))
 }
@@ -535,6 +543,7 @@ pub(super) async fn change_password(
     let caller = Caller {
         account: new.account.clone(),
         scope: Scope::Admin,
+        now: st.clock.now(),
     };
     let max_age = new.record.expires_at.saturating_sub(new.record.created_at) / 1000;
     let mut resp = Json(session_view(&caller, Some(new.record.csrf.clone()))).into_response();
@@ -757,6 +766,9 @@ pub(super) struct AccountChange {
     remove_groups: Vec<String>,
     #[serde(default, with = "double_option")]
     provider: Option<Option<String>>,
+    /// `null` goes back to the roles' default.
+    #[serde(default, with = "double_option")]
+    clearance: Option<Option<Secrecy>>,
     #[serde(default)]
     disabled: Option<bool>,
     /// A password to set; `""` on creation generates one and returns it.
@@ -806,6 +818,9 @@ fn apply_change(acc: &mut Account, c: &AccountChange) -> Result<Option<String>, 
     }
     if let Some(p) = &c.provider {
         acc.provider = p.as_ref().map(|p| p.trim().to_owned());
+    }
+    if let Some(cl) = c.clearance {
+        acc.clearance = cl;
     }
     if let Some(d) = c.disabled {
         if d && !acc.disabled {

@@ -63,6 +63,23 @@ pub struct DeviceSummary {
 }
 
 impl DeviceSummary {
+    /// Its inventory (host name, OS, kernel, CPU, RAM, model) as placeholders: what an
+    /// incident whose device fields are reserved shows a reader without clearance.
+    pub fn hide_inventory(&mut self) {
+        for f in [
+            &mut self.hostname,
+            &mut self.os,
+            &mut self.kernel,
+            &mut self.cpu_model,
+            &mut self.model,
+        ] {
+            if f.is_some() {
+                *f = Some(crate::workflow::RESERVED.to_owned());
+            }
+        }
+        self.ram_bytes = None;
+    }
+
     /// The summary of `r` at `now` (the warranty's standing depends on the day).
     pub fn at(r: &DeviceRecord, now: Millis) -> Self {
         let mut s = Self::from(r);
@@ -108,14 +125,20 @@ pub(super) async fn list(
     reads_all(&a.caller)?;
     let store = st.store.clone();
     let now = st.clock.now();
+    let caller = a.caller;
     let list = blocking(move || {
-        // One pass over the open incidents (bounded by what is open, not by history).
+        // One pass over the open incidents (bounded by what is open, not by history);
+        // a classified one the caller may not see is not counted either.
         let mut open: HashMap<DeviceId, u64> = HashMap::new();
-        for s in store.incidents(&IncidentFilter {
-            state: Some(StateFilter::Open),
-            limit: Some(MAX_SCAN),
-            ..Default::default()
-        })? {
+        for s in store
+            .incidents(&IncidentFilter {
+                state: Some(StateFilter::Open),
+                limit: Some(MAX_SCAN),
+                ..Default::default()
+            })?
+            .into_iter()
+            .filter_map(|s| caller.narrow_summary(s))
+        {
             *open.entry(s.device).or_default() += 1;
         }
         Ok(store
@@ -195,11 +218,16 @@ pub(super) async fn show(
     let Some(record) = st.store.device(&device)? else {
         return Err(not_found(format!("no device {device}")));
     };
-    let incidents = st.store.incidents(&IncidentFilter {
-        device: Some(device),
-        limit: Some(DEFAULT_LIMIT),
-        ..Default::default()
-    })?;
+    let incidents = st
+        .store
+        .incidents(&IncidentFilter {
+            device: Some(device),
+            limit: Some(DEFAULT_LIMIT),
+            ..Default::default()
+        })?
+        .into_iter()
+        .filter_map(|s| a.caller.narrow_summary(s))
+        .collect();
     let now = st.clock.now();
     Ok(Json(DeviceDetail {
         online: record.online(),

@@ -29,9 +29,14 @@ pub struct ExportQuery {
 pub(super) async fn archive(State(st): State<HttpState>, a: Authed) -> Result<Response, ApiError> {
     super::incidents::reads_all(&a.caller)?;
     let archive = crate::retention::Archive::new(&st.data_dir);
+    let caller = a.caller;
     let text = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for inc in archive.read()? {
+            if !caller.may_see(&inc) {
+                continue;
+            }
+            let inc = caller.narrow(inc);
             serde_json::to_writer(&mut out, &inc).map_err(|e| {
                 crate::retention::RetentionError::Archive {
                     path: archive.dir().to_path_buf(),
@@ -75,9 +80,13 @@ pub(super) async fn export(
         }
     };
     let store = st.store.clone();
+    // Each incident as the caller may read it: classified ones beyond its clearance left
+    // out, reserved fields as placeholders.
+    let caller = a.caller;
+    let view = move |inc: workflow::Incident| caller.may_see(&inc).then(|| caller.narrow(inc));
     let text = match q.record.as_deref().unwrap_or("services") {
         "services" => {
-            let rows = tokio::task::spawn_blocking(move || store.export(&period))
+            let rows = tokio::task::spawn_blocking(move || store.export(&period, &view))
                 .await
                 .map_err(task_failed)??;
             if json {
@@ -87,7 +96,7 @@ pub(super) async fn export(
             }
         }
         "verifications" => {
-            let rows = tokio::task::spawn_blocking(move || store.verifications(&period))
+            let rows = tokio::task::spawn_blocking(move || store.verifications(&period, &view))
                 .await
                 .map_err(task_failed)??;
             if json {

@@ -20,8 +20,8 @@ use tokio::sync::broadcast;
 
 use super::auth::Authed;
 use super::state::{ApiError, HttpState};
-use crate::auth::Denied;
-use crate::outbox::{FeedEntry, FeedHub, Resume};
+use crate::auth::{Caller, Denied};
+use crate::outbox::{FeedEntry, FeedEvent, FeedHub, Resume};
 
 /// Query of `GET /api/feed`.
 #[derive(Debug, Deserialize)]
@@ -31,11 +31,32 @@ pub struct FeedQuery {
     pub since: Option<String>,
 }
 
-fn encode(hub: &FeedHub, e: &FeedEntry) -> SseEvent {
+/// The event as `caller` may read it (see `Caller::narrow_summary`): `None` for one about
+/// a record classified beyond its clearance.
+fn view(caller: &Caller, e: &FeedEntry) -> Option<FeedEvent> {
+    Some(match &e.event {
+        FeedEvent::Incident { opened, incident } => FeedEvent::Incident {
+            opened: *opened,
+            incident: caller.narrow_summary(incident.clone())?,
+        },
+        FeedEvent::Notification(n) => {
+            let mut n = n.clone();
+            n.text = caller.narrow_text(e.reserve.as_ref(), &n.text)?;
+            FeedEvent::Notification(n)
+        }
+        other => other.clone(),
+    })
+}
+
+fn encode(hub: &FeedHub, caller: &Caller, e: &FeedEntry) -> SseEvent {
+    let Some(event) = view(caller, e) else {
+        // Keeps the stream's numbering without saying anything of the record.
+        return SseEvent::default().id(hub.id_of(e.id)).comment("");
+    };
     match SseEvent::default()
         .id(hub.id_of(e.id))
-        .event(e.event.name())
-        .json_data(&e.event)
+        .event(event.name())
+        .json_data(&event)
     {
         Ok(ev) => ev,
         Err(err) => SseEvent::default().comment(format!("unencodable event: {err}")),
@@ -71,7 +92,10 @@ pub(super) async fn stream(
                 .event("ready")
                 .data("{}")]
         }
-        Resume::Replay(missed) => missed.iter().map(|e| encode(&hub, e)).collect(),
+        Resume::Replay(missed) => missed
+            .iter()
+            .map(|e| encode(&hub, &authed.caller, e))
+            .collect(),
         Resume::Reset => vec![SseEvent::default()
             .id(hub.id_of(newest))
             .event("reset")
@@ -83,6 +107,7 @@ pub(super) async fn stream(
         rx: broadcast::Receiver<Arc<FeedEntry>>,
         stopping: tokio::sync::watch::Receiver<bool>,
         hub: FeedHub,
+        caller: Caller,
         metrics: Arc<crate::metrics::Metrics>,
         _live: crate::metrics::LiveClientOwned,
     }
@@ -90,6 +115,7 @@ pub(super) async fn stream(
         rx,
         stopping: st.stopping.clone(),
         hub,
+        caller: authed.caller.clone(),
         metrics,
         _live: live,
     };
@@ -103,7 +129,7 @@ pub(super) async fn stream(
         };
         let sse = match got {
             Ok(entry) => {
-                let ev = encode(&f.hub, &entry);
+                let ev = encode(&f.hub, &f.caller, &entry);
                 f.metrics.feed_latency(entry.at.elapsed());
                 ev
             }

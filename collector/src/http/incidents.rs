@@ -22,8 +22,8 @@ use crate::outbox::deliver;
 use crate::store::{IncidentFilter, SharedStore, StateFilter};
 use crate::workflow::actions::{available, ActionSpec};
 use crate::workflow::{
-    self, Command, Decision, Incident, IncidentSummary, Level, Policy, Priority, SlaStatus,
-    State as WfState,
+    self, Command, Decision, Incident, IncidentSummary, Level, Policy, Priority, ReservedField,
+    SlaStatus, State as WfState,
 };
 
 /// The most summaries one list request reads to apply the filters the indexes do not
@@ -221,7 +221,11 @@ fn select(
 ) -> Result<Vec<IncidentSummary>, ApiError> {
     let providers_view = !caller.reads_all();
     if narrow.is_empty() && !providers_view {
-        return Ok(store.incidents(&filter)?);
+        let page = store.incidents(&filter)?;
+        return Ok(page
+            .into_iter()
+            .filter_map(|s| caller.narrow_summary(s))
+            .collect());
     }
     // A provider's contact sees only what is addressed to it, among open incidents.
     if providers_view && filter.state.is_none() {
@@ -241,6 +245,10 @@ fn select(
         scanned += chunk.len();
         let last = chunk.len() < CHUNK;
         for s in chunk {
+            // Filters match what the caller may read, never a reserved field's text.
+            let Some(s) = caller.narrow_summary(s) else {
+                continue;
+            };
             if !narrow.keeps(&s, caller) {
                 continue;
             }
@@ -360,6 +368,12 @@ pub struct IncidentDetail {
     /// What was sent to whom about it and when, or is still being tried (staff only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<crate::notify::NotifyEntry>,
+    /// The fields its information classification hides from this caller (they read
+    /// as `[reserved]`); empty when the caller reads it all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<ReservedField>,
+    /// Its information classification now: public once a reserve has lapsed.
+    pub information: workflow::Secrecy,
 }
 
 impl IncidentDetail {
@@ -374,15 +388,26 @@ impl IncidentDetail {
         policy: &Policy,
         caller: Option<&Caller>,
         now: Millis,
-        device_info: Option<DeviceSummary>,
+        mut device_info: Option<DeviceSummary>,
     ) -> Self {
-        let s = IncidentSummary::of(&incident, policy);
+        let hidden = caller
+            .and_then(|c| c.hidden_by(incident.reserve.as_ref()))
+            .cloned()
+            .unwrap_or_default();
+        let mut s = IncidentSummary::of(&incident, policy);
+        workflow::hide_summary(&mut s, &hidden);
+        if hidden.contains(&ReservedField::Device) {
+            if let Some(d) = &mut device_info {
+                d.hide_inventory();
+            }
+        }
         let allowed = caller.map_or_else(Vec::new, |c| {
             available(&incident, &c.account.person(), now, policy, |cmd| {
                 c.may_act(&incident, cmd).is_ok()
             })
         });
         let sla_status = workflow::sla_status(&incident, now, policy);
+        let information = incident.secrecy(now);
         let incident = match caller {
             Some(c) => c.narrow(incident),
             None => incident,
@@ -401,6 +426,8 @@ impl IncidentDetail {
             next_deadline: s.next_deadline,
             incident,
             notifications: Vec::new(),
+            hidden: hidden.into_iter().collect(),
+            information,
         }
     }
 }
@@ -424,9 +451,24 @@ fn detail(st: &HttpState, caller: &Caller, n: u64) -> Result<IncidentDetail, Api
         .device(&inc.device)?
         .as_ref()
         .map(|r| DeviceSummary::at(r, st.clock.now()));
+    let reserve = inc.reserve.clone();
     let mut d = IncidentDetail::for_caller(inc, &st.policy, Some(caller), st.clock.now(), device);
     if caller.reads_all() {
-        d.notifications = st.store.notifications_of(n)?;
+        d.notifications = st
+            .store
+            .notifications_of(n)?
+            .into_iter()
+            .filter_map(|mut e| {
+                e.text = caller.narrow_text(reserve.as_ref(), &e.text)?;
+                if caller
+                    .hidden_by(reserve.as_ref())
+                    .is_some_and(|f| f.contains(&ReservedField::Description))
+                {
+                    e.title = workflow::RESERVED.to_owned();
+                }
+                Some(e)
+            })
+            .collect();
     }
     Ok(d)
 }
@@ -751,6 +793,7 @@ mod tests {
         let tomas = Caller {
             account,
             scope: crate::auth::Scope::Act,
+            now: 0,
         };
         let q = |f: &dyn Fn(&mut IncidentQuery)| {
             let mut q = IncidentQuery::empty();

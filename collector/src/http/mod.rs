@@ -202,6 +202,7 @@ async fn metrics(State(st): State<HttpState>) -> Result<Response, ApiError> {
     let store = st.store.clone();
     let (counts, devices, outbox) = state::blocking(move || {
         Ok((
+            // Not shown: counts by state only, no record.
             store.incident_counts().ok(),
             store.devices().ok(),
             store.outbox_len() as u64,
@@ -252,4 +253,64 @@ async fn notify_test(
 struct NotifyTest {
     channel: crate::notify::Channel,
     to: String,
+}
+
+#[cfg(test)]
+mod narrowing_tests {
+    /// The HTTP layer's sources, every file that could answer with incidents.
+    const SOURCES: [(&str, &str); 9] = [
+        ("auth.rs", include_str!("auth.rs")),
+        ("devices.rs", include_str!("devices.rs")),
+        ("export.rs", include_str!("export.rs")),
+        ("feed.rs", include_str!("feed.rs")),
+        ("incidents.rs", include_str!("incidents.rs")),
+        ("mod.rs", include_str!("mod.rs")),
+        ("providers.rs", include_str!("providers.rs")),
+        ("requests.rs", include_str!("requests.rs")),
+        ("state.rs", include_str!("state.rs")),
+    ];
+
+    /// The store's reads of incidents (whole, summaries, rows, the archive, their
+    /// notifications).
+    const READS: [&str; 7] = [
+        ".incident(",
+        ".incidents(",
+        ".export(",
+        ".verifications(",
+        "archive.read(",
+        ".notifications_of(",
+        ".incident_counts(",
+    ];
+
+    /// What a read must be followed by (within a few lines) or preceded by: the caller's
+    /// narrowing (`Caller::narrow`, `narrow_summary`, `narrow_text`), its visibility check
+    /// (`may_see`), the export's view built from them, or a comment saying it is not shown.
+    const NARROWED: [&str; 4] = ["narrow", "may_see", "&view", "Not shown:"];
+
+    /// A tripwire for information classification: every place the HTTP layer reads
+    /// incidents goes through the caller's narrowing, so no new answer can forget to
+    /// hide reserved fields or classified records. A new read without it fails here,
+    /// naming its file and line.
+    #[test]
+    fn every_read_of_incidents_goes_through_the_callers_narrowing() {
+        let mut reads = 0;
+        for (file, text) in SOURCES {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            let lines: Vec<&str> = code.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim_start().starts_with("//") || !READS.iter().any(|r| line.contains(r)) {
+                    continue;
+                }
+                reads += 1;
+                let near = lines[i.saturating_sub(3)..(i + 12).min(lines.len())].join("\n");
+                assert!(
+                    NARROWED.iter().any(|m| near.contains(m)),
+                    "http/{file}:{}: a read of incidents that no narrowing follows: {}",
+                    i + 1,
+                    line.trim()
+                );
+            }
+        }
+        assert!(reads >= 15, "the scan lost the reads it looks for: {reads}");
+    }
 }

@@ -145,6 +145,8 @@ pub(super) async fn add_minutes(
 /// What to tell someone whose provider request named no provider on incident `n`: the
 /// providers with a contract in force that cover its kind of asset.
 pub(super) fn contract_hint(st: &HttpState, n: u64) -> Result<String, ApiError> {
+    // Not shown: only the registry's names leave, and only after the caller's action on
+    // this incident was authorised.
     let Some(inc) = st.store.incident(n)? else {
         return Ok(String::new());
     };

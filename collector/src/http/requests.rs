@@ -124,11 +124,13 @@ pub(super) async fn create(
         ));
     }
     let first = numbers[0];
-    let st2 = st.clone();
+    let (st2, c) = (st.clone(), a.caller.clone());
     let rank = blocking(move || {
         Ok::<_, ApiError>(
             st2.store
                 .incident(first)?
+                // Nothing of an incident the caller may not see, not even its count.
+                .filter(|i| c.may_see(i))
                 .map_or(0, |i| i.provider_requests.len()),
         )
     })

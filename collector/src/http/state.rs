@@ -107,9 +107,9 @@ impl From<StoreError> for ApiError {
                 | WorkflowError::WrongSubject { .. }
                 | WorkflowError::ReopenWindowPassed { .. } => (StatusCode::CONFLICT, "conflict"),
                 WorkflowError::NotServiceDesk { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-                WorkflowError::Empty { .. } | WorkflowError::Provider { .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
-                }
+                WorkflowError::Empty { .. }
+                | WorkflowError::Provider { .. }
+                | WorkflowError::Reserve { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             },
             _ => {
                 warn!(error = %e, "store failed");

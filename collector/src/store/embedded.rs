@@ -48,8 +48,8 @@ use super::keys::{
     NEXT_NOTIFY,
 };
 use super::{
-    device_context, DeviceRecord, EventOutcome, IncidentFilter, OutboxEntry, StateFilter,
-    StatusOutcome, Store, StoreError, StoredEvent, WarrantyRecord,
+    device_context, DeviceRecord, EventOutcome, ExportView, IncidentFilter, OutboxEntry,
+    StateFilter, StatusOutcome, Store, StoreError, StoredEvent, WarrantyRecord,
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::notify::NotifyEntry;
@@ -932,7 +932,7 @@ impl Handles {
         Ok(out)
     }
 
-    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
+    fn export(&self, period: &Period, view: &ExportView<'_>) -> Result<Vec<ExportRow>, StoreError> {
         // From the time index: only the period is read.
         // A bare `T time` sorts before every key of that millisecond.
         let from = [&b"T"[..], &period.from.unwrap_or(0).to_be_bytes()].concat();
@@ -943,14 +943,18 @@ impl Handles {
         let mut incidents = Vec::new();
         for kv in self.idx.range(from..to) {
             let (k, _) = kv?;
-            if let Some(i) = self.head(idx_number(&k)?)? {
+            if let Some(i) = self.head(idx_number(&k)?)?.and_then(view) {
                 incidents.push(i);
             }
         }
         Ok(workflow::rows(&incidents, period))
     }
 
-    fn verifications(&self, period: &Period) -> Result<Vec<workflow::VerificationRow>, StoreError> {
+    fn verifications(
+        &self,
+        period: &Period,
+        view: &ExportView<'_>,
+    ) -> Result<Vec<workflow::VerificationRow>, StoreError> {
         // A service is verified after its incident was opened: every incident opened
         // before the period's end may have one in it.
         let to = match period.to {
@@ -962,7 +966,9 @@ impl Handles {
             let (k, _) = kv?;
             if let Some(i) = self.head(idx_number(&k)?)? {
                 if !i.provider_requests.is_empty() {
-                    incidents.push(i);
+                    if let Some(i) = view(i) {
+                        incidents.push(i);
+                    }
                 }
             }
         }
@@ -1575,12 +1581,16 @@ impl Store for SledStore {
         self.with(|h| h.incident_counts())
     }
 
-    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError> {
-        self.with(|h| h.export(period))
+    fn export(&self, period: &Period, view: &ExportView<'_>) -> Result<Vec<ExportRow>, StoreError> {
+        self.with(|h| h.export(period, view))
     }
 
-    fn verifications(&self, period: &Period) -> Result<Vec<workflow::VerificationRow>, StoreError> {
-        self.with(|h| h.verifications(period))
+    fn verifications(
+        &self,
+        period: &Period,
+        view: &ExportView<'_>,
+    ) -> Result<Vec<workflow::VerificationRow>, StoreError> {
+        self.with(|h| h.verifications(period, view))
     }
 
     fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
@@ -2537,13 +2547,19 @@ mod tests {
             .unwrap();
         assert_eq!(numbers(&page2), vec![2]);
         let rows = s
-            .export(&Period {
-                from: Some(T0 + MINUTE),
-                to: Some(T0 + 2 * MINUTE),
-            })
+            .export(
+                &Period {
+                    from: Some(T0 + MINUTE),
+                    to: Some(T0 + 2 * MINUTE),
+                },
+                &Some,
+            )
             .unwrap();
         assert_eq!(rows.iter().map(|r| r.incident).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(s.export(&Period::default()).unwrap().len(), 3);
+        assert_eq!(s.export(&Period::default(), &Some).unwrap().len(), 3);
+        // The view decides what each reader gets: here, nothing but incident 3.
+        let only3 = |i: Incident| (i.number == 3).then_some(i);
+        assert_eq!(s.export(&Period::default(), &only3).unwrap().len(), 1);
     }
 
     #[test]

@@ -37,6 +37,9 @@ mod keys;
 /// A store shared by the collector's tasks.
 pub type SharedStore = Arc<dyn Store>;
 
+/// What a reader may have of an incident in an export: itself narrowed, or nothing.
+pub type ExportView<'a> = dyn Fn(Incident) -> Option<Incident> + Send + Sync + 'a;
+
 /// What every store backend does. See the module documentation for the contract.
 pub trait Store: Send + Sync + 'static {
     /// Makes every write so far durable. Call before acknowledging or sending anything.
@@ -118,13 +121,17 @@ pub trait Store: Send + Sync + 'static {
     /// How many incidents are in each state.
     fn incident_counts(&self) -> Result<BTreeMap<State, u64>, StoreError>;
 
-    /// The *Servicios soporte* rows of the incidents registered in `period`.
-    fn export(&self, period: &Period) -> Result<Vec<ExportRow>, StoreError>;
+    /// The *Servicios soporte* rows of the incidents registered in `period`, each
+    /// incident as `view` lets its reader have it (`None` leaves it out): the store
+    /// never writes a row its reader may not read.
+    fn export(&self, period: &Period, view: &ExportView<'_>) -> Result<Vec<ExportRow>, StoreError>;
 
-    /// The verifications of providers' services made in `period`.
+    /// The verifications of providers' services made in `period`, through `view` like
+    /// [`Store::export`].
     fn verifications(
         &self,
         period: &Period,
+        view: &ExportView<'_>,
     ) -> Result<Vec<crate::workflow::VerificationRow>, StoreError>;
 
     /// One device.

@@ -30,6 +30,8 @@ pub enum FieldKind {
     List,
     /// An instant (ms since the epoch).
     Time,
+    /// A whole number.
+    Number,
     /// One of the listed names.
     Choice(&'static [&'static str]),
 }
@@ -64,7 +66,7 @@ const fn f(name: &'static str, kind: FieldKind, required: bool) -> FieldSpec {
 }
 
 use FieldKind::{
-    Bool, Choice, Group, Level as Lvl, List, Person as Who, Priority as Pri, Text, Time,
+    Bool, Choice, Group, Level as Lvl, List, Number, Person as Who, Priority as Pri, Text, Time,
 };
 
 const LEVELS_OF_IMPACT: &[&str] = &["low", "medium", "high"];
@@ -156,6 +158,16 @@ pub const ACTIONS: &[ActionSpec] = &[
         action: "note",
         fields: &[f("text", Text, true)],
     },
+    ActionSpec {
+        action: "reserve",
+        fields: &[
+            f("level", Choice(&["public", "reserved", "classified"]), true),
+            f("years", Number, false),
+            f("fields", List, false),
+            f("from", Time, false),
+            f("justification", Text, true),
+        ],
+    },
 ];
 
 /// The spec of the action named `name`.
@@ -211,6 +223,13 @@ pub fn sample(name: &str, now: Millis) -> Option<Command> {
         "close" => Command::Close { note: text() },
         "reopen" => Command::Reopen { why: text() },
         "note" => Command::Note { text: text() },
+        "reserve" => Command::Reserve(super::ReserveSpec {
+            level: super::Secrecy::Reserved,
+            years: Some(1),
+            from: None,
+            fields: None,
+            justification: text(),
+        }),
         _ => return None,
     })
 }
@@ -294,7 +313,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(ACTIONS.len(), 18, "a new Command needs its spec here");
+        assert_eq!(ACTIONS.len(), 19, "a new Command needs its spec here");
         assert!(sample("frobnicate", 0).is_none());
     }
 }

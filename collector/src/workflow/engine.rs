@@ -20,6 +20,7 @@ use super::incident::{
 };
 use super::policy::{Policy, ReportField};
 use super::provider::{build_request, reschedule, ProviderError};
+use super::reserve::{ReserveError, ReserveSpec};
 use super::sla::Target;
 use super::time::{rfc3339, Dur, Millis};
 use super::triage::urgency_of;
@@ -132,6 +133,9 @@ pub enum Command {
         /// The note.
         text: String,
     },
+    /// Set the record's information classification (reserved, classified, with the
+    /// years and the justification), or lift it (public).
+    Reserve(ReserveSpec),
 }
 
 impl Command {
@@ -156,6 +160,7 @@ impl Command {
             Self::Close { .. } => "close",
             Self::Reopen { .. } => "reopen",
             Self::Note { .. } => "note",
+            Self::Reserve(_) => "reserve",
         }
     }
 }
@@ -469,6 +474,14 @@ pub enum WorkflowError {
         expected: String,
         /// What the event is about.
         got: String,
+    },
+    /// The information classification cannot be set as asked.
+    #[error("incident {incident}: {source}")]
+    Reserve {
+        /// The incident.
+        incident: IncidentNo,
+        /// Why.
+        source: ReserveError,
     },
     /// A fault came back after the reopen window: it needs a new incident.
     #[error(
@@ -1031,6 +1044,7 @@ fn register_at(
         audit_len: 0,
         updated_at: now,
         recent: Occurrences::default(),
+        reserve: None,
         audit: Vec::new(),
     };
     let mut tx = Change::new(&blank, actor, now, policy);
@@ -1659,6 +1673,29 @@ fn apply_command(
                 text: text.clone(),
             });
             tx.record(state, "note", text.clone(), Vec::new());
+        }
+        Command::Reserve(spec) => {
+            let new = super::reserve::build(inc, spec, &by.name, now).map_err(|source| {
+                WorkflowError::Reserve {
+                    incident: inc.number,
+                    source,
+                }
+            })?;
+            let describe = |r: &Option<super::reserve::Reserve>| {
+                r.as_ref()
+                    .filter(|r| r.in_force(now))
+                    .map_or_else(|| "public".to_owned(), |r| r.describe())
+            };
+            let (from, to) = (describe(&inc.reserve), describe(&new));
+            let why = format!(
+                "{} marked the record {to}: {}",
+                by.name,
+                spec.justification.trim()
+            );
+            tx.inc.reserve = new;
+            tx.record(state, "reserve", why, vec![change("reserve", from, to)]);
+            // Classifying the record is not a response to the person who asked.
+            return Ok(tx.finish());
         }
     }
     // The first thing a person does is the response (SLA "response" target).

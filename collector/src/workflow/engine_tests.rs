@@ -9,6 +9,7 @@ use crate::workflow::correlate::{correlate, Correlation};
 use crate::workflow::incident::*;
 use crate::workflow::policy::Policy;
 use crate::workflow::provider::ProviderError;
+use crate::workflow::reserve::{hide, ReservedField, Secrecy, MAX_YEARS, RESERVED};
 use crate::workflow::sla::next_deadline;
 use crate::workflow::tick::tick;
 use crate::workflow::time::{DAY, HOUR, MINUTE, WEEK};
@@ -369,6 +370,13 @@ fn all_commands() -> Vec<Command> {
         Command::Note {
             text: "called the user".into(),
         },
+        Command::Reserve(ReserveSpec {
+            level: Secrecy::Reserved,
+            years: Some(5),
+            from: None,
+            fields: None,
+            justification: "personal data of the reporter".into(),
+        }),
     ]
 }
 
@@ -377,7 +385,7 @@ fn all_commands() -> Vec<Command> {
 fn legal(state: State, action: &str) -> Option<State> {
     use State::*;
     let always = |s| match action {
-        "note" => Some(s),
+        "note" | "reserve" => Some(s),
         "assign" if s != Closed => Some(s),
         _ => None,
     };
@@ -2475,4 +2483,247 @@ fn the_weeks_rule_counts_seven_times_24_hours_across_a_change_of_local_time() {
         ask("2026-10-27T08:00:00Z").is_ok(),
         "the same instant in UTC"
     );
+}
+
+// ---- information classification
+
+fn reserve(level: Secrecy, years: Option<u32>, fields: Option<Vec<ReservedField>>) -> Command {
+    Command::Reserve(ReserveSpec {
+        level,
+        years,
+        from: None,
+        fields,
+        justification: "the report names a person's health".into(),
+    })
+}
+
+/// A resolved report with a note, a question answered and a solution: every kind of
+/// free text a reserve may hide.
+fn worked_report() -> Incident {
+    let d = open_report(report("network", ""), T0);
+    let inc = step(
+        &d.incident,
+        by(
+            desk(),
+            Command::InfoReceived {
+                text: "call Ana on x1234".into(),
+            },
+        ),
+        T0 + MINUTE,
+    );
+    let inc = step(
+        &inc,
+        by(
+            desk(),
+            Command::Confirm {
+                note: String::new(),
+            },
+        ),
+        T0 + 2 * MINUTE,
+    );
+    let inc = step(
+        &inc,
+        by(
+            desk(),
+            Command::Note {
+                text: "Ana is on sick leave".into(),
+            },
+        ),
+        T0 + 3 * MINUTE,
+    );
+    step(
+        &inc,
+        by(
+            desk(),
+            Command::Resolve {
+                solution: "new cable to her desk".into(),
+            },
+        ),
+        T0 + 4 * MINUTE,
+    )
+}
+
+#[test]
+fn a_reserve_is_recorded_and_lapses_after_its_years() {
+    let inc = worked_report();
+    assert_eq!(inc.secrecy(T0), Secrecy::Public);
+    let at = T0 + HOUR;
+    let d = apply(
+        &inc,
+        &by(
+            desk(),
+            reserve(
+                Secrecy::Reserved,
+                Some(5),
+                Some(vec![ReservedField::Notes, ReservedField::Solution]),
+            ),
+        ),
+        at,
+        &policy(),
+    )
+    .unwrap();
+    check_decision(&inc, &d);
+    let r = d.incident.reserve.clone().unwrap();
+    assert_eq!(r.level, Secrecy::Reserved);
+    assert!(r.partial);
+    assert_eq!((r.since, r.by.as_str(), r.at), (T0, "marta", at));
+    // Five calendar years from the record's registration.
+    assert_eq!(rfc3339(r.until), "2031-11-22T02:45:00Z");
+    let rec = d.records.last().unwrap();
+    assert_eq!(rec.action, "reserve");
+    assert!(rec.why.contains("health"), "{}", rec.why);
+    assert_eq!(rec.changes[0].field, "reserve");
+    assert_eq!(rec.changes[0].from, "public");
+    assert!(rec.changes[0]
+        .to
+        .starts_with("reserved (notes, solution) for 5 years"));
+    // In force until the last millisecond, public from then on.
+    assert_eq!(d.incident.secrecy(r.until - 1), Secrecy::Reserved);
+    assert_eq!(d.incident.secrecy(r.until), Secrecy::Public);
+    // Lifting it is recorded too; lifting what is public is refused.
+    let lifted = step(
+        &d.incident,
+        by(
+            desk(),
+            Command::Reserve(ReserveSpec {
+                level: Secrecy::Public,
+                years: None,
+                from: None,
+                fields: None,
+                justification: "the person consented".into(),
+            }),
+        ),
+        at + MINUTE,
+    );
+    assert_eq!(lifted.reserve, None);
+    assert_eq!(lifted.audit.last().unwrap().changes[0].to, "public");
+    let again = apply(
+        &lifted,
+        &by(
+            desk(),
+            Command::Reserve(ReserveSpec {
+                level: Secrecy::Public,
+                years: None,
+                from: None,
+                fields: None,
+                justification: "again".into(),
+            }),
+        ),
+        at + 2 * MINUTE,
+        &policy(),
+    );
+    assert!(matches!(
+        again,
+        Err(WorkflowError::Reserve {
+            source: ReserveError::AlreadyPublic,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_reserve_needs_its_years_and_justification() {
+    let inc = worked_report();
+    let refused = |c: Command, now: Millis| match apply(&inc, &by(desk(), c), now, &policy()) {
+        Err(WorkflowError::Reserve { source, .. }) => source,
+        other => panic!("should be refused: {other:?}"),
+    };
+    let mut no_why = reserve(Secrecy::Reserved, Some(5), None);
+    if let Command::Reserve(s) = &mut no_why {
+        s.justification = "  ".into();
+    }
+    assert_eq!(refused(no_why, T0), ReserveError::NoJustification);
+    for years in [None, Some(0), Some(MAX_YEARS + 1)] {
+        assert_eq!(
+            refused(reserve(Secrecy::Classified, years, None), T0),
+            ReserveError::Years
+        );
+    }
+    assert_eq!(
+        refused(reserve(Secrecy::Reserved, Some(1), Some(vec![])), T0),
+        ReserveError::NoField
+    );
+    // Counted from the registration, one year is over two years later.
+    assert!(matches!(
+        refused(
+            reserve(Secrecy::Reserved, Some(1), None),
+            T0 + 2 * 366 * DAY
+        ),
+        ReserveError::Lapsed { .. }
+    ));
+    // A classified record is hidden whole, whatever fields were named.
+    let d = step(
+        &inc,
+        by(
+            desk(),
+            reserve(
+                Secrecy::Classified,
+                Some(3),
+                Some(vec![ReservedField::Notes]),
+            ),
+        ),
+        T0 + HOUR,
+    );
+    let r = d.reserve.unwrap();
+    assert_eq!(r.fields.len(), ReservedField::ALL.len());
+    assert!(!r.partial);
+}
+
+#[test]
+fn classifying_the_information_is_not_the_response_to_the_user() {
+    let d = open_report(report("network", "x1234"), T0);
+    let inc = step(
+        &d.incident,
+        by(desk(), reserve(Secrecy::Reserved, Some(2), None)),
+        T0 + MINUTE,
+    );
+    assert_eq!(inc.sla.responded_at, None);
+    assert_eq!(inc.state, d.incident.state);
+}
+
+#[test]
+fn hiding_replaces_exactly_the_reserved_fields() {
+    let inc = worked_report();
+    let text = |i: &Incident| serde_json::to_string(i).unwrap();
+    let all: std::collections::BTreeSet<ReservedField> = ReservedField::ALL.into_iter().collect();
+    let mut whole = inc.clone();
+    hide(&mut whole, &all);
+    let seen = text(&whole);
+    for secret in [
+        "no network on floor 3",
+        "since this morning",
+        "\"ana\"",
+        "call Ana on x1234",
+        "sick leave",
+        "new cable",
+    ] {
+        assert!(!seen.contains(secret), "{secret} shows: {seen}");
+    }
+    assert!(seen.contains(RESERVED));
+    // State, numbers and the trail's shape stay.
+    assert_eq!(whole.state, inc.state);
+    assert_eq!(whole.audit.len(), inc.audit.len());
+    assert_eq!(whole.notes.len(), 1);
+    // Partial: only the notes.
+    let mut notes = inc.clone();
+    hide(&mut notes, &[ReservedField::Notes].into_iter().collect());
+    let seen = text(&notes);
+    assert!(!seen.contains("sick leave"), "{seen}");
+    assert!(
+        seen.contains("new cable") || notes.solution.as_deref() == Some("new cable to her desk")
+    );
+    assert_eq!(notes.solution.as_deref(), Some("new cable to her desk"));
+    assert_eq!(notes.notes[0].text, RESERVED);
+    // Reporter only: who and how to reach them, not what they said.
+    let mut who = inc.clone();
+    hide(&mut who, &[ReservedField::Reporter].into_iter().collect());
+    match &who.origin {
+        Origin::Report {
+            reporter, summary, ..
+        } => {
+            assert_eq!(reporter, RESERVED);
+            assert_eq!(summary, "no network on floor 3");
+        }
+        Origin::Fault { .. } => unreachable!(),
+    }
 }

@@ -121,6 +121,16 @@ pub struct UnknownName {
     expected: &'static str,
 }
 
+impl UnknownName {
+    pub(crate) fn new(what: &'static str, name: impl Into<String>, expected: &'static str) -> Self {
+        Self {
+            what,
+            name: name.into(),
+            expected,
+        }
+    }
+}
+
 impl FromStr for State {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -698,6 +708,9 @@ pub struct Incident {
     /// The first fault event applied and the most recent ones, with their details.
     #[serde(default, skip_serializing_if = "Occurrences::is_empty")]
     pub recent: Occurrences,
+    /// Its information classification (*reservada*, *clasificada*); `None` is public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<super::reserve::Reserve>,
     /// Audit records, oldest first, as loaded with the incident (see the module
     /// documentation). Never rewritten: new records are appended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

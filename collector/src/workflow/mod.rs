@@ -30,6 +30,7 @@ mod export;
 mod incident;
 mod policy;
 mod provider;
+mod reserve;
 mod route;
 mod sla;
 mod summary;
@@ -58,6 +59,10 @@ pub use policy::{
     SlaTargets, ValidationConfig,
 };
 pub use provider::{suggested_provider, ProviderError};
+pub use reserve::{
+    add_years, hide, hide_summary, hide_text, Reserve, ReserveError, ReserveSpec, ReservedField,
+    Secrecy, MAX_YEARS, RESERVED,
+};
 pub use route::{device_commands, related, repeat_commands, route, Plan, Related};
 pub use sla::{next_deadline, sla_status, SlaStatus, Target};
 pub use summary::{IncidentSummary, SlaBrief};

@@ -64,6 +64,9 @@ pub struct IncidentSummary {
     /// The SLA at a glance, for lists.
     #[serde(default)]
     pub sla: SlaBrief,
+    /// Its information classification, if it has one (lapsed or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<super::reserve::Reserve>,
 }
 
 /// The SLA at a glance: when the next target (response, else resolution) falls due while
@@ -130,6 +133,7 @@ impl IncidentSummary {
                 breached: i.sla.response_breached_at.is_some()
                     || i.sla.resolution_breached_at.is_some(),
             },
+            reserve: i.reserve.clone(),
         }
     }
 }

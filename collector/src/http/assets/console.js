@@ -158,7 +158,7 @@
     }
     for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
-      e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+      e.append(kid instanceof Node ? kid : kid === RESERVED ? reservedMark() : document.createTextNode(String(kid)));
     }
     return e;
   }
@@ -172,6 +172,17 @@
   }
 
   // A definition list of [label, value] pairs, skipping empty values.
+  // What the server puts in a field the caller is not cleared to read (information
+  // classification): shown as a marked placeholder, never as if it were the data.
+  const RESERVED = "[reserved]";
+  function reservedMark() {
+    const e = document.createElement("span");
+    e.className = "reserved";
+    e.title = t("reserve.hidden_title");
+    e.textContent = "🔒 " + t("reserve.placeholder");
+    return e;
+  }
+
   function facts(pairs) {
     const dl = h("dl", { class: "facts" });
     for (const [k, v] of pairs) {
@@ -1005,6 +1016,8 @@
         control = h("input", { type: "checkbox", name: f.name, id });
       } else if (f.type === "time") {
         control = h("input", Object.assign({ type: "datetime-local" }, attrs));
+      } else if (f.type === "number") {
+        control = h("input", Object.assign({ type: "number", min: "1", step: "1" }, attrs));
       } else if (f.type === "list") {
         control = h("textarea", Object.assign({ rows: 3 }, attrs));
       } else if (f.type === "person" || f.type === "group") {
@@ -1031,7 +1044,7 @@
       }
       const v = el.value.trim();
       if (!v) continue;
-      if (f.type === "level") body[f.name] = Number(v);
+      if (f.type === "level" || f.type === "number") body[f.name] = Number(v);
       else if (f.type === "list") body[f.name] = v.split(/\n|,/).map((x) => x.trim()).filter(Boolean);
       else if (f.type === "time") body[f.name] = new Date(v).getTime();
       else body[f.name] = v;
@@ -1130,6 +1143,7 @@
         h("h3", {}, t("incident.description")),
         h("p", { class: "text" }, o.summary || ""),
         o.text ? h("pre", { class: "text" }, o.text) : null,
+        (d.hidden || []).includes("device") ? [h("h3", {}, t("incident.snapshot")), reservedMark()] : null,
         o.snapshot && o.snapshot.length ? [h("h3", {}, t("incident.snapshot")),
           facts(o.snapshot.map((r) => [r.name, fmtNum(r.value, { maximumFractionDigits: 2 }) + " " + (r.unit || "")]))] : null,
         o.open_faults && o.open_faults.length ? [h("h3", {}, t("incident.open_faults")),
@@ -1165,6 +1179,7 @@
     ]));
 
     const extra = [];
+    extra.push(section(t("reserve.title"), "inc-reserve", reserveFacts(d)));
     const st = d.sla_status;
     if (st) {
       const due = (at, breachedAt) => breachedAt
@@ -1233,6 +1248,25 @@
           td(t("notify.to"), (dl.channel === "webhook" ? t("notify.webhook") + " " : "") + dl.to),
           td(t("notify.state"), t("notify." + dl.state, { at: fmtDate(dl.next_at), n: String(dl.attempts), d: String(dl.digest || "") }) + (dl.error ? " — " + dl.error : ""))))))
       : h("p", { class: "muted" }, t("incident.no_notifications")));
+  }
+
+  // The record's information classification: its level now, for how long, why, and what
+  // of it the server hid from this account.
+  function reserveFacts(d) {
+    const r = d.reserve;
+    const level = d.information || "public";
+    const rows = [[t("reserve.level"), t("reserve.level." + level)]];
+    if (r) {
+      if (level === "public") rows.push([t("reserve.lapsed"), t("reserve.level." + r.level) + " · " + fmtDate(r.until)]);
+      rows.push([t("reserve.until"), fmtDate(r.until) + " (" + t("reserve.years", { n: String(r.years) }) + ")"]);
+      if (r.partial) rows.push([t("reserve.fields"), r.fields.map((f) => t("reserve.field." + f)).join(", ")]);
+      rows.push([t("reserve.justification"), r.justification]);
+      rows.push([t("reserve.by"), r.by + " · " + fmtDate(r.at)]);
+    }
+    const hidden = d.hidden || [];
+    return [facts(rows), hidden.length
+      ? h("p", { class: "reserved", role: "note" }, t("reserve.hidden", { f: hidden.map((f) => t("reserve.field." + f)).join(", ") }))
+      : null];
   }
 
   function actorName(a) {
