@@ -12,7 +12,15 @@
 //! (registered → validated → verifying, then confirmed, escalated, resolved or closed),
 //! with its own number, device, subject and time, so the audit trails are the engine's.
 //! They are written with [`Store::import`] (one sled batch per tree per 20,000 incidents),
-//! in a temporary directory removed at the end.
+//! in a temporary directory removed at the end, or in `VIGIA_BENCH_DIR` (kept, and
+//! topped up to the asked size on the next run). `VIGIA_BENCH_FILL_ONLY=1` stops after
+//! the fill.
+//!
+//! Memory: the resident set is printed after every `VIGIA_BENCH_CHUNK` incidents
+//! written (default 100,000) and after the measurements. sled 0.34 keeps much of what a
+//! process wrote in memory, beyond its cache capacity (about 4 GiB for 100,000 imported
+//! incidents), so a million is filled by several processes, 100,000 each, and measured by
+//! a fresh one, as a restarted collector serves it: `bench/store-million`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -134,14 +142,14 @@ fn templates(policy: &Policy) -> Vec<Incident> {
     ]
 }
 
-fn fill(store: &SledStore, n: usize, policy: &Policy) -> Duration {
+fn fill(store: &SledStore, from: usize, n: usize, policy: &Policy) -> Duration {
     let templates = templates(policy);
     let devices: Vec<DeviceId> = (0..DEVICES)
         .map(|i| DeviceId::new(&format!("host-{i:05}")).unwrap())
         .collect();
     let start = Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
-    for i in 0..n {
+    for i in from..n {
         let mut inc = templates[i % templates.len()].clone();
         let number = i as u64 + 1;
         inc.number = number;
@@ -206,20 +214,69 @@ fn dir_size(p: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's resident set and its peak, in MiB, from `/proc/self/status`.
+fn rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or_else(
+                || "unsupported".to_owned(),
+                |kb| format!("{} MiB", kb / 1024),
+            )
+    };
+    format!("RSS {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+}
+
+fn stored(store: &SledStore) -> usize {
+    let counts = store.incident_counts().unwrap();
+    counts.values().sum::<u64>() as usize
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let n = env("VIGIA_BENCH_INCIDENTS", 1_000_000);
     let runs = env("VIGIA_BENCH_RUNS", 1000);
-    let dir = tempfile::tempdir().unwrap();
+    let chunk = env("VIGIA_BENCH_CHUNK", 100_000).max(BATCH);
+    let temp = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("VIGIA_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(temp.path());
     let policy = Policy::default();
-    let store = SledStore::open(dir.path()).unwrap();
-    let took = fill(&store, n, &policy);
-    println!(
-        "filled {n} incidents in {:.1} s ({:.0} incidents/s), store {:.0} MiB",
-        took.as_secs_f64(),
-        n as f64 / took.as_secs_f64(),
-        dir_size(dir.path()) as f64 / (1024.0 * 1024.0)
+    let store = SledStore::open(dir).unwrap();
+    let already = stored(&store);
+    assert!(
+        already <= n,
+        "{} holds {already} incidents, more than {n}",
+        dir.display()
     );
+    println!("opened a store of {already} incidents; {}", rss());
+    let mut took = Duration::ZERO;
+    let mut at = already;
+    while at < n {
+        let to = (at + chunk).min(n);
+        took += fill(&store, at, to, &policy);
+        println!("  {to} incidents written; {}", rss());
+        at = to;
+    }
+    if n > already {
+        println!(
+            "filled {} incidents in {:.1} s ({:.0} incidents/s)",
+            n - already,
+            took.as_secs_f64(),
+            (n - already) as f64 / took.as_secs_f64(),
+        );
+    }
+    println!(
+        "store of {n} incidents: {:.0} MiB ({:.1} KB an incident); {}",
+        dir_size(dir) as f64 / (1024.0 * 1024.0),
+        dir_size(dir) as f64 / n as f64 / 1000.0,
+        rss()
+    );
+    if std::env::var_os("VIGIA_BENCH_FILL_ONLY").is_some() {
+        return;
+    }
     let counts = store.incident_counts().unwrap();
     println!(
         "by state: {}",
@@ -308,6 +365,7 @@ fn main() {
             std::hint::black_box(serde_json::to_vec(&page).unwrap());
         },
     );
+    println!("after the measurements: {}", rss());
     let sample = store.incident(n as u64 / 2).unwrap().unwrap();
     println!(
         "(a shown incident: {} audit records, {} bytes of JSON)",
