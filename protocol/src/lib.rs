@@ -19,6 +19,7 @@ mod codec;
 mod device;
 #[cfg(feature = "std")]
 pub mod disk;
+pub mod enrol;
 #[cfg(all(feature = "std", unix))]
 pub mod journal;
 #[cfg(feature = "std")]

@@ -67,6 +67,20 @@ pub enum Topic {
     Down(DeviceId, DownKind),
     /// `{prefix}/svc/collector/status`
     CollectorStatus,
+    /// `{prefix}/enrol/{site}/{request}/request`: an agent asking to join.
+    EnrolRequest {
+        /// The site of the token it used.
+        site: String<{ crate::enrol::MAX_SITE }>,
+        /// The request id (derived from the agent's key).
+        request: String<{ crate::enrol::REQUEST_ID_LEN }>,
+    },
+    /// `{prefix}/enrol/{site}/{request}/reply`: the collector's answer.
+    EnrolReply {
+        /// The site.
+        site: String<{ crate::enrol::MAX_SITE }>,
+        /// The request id.
+        request: String<{ crate::enrol::REQUEST_ID_LEN }>,
+    },
 }
 
 /// Why a topic was not understood.
@@ -175,6 +189,31 @@ impl Topics {
         self.build(&["down", id.as_str(), "+"])
     }
 
+    /// `{prefix}/enrol/{site}/{request}/request`
+    pub fn enrol_request(&self, site: &str, request: &str) -> String<MAX_TOPIC> {
+        self.build(&["enrol", site, request, "request"])
+    }
+
+    /// `{prefix}/enrol/{site}/{request}/reply`
+    pub fn enrol_reply(&self, site: &str, request: &str) -> String<MAX_TOPIC> {
+        self.build(&["enrol", site, request, "reply"])
+    }
+
+    /// The filter the collector subscribes to: every site's enrolment requests.
+    pub fn enrol_request_filter(&self) -> String<MAX_TOPIC> {
+        self.build(&["enrol", "+", "+", "request"])
+    }
+
+    /// The filter a site's enrolment account may publish to (for its broker role).
+    pub fn enrol_site_requests(&self, site: &str) -> String<MAX_TOPIC> {
+        self.build(&["enrol", site, "+", "request"])
+    }
+
+    /// The filter a site's enrolment account may read (for its broker role).
+    pub fn enrol_site_replies(&self, site: &str) -> String<MAX_TOPIC> {
+        self.build(&["enrol", site, "+", "reply"])
+    }
+
     /// Parses a topic under this prefix.
     pub fn parse(&self, topic: &str) -> Result<Topic, TopicError> {
         let rest = topic
@@ -182,6 +221,9 @@ impl Topics {
             .and_then(|r| r.strip_prefix('/'))
             .ok_or(TopicError::WrongPrefix)?;
         let mut it = rest.split('/');
+        if let Some(tail) = rest.strip_prefix("enrol/") {
+            return parse_enrol(tail);
+        }
         let (a, b, c, extra) = (it.next(), it.next(), it.next(), it.next());
         if extra.is_some() {
             return Err(TopicError::Unknown);
@@ -202,6 +244,33 @@ impl Topics {
             }
             _ => Err(TopicError::Unknown),
         }
+    }
+}
+
+fn parse_enrol(tail: &str) -> Result<Topic, TopicError> {
+    let mut it = tail.split('/');
+    let (Some(site), Some(request), Some(kind), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(TopicError::Unknown);
+    };
+    if !crate::enrol::site_ok(site) || !crate::enrol::request_id_ok(request) {
+        return Err(TopicError::Unknown);
+    }
+    // Both bounded by the checks above.
+    let (mut s, mut r) = (String::new(), String::new());
+    let _ = s.push_str(site);
+    let _ = r.push_str(request);
+    match kind {
+        "request" => Ok(Topic::EnrolRequest {
+            site: s,
+            request: r,
+        }),
+        "reply" => Ok(Topic::EnrolReply {
+            site: s,
+            request: r,
+        }),
+        _ => Err(TopicError::Unknown),
     }
 }
 
@@ -233,6 +302,42 @@ mod tests {
             t.shared_up_filter("collectors").as_str(),
             "$share/collectors/vigia/v1/up/+/+"
         );
+    }
+
+    #[test]
+    fn enrolment_topics_build_and_parse() {
+        let t = Topics::default();
+        let rid = "0123456789abcdef0123456789abcdef";
+        let req = t.enrol_request("bcn", rid);
+        assert_eq!(
+            req.as_str(),
+            "vigia/v1/enrol/bcn/0123456789abcdef0123456789abcdef/request"
+        );
+        assert!(matches!(
+            t.parse(&req),
+            Ok(Topic::EnrolRequest { site, request }) if site == "bcn" && request == rid
+        ));
+        assert!(matches!(
+            t.parse(&t.enrol_reply("bcn", rid)),
+            Ok(Topic::EnrolReply { .. })
+        ));
+        assert_eq!(
+            t.enrol_request_filter().as_str(),
+            "vigia/v1/enrol/+/+/request"
+        );
+        assert_eq!(
+            t.enrol_site_replies("bcn").as_str(),
+            "vigia/v1/enrol/bcn/+/reply"
+        );
+        for bad in [
+            "vigia/v1/enrol/bcn/short/request",
+            "vigia/v1/enrol/BCN/0123456789abcdef0123456789abcdef/request",
+            "vigia/v1/enrol/bcn/0123456789abcdef0123456789abcdef/other",
+            "vigia/v1/enrol/bcn/0123456789abcdef0123456789abcdef/request/x",
+            "vigia/v1/enrol/bcn",
+        ] {
+            assert_eq!(t.parse(bad), Err(TopicError::Unknown), "{bad}");
+        }
     }
 
     #[test]
