@@ -523,12 +523,7 @@ fn status(cfg: &Config, lang: Lang, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{} {}", t(lang, Msg::Device), view.device);
-    if view.connected {
-        println!("{}", t(lang, Msg::Connected));
-    } else {
-        let err = view.last_error.as_deref().unwrap_or("-");
-        println!("{} ({err})", t(lang, Msg::Disconnected));
-    }
+    println!("{}", connection_line(lang, &view));
     println!("{} {}", t(lang, Msg::Spooled), view.spooled);
     if view.held > 0 {
         println!("{} {}", t(lang, Msg::Held), view.held);
@@ -575,6 +570,17 @@ fn status(cfg: &Config, lang: Lang, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The link's line of `status`: connected, not (and why), or where self-enrolment stands.
+fn connection_line(lang: Lang, view: &ipc::StatusView) -> String {
+    let err = view.last_error.as_deref().unwrap_or("-");
+    match &view.enrolment {
+        Some(e) if view.last_error.is_some() => format!("{} ({err})", e.text(lang)),
+        Some(e) => e.text(lang),
+        None if view.connected => t(lang, Msg::Connected).to_string(),
+        None => format!("{} ({err})", t(lang, Msg::Disconnected)),
+    }
+}
+
 fn reply(cfg: &Config, lang: Lang, incident: u64, text: &str) -> anyhow::Result<ExitCode> {
     check_len(lang, "text", text, 2000)?;
     let req = Request::Reply {
@@ -614,6 +620,48 @@ mod tests {
     fn unknown_subcommand_is_an_error_and_help_is_not() {
         assert_eq!(main(["vigia-agent", "frobnicate"]), ExitCode::from(2));
         assert_eq!(main(["vigia-agent", "--help"]), ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn status_shows_where_enrolment_stands_and_reads_older_agents() {
+        // An agent from before enrolment answers without the field.
+        let old = r#"{"device":"ws-1","connected":false,"attempts":2,"last_error":"refused",
+            "spooled":3,"dropped_total":0,"open_faults":[],"reports":[],"questions":[]}"#;
+        let mut v: ipc::StatusView = serde_json::from_str(old).unwrap();
+        assert_eq!(v.enrolment, None);
+        assert_eq!(
+            connection_line(Lang::En, &v),
+            "Connection to the server: NOT connected (refused)"
+        );
+        v.last_error = None;
+        v.enrolment = Some(crate::enrol::EnrolView::Waiting {
+            request: "0a1b".into(),
+        });
+        assert_eq!(
+            connection_line(Lang::En, &v),
+            "enrolling: waiting for approval (request 0a1b)"
+        );
+        // It travels in the JSON answer.
+        let back: ipc::StatusView =
+            serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(back, v);
+        v.enrolment = Some(crate::enrol::EnrolView::Refused {
+            request: "0a1b".into(),
+            reason: "unknown machine".into(),
+        });
+        v.last_error = Some("connection reset".into());
+        assert_eq!(
+            connection_line(Lang::En, &v),
+            "enrolment refused: unknown machine (connection reset)"
+        );
+        v.enrolment = Some(crate::enrol::EnrolView::Revoked {
+            request: "0a1b".into(),
+        });
+        v.last_error = None;
+        assert_eq!(connection_line(Lang::En, &v), "device revoked");
+        // Without enrolment, the field is not in the answer at all.
+        v.enrolment = None;
+        assert!(!serde_json::to_string(&v).unwrap().contains("enrolment"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vigia_protocol::enrol::Token;
 use vigia_protocol::{relative_to, DeviceId, Dur, Topics, DEFAULT_PREFIX};
 
 use crate::detect::DetectConfig;
@@ -51,6 +52,9 @@ pub struct ConfigToml {
     pub spool: SpoolToml,
     /// The local socket `vigia-agent report` and `status` talk to.
     pub ipc: IpcToml,
+    /// Self-enrolment, for a device without `[mqtt] username`.
+    #[serde(skip_serializing_if = "EnrolToml::is_empty")]
+    pub enrol: EnrolToml,
     /// Detector thresholds, hysteresis and debounce.
     pub detect: DetectConfig,
 }
@@ -88,6 +92,38 @@ pub struct MqttToml {
     pub ca_file: Option<PathBuf>,
     /// MQTT keep-alive ("30s"); whole seconds, at least 1 s.
     pub keep_alive: String,
+}
+
+/// `[enrol]`
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrolToml {
+    /// The site's enrolment token, `<site>:<secret>`, from the collector's admin. Used
+    /// only when `[mqtt] username` is not set: the agent asks to join and, once an admin
+    /// approves, keeps its device credentials in `enrolment/` under the data directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// How often to ask again while waiting for a decision (`60s`). Each ask is a short
+    /// session: the broker ties client ids to user names, and every agent of a site
+    /// shares the site's account, so a session held open would be taken over by the next
+    /// agent that asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<String>,
+}
+
+impl EnrolToml {
+    fn is_empty(&self) -> bool {
+        self.token.is_none() && self.poll.is_none()
+    }
+}
+
+// By hand: the token's secret is a broker password and must not reach a log.
+impl std::fmt::Debug for EnrolToml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolToml")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// `[spool]`
@@ -146,6 +182,8 @@ impl SocketAccess {
 
 /// The default broker URL.
 pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
+/// How often a waiting enrolment asks again.
+pub const DEFAULT_ENROL_POLL: Duration = Duration::from_secs(60);
 /// The default sampling interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// The default spool bound: 8 MiB.
@@ -162,6 +200,7 @@ impl Default for ConfigToml {
             mqtt: MqttToml::default(),
             spool: SpoolToml::default(),
             ipc: IpcToml::default(),
+            enrol: EnrolToml::default(),
             detect: DetectConfig::default(),
         }
     }
@@ -272,6 +311,10 @@ pub struct Config {
     pub socket: PathBuf,
     /// Who may use the socket.
     pub socket_access: SocketAccess,
+    /// The site's enrolment token, when set (its `Debug` hides the secret).
+    pub enrol: Option<Token>,
+    /// How often to ask again while an enrolment waits.
+    pub enrol_poll: Duration,
     /// Detector settings (validated).
     pub detect: DetectConfig,
 }
@@ -516,6 +559,19 @@ impl ConfigToml {
             }
         };
 
+        let enrol = match &self.enrol.token {
+            // The message says what is wrong, never the value: it holds a password.
+            Some(t) => Some(Token::parse(t).map_err(|e| invalid("enrol.token", e.to_string()))?),
+            None => None,
+        };
+        let enrol_poll = match &self.enrol.poll {
+            Some(p) => parse_duration(p).map_err(|m| invalid("enrol.poll", m))?,
+            None => DEFAULT_ENROL_POLL,
+        };
+        if enrol_poll < Duration::from_millis(100) {
+            return Err(invalid("enrol.poll", "must be at least 100ms".into()));
+        }
+
         self.detect.validate().map_err(|e| ConfigError::Invalid {
             origin: origin.to_string(),
             field: format!("detect.{}", e.field),
@@ -539,6 +595,8 @@ impl ConfigToml {
             data_dir,
             socket,
             socket_access,
+            enrol,
+            enrol_poll,
             detect: self.detect,
         })
     }
@@ -552,6 +610,8 @@ const DEFAULT_HEADER: &str = "\
 #   data_dir = \"/var/lib/vigia-agent\"   # default: that when root, else ~/.local/state/vigia-agent
 #   [device] id = \"ws-042\"      # default: the host name, sanitized
 #   [mqtt] username, password   # when the broker requires them
+#   [enrol] token = \"<site>:<secret>\"   # without [mqtt] username: ask to join, wait for approval
+#   [enrol] poll = \"60s\"       # how often to ask again while waiting
 #   [mqtt] ca_file = \"/etc/vigia/ca.pem\"   # for mqtts:// (default: the system bundle)
 #   [ipc] socket = \"/run/vigia-agent.sock\" # default: agent.sock in data_dir
 #   [ipc] group = \"vigia\"      # with access = \"group\": who may report (default vigia)
@@ -825,6 +885,42 @@ mod tests {
         assert_eq!(c.mqtt.broker.to_string(), "mqtt://[::1]:1883");
         assert!(err("[mqtt]\nurl = \"mqtt://h#x\"").contains("mqtt.url"));
         assert!(err("interval = \"30\"").contains("interval"));
+    }
+
+    #[test]
+    fn an_enrolment_token_is_checked_and_its_secret_never_printed() {
+        let text = "data_dir = \"/x\"\n[enrol]\ntoken = \"madrid-hq:0123456789abcdefSECRET\"";
+        let c = ok(text);
+        let t = c.enrol.as_ref().unwrap();
+        assert_eq!(t.site.as_str(), "madrid-hq");
+        assert_eq!(t.secret.as_str(), "0123456789abcdefSECRET");
+        assert_eq!(t.username().as_str(), "vigia-enrol-madrid-hq");
+        assert!(!format!("{c:?}").contains("SECRET"), "{c:?}");
+        let file = ConfigToml::parse(text, "t").unwrap();
+        assert!(!format!("{file:?}").contains("SECRET"), "{file:?}");
+        assert_eq!(ok("data_dir = \"/x\"").enrol, None);
+
+        assert_eq!(
+            err("[enrol]\ntoken = \"madrid-hq:SECRET\""),
+            "/etc/vigia/agent.toml: enrol.token: the token's secret must be 16 to 64 printable characters"
+        );
+        let e = err("[enrol]\ntoken = \"Madrid:0123456789abcdefSECRET\"");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: enrol.token: ") && !e.contains("SECRET"),
+            "{e}"
+        );
+        let e = err("[enrol]\ntoken = \"0123456789abcdefSECRET\"");
+        assert!(e.starts_with("/etc/vigia/agent.toml: enrol.token: "), "{e}");
+        let e = err("[enrol]\nsecret = \"x\"");
+        assert!(
+            e.starts_with("/etc/vigia/agent.toml: enrol.secret: "),
+            "{e}"
+        );
+
+        // Documented in the printed default, which has no `[enrol]` table of its own.
+        let printed = ConfigToml::default_toml().unwrap();
+        assert!(printed.contains("#   [enrol] token = "), "{printed}");
+        assert!(!printed.contains("\n[enrol]"), "{printed}");
     }
 
     #[test]

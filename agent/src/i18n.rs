@@ -71,6 +71,10 @@ pub enum Msg {
     AwaitingIncident,
     Device,
     TooLong,
+    EnrolWaiting,
+    EnrolRequest,
+    EnrolRefused,
+    EnrolRevoked,
 }
 
 /// The text of `m` in `lang`.
@@ -132,6 +136,14 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Device, Es) => "Equipo:",
         (TooLong, En) => "is too long; the limit in characters is",
         (TooLong, Es) => "es demasiado largo; el límite en caracteres es",
+        (EnrolWaiting, En) => "enrolling: waiting for approval",
+        (EnrolWaiting, Es) => "inscribiendo el equipo: esperando aprobación",
+        (EnrolRequest, En) => "request",
+        (EnrolRequest, Es) => "solicitud",
+        (EnrolRefused, En) => "enrolment refused:",
+        (EnrolRefused, Es) => "inscripción rechazada:",
+        (EnrolRevoked, En) => "device revoked",
+        (EnrolRevoked, Es) => "equipo revocado",
     }
 }
 

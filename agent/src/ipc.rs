@@ -22,6 +22,7 @@ use vigia_protocol::{
 };
 
 use crate::config::{Config, SocketAccess};
+use crate::enrol::EnrolView;
 use crate::link::{lock, now_ms, AgentState, LinkState};
 
 /// Longest request line accepted.
@@ -125,6 +126,10 @@ pub struct StatusView {
     pub reports: Vec<ReportView>,
     /// Questions about the asking user's reports, waiting for an answer.
     pub questions: Vec<Question>,
+    /// While the agent asks to join (self-enrolment), where its request stands; absent
+    /// once it has its device account (and from agents that predate enrolment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<EnrolView>,
 }
 
 /// What the agent answers.
@@ -713,13 +718,18 @@ async fn answer(
 }
 
 fn status(shared: &AgentState, store: &ReportsAndQuestions, reporter: &str) -> StatusView {
-    let (connected, attempts, last_error) = match &*lock(&shared.state) {
-        LinkState::Connected { .. } => (true, 0, None),
+    let (connected, attempts, last_error, enrolment) = match &*lock(&shared.state) {
+        LinkState::Connected { .. } => (true, 0, None, None),
         LinkState::Connecting {
             attempts,
             last_error,
-        } => (false, *attempts, last_error.clone()),
-        LinkState::Stopped => (false, 0, None),
+        } => (false, *attempts, last_error.clone(), None),
+        LinkState::Enrolling {
+            view,
+            attempts,
+            last_error,
+        } => (false, *attempts, last_error.clone(), Some(view.clone())),
+        LinkState::Stopped => (false, 0, None, None),
     };
     let (spooled, held, dropped_total) = {
         let s = lock(&shared.spool);
@@ -748,6 +758,7 @@ fn status(shared: &AgentState, store: &ReportsAndQuestions, reporter: &str) -> S
                 .filter(|q| mine.contains(&q.incident))
                 .collect()
         },
+        enrolment,
     }
 }
 
@@ -866,6 +877,34 @@ mod tests {
             s.questions.iter().map(|q| q.incident).collect::<Vec<_>>(),
             [10]
         );
+    }
+
+    #[tokio::test]
+    async fn status_says_where_enrolment_stands_until_the_link_runs() {
+        let a = agent();
+        let limits = Mutex::new(RateLimit::default());
+        let view = EnrolView::Refused {
+            request: "0a1b".into(),
+            reason: "unknown machine".into(),
+        };
+        *lock(&a.0.state) = LinkState::Enrolling {
+            view: view.clone(),
+            attempts: 3,
+            last_error: Some("connection reset".into()),
+        };
+        let Response::Status(s) = answer(Request::Status, "ana", &a.0, &a.1, &limits).await else {
+            panic!()
+        };
+        assert_eq!(s.enrolment, Some(view));
+        assert!(!s.connected);
+        assert_eq!(s.attempts, 3);
+        assert_eq!(s.last_error.as_deref(), Some("connection reset"));
+        *lock(&a.0.state) = LinkState::Connected { since: 1 };
+        let Response::Status(s) = answer(Request::Status, "ana", &a.0, &a.1, &limits).await else {
+            panic!()
+        };
+        assert_eq!(s.enrolment, None);
+        assert!(s.connected);
     }
 
     #[tokio::test]

@@ -12,6 +12,8 @@ pub mod cli;
 #[cfg(feature = "std")]
 pub mod config;
 #[cfg(feature = "std")]
+pub mod enrol;
+#[cfg(feature = "std")]
 pub mod i18n;
 #[cfg(feature = "std")]
 pub mod inventory;

@@ -9,6 +9,11 @@
 //! the socket are up: a slow probe (`smartctl`, up to 30 s a disk) must not stall the
 //! MQTT keep-alive or the local socket, at start or later.
 //!
+//! A device with an `[enrol] token` and no `[mqtt] username` first gets its account
+//! ([`crate::enrol`]): the link task asks to join and waits for the approval before it
+//! connects as the device, while the sampler, the spool and the socket already run, so
+//! faults found meanwhile are delivered after the approval.
+//!
 //! A full data directory never stops the agent. Events the spool cannot write wait in
 //! its memory; the sampling loop reopens the database (sled stays failed after an I/O
 //! error) and writes them, retrying with a backoff, and stores the detectors' counter
@@ -24,7 +29,8 @@ use tokio::sync::watch;
 use vigia_protocol::{Backoff, EventBody};
 
 use crate::config::Config;
-use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError, PassView};
+use crate::enrol::{self, Start};
+use crate::link::{self, lock, now_ms, AgentState, LinkConfig, LinkError, LinkState, PassView};
 use crate::probe::{Detectors, ProbeError};
 use crate::spool::{self, Spool, SpoolError};
 
@@ -170,7 +176,15 @@ async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 
     let ipc = crate::ipc::Server::bind(&cfg, Arc::clone(&shared))?;
     let ipc = tokio::spawn(ipc.serve(stop_rx.clone()));
-    let mut link = tokio::spawn(link::run(Arc::clone(&shared), link_cfg, stop_rx.clone()));
+    let start = enrol::start(&cfg);
+    let mut link = tokio::spawn(connect(
+        Arc::clone(&shared),
+        link_cfg,
+        start,
+        enrol::dir_of(&cfg.data_dir),
+        cfg.enrol_poll,
+        stop_rx.clone(),
+    ));
     let ready_fallback = tokio::spawn(crate::service::ready_after_wait());
 
     // The detectors' first reads (smartctl reads every disk) happen on the blocking pool
@@ -227,6 +241,35 @@ async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         Ok(r) => r.map_err(AgentError::from),
         Err(e) => Err(AgentError::Task(e.to_string())),
     }
+}
+
+/// The link task: gets the device account first when it must (see [`crate::enrol`]),
+/// then runs the link. A shutdown during enrolment ends it like one of the link.
+async fn connect(
+    shared: Arc<AgentState>,
+    mut link_cfg: LinkConfig,
+    start: Start,
+    enrol_dir: PathBuf,
+    poll: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let creds = match start {
+        Start::Configured => None,
+        Start::Enrolled(c) => Some(c),
+        Start::Enrol(token) => {
+            match enrol::run(&shared, &link_cfg, &token, &enrol_dir, poll, &mut stop).await? {
+                Some(c) => Some(c),
+                None => {
+                    *lock(&shared.state) = LinkState::Stopped;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if let Some(c) = creds {
+        link_cfg.credentials = Some((c.device.to_string(), c.password.to_string()));
+    }
+    link::run(shared, link_cfg, stop).await
 }
 
 /// The detectors could not start: stop the link and the socket, then report why.

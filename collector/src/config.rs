@@ -46,6 +46,17 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// How long the live store keeps event details and closed incidents.
     pub retention: crate::retention::RetentionConfig,
+    /// Self-enrolment of agents (needs `[mqtt] dynamic_security`).
+    pub enrolment: EnrolmentConfig,
+}
+
+/// `[enrolment]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrolmentConfig {
+    /// DMI serials whose enrolment requests are approved without an admin (the rule
+    /// "known serials": machines the organisation bought, from its inventory).
+    pub known_serials: Vec<String>,
 }
 
 /// `[store]`: the embedded store (sled) in `data_dir`.
@@ -153,6 +164,32 @@ pub struct MqttConfig {
     /// (point it at `/etc/ssl/certs/ca-certificates.crt` to trust the system roots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The broker runs Mosquitto's dynamic-security plugin, administered by this account
+    /// (the one `mosquitto_ctrl dynsec init` made): agents can enrol themselves with a
+    /// site's token, and revoking a device drops it at once. An account of its own, not
+    /// the collector's: the broker ties client ids to user names, so a second connection
+    /// as the collector would take over its session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_security: Option<DynsecAccount>,
+}
+
+/// `[mqtt.dynamic_security]`: the plugin's admin account.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynsecAccount {
+    /// Its user name.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl fmt::Debug for DynsecAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynsecAccount")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl fmt::Debug for MqttConfig {
@@ -165,6 +202,7 @@ impl fmt::Debug for MqttConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)
+            .field("dynamic_security", &self.dynamic_security)
             .finish()
     }
 }
@@ -221,6 +259,7 @@ impl Default for Config {
             cli: CliConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
+            enrolment: EnrolmentConfig::default(),
         }
     }
 }
@@ -235,6 +274,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             ca_file: None,
+            dynamic_security: None,
         }
     }
 }
@@ -392,6 +432,10 @@ pub struct Settings {
     pub notify: Arc<crate::notify::NotifyConfig>,
     /// Retention (checked).
     pub retention: crate::retention::RetentionConfig,
+    /// The broker's dynamic-security plugin's admin account, when it has the plugin.
+    pub dynamic_security: Option<(String, String)>,
+    /// Serials approved without an admin.
+    pub known_serials: Arc<Vec<String>>,
 }
 
 impl Config {
@@ -527,6 +571,38 @@ impl Config {
             }
             (None, None) => None,
         };
+        if let Some(admin) = &self.mqtt.dynamic_security {
+            if admin.username.is_empty() || Some(&admin.username) == self.mqtt.username.as_ref() {
+                return Err(invalid(
+                    "mqtt.dynamic_security.username",
+                    "must name the plugin's admin account, not the collector's".into(),
+                ));
+            }
+            if !matches!(broker, BrokerTarget::External { .. }) {
+                return Err(invalid(
+                    "mqtt.dynamic_security",
+                    "needs an external Mosquitto (set mqtt.url); the embedded broker has no \
+                     accounts"
+                        .into(),
+                ));
+            }
+            if credentials.is_none() {
+                return Err(invalid(
+                    "mqtt.dynamic_security",
+                    "needs mqtt.username and mqtt.password: the collector's own account, \
+                     which the plugin's admin creates at start"
+                        .into(),
+                ));
+            }
+        }
+        for s in &self.enrolment.known_serials {
+            if s.trim().is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+                return Err(invalid(
+                    "enrolment.known_serials",
+                    format!("{s:?} is not a serial (1-64 printable characters)"),
+                ));
+            }
+        }
         let ca_pem = match &self.mqtt.ca_file {
             Some(p) => Some(std::fs::read(p).map_err(|e| {
                 invalid("mqtt.ca_file", format!("cannot read {}: {e}", p.display()))
@@ -585,6 +661,12 @@ impl Config {
             }
         }
         Ok(Settings {
+            dynamic_security: self
+                .mqtt
+                .dynamic_security
+                .as_ref()
+                .map(|a| (a.username.clone(), a.password.clone())),
+            known_serials: Arc::new(self.enrolment.known_serials.clone()),
             policy,
             notify: Arc::new(self.notify.clone()),
             retention: self.retention,

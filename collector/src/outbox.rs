@@ -125,6 +125,18 @@ impl Downlink {
         }
     }
 
+    /// Publishes `payload` on `topic`, QoS 1 and retained (enrolment replies, which an
+    /// agent that was away must find when it comes back).
+    pub async fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            warn!(topic, error = %e, "cannot queue a retained message");
+        }
+    }
+
     /// Sends a command to a device: `id` 0 for one sent once and not kept (a repeat for a
     /// redelivered event), else its outbox id, which the device acknowledges.
     pub async fn cmd(&self, device: &DeviceId, id: u64, body: CmdBody, now: Millis) {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::auth::{ensure_first_admin, Auth, FirstAdmin, FirstAdminError, FIRST_ADMIN_ENV};
 use crate::broker::{self, BrokerError};
@@ -186,6 +186,28 @@ pub async fn start_with_clock(
     let metrics = Arc::new(Metrics::default());
     let feed = FeedHub::new();
     let wake = Arc::new(Notify::new());
+    let dynsec = match (&settings.dynamic_security, &settings.credentials) {
+        (Some(admin), Some(own)) => {
+            let d = crate::dynsec::Dynsec::new(crate::dynsec::DynsecConfig {
+                host: host.clone(),
+                port,
+                tls_ca: settings.ca_pem.clone(),
+                credentials: admin.clone(),
+                topics: settings.topics.clone(),
+            });
+            // Before ingest connects: the collector's account, with its topics.
+            match d.ensure_collector(own, &settings.client_id).await {
+                Ok(()) => {
+                    info!("broker accounts: dynamic-security plugin, collector role in place")
+                }
+                Err(e) => error!(error = %e, "cannot set up the collector's role on the broker; \
+                    enrolment and revocation will fail until it answers"),
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    let (approve_tx, mut approve_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut ingest = Ingest::spawn(
         IngestConfig {
             host,
@@ -194,6 +216,7 @@ pub async fn start_with_clock(
             client_id: settings.client_id.clone(),
             credentials: settings.credentials.clone(),
             topics: settings.topics.clone(),
+            enrolment: dynsec.is_some(),
         },
         IngestDeps {
             store: store.clone(),
@@ -202,8 +225,35 @@ pub async fn start_with_clock(
             policy: policy.clone(),
             clock: clock.clone(),
             wake: wake.clone(),
+            known_serials: settings.known_serials.clone(),
+            approve: dynsec.is_some().then_some(approve_tx),
         },
     );
+    let enrolment = dynsec.map(|dynsec| {
+        Arc::new(crate::enrolment::Enrolment {
+            store: store.clone(),
+            dynsec,
+            downlink: ingest.downlink(),
+            topics: settings.topics.clone(),
+            clock: clock.clone(),
+        })
+    });
+    if let Some(e) = &enrolment {
+        // Requests whose serial is a known one: approved by the rule, one at a time.
+        let e = e.clone();
+        tokio::spawn(async move {
+            while let Some(request) = approve_rx.recv().await {
+                match e.approve(&request, "rule:known-serial").await {
+                    Ok(r) => {
+                        info!(request = %request, device = %r.device, "approved by the known-serials rule")
+                    }
+                    Err(err) => {
+                        warn!(request = %request, error = %err, "the known-serials rule could not approve")
+                    }
+                }
+            }
+        });
+    }
     if !ingest.wait_ready(READY_TIMEOUT).await {
         warn!(broker = %mqtt_url, "not subscribed yet; ingest keeps retrying in the background");
     }
@@ -256,6 +306,7 @@ pub async fn start_with_clock(
         web: Arc::new(settings.web.clone()),
         data_dir: dir.clone(),
         notify: settings.notify.clone(),
+        enrolment,
     };
     let mut api_stop = stop_rx;
     let api = tokio::spawn(http::serve(listener, state, async move {

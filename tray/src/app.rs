@@ -389,6 +389,7 @@ mod tests {
             connected: true,
             attempts: 0,
             last_error: None,
+            enrolment: None,
             spooled: 0,
             held: 0,
             dropped_total: 0,

@@ -30,6 +30,7 @@ mod state;
 
 pub use driver::run;
 pub use publisher::Publisher;
+pub(crate) use state::STABLE_AFTER;
 pub use state::{
     lock, options_for, AgentState, Inbox, LinkConfig, LinkError, LinkState, PassView, BACKOFF_BASE,
     BACKOFF_CAP, RESEND_AFTER, SYSTEM_CA_BUNDLE,

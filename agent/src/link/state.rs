@@ -23,7 +23,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest reconnect delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A connection that lived this long resets the backoff.
-pub(super) const STABLE_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a clean shutdown waits for the offline status to go out.
 pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Events published but still unacked after this long are published again.
@@ -63,6 +63,15 @@ pub enum LinkState {
     Connected {
         /// When the ConnAck arrived.
         since: u64,
+    },
+    /// Asking to join before the link can start (see [`crate::enrol`]).
+    Enrolling {
+        /// Where the request stands.
+        view: crate::enrol::EnrolView,
+        /// Failed attempts to reach the broker since the last connection.
+        attempts: u32,
+        /// The last error.
+        last_error: Option<String>,
     },
     /// Shut down.
     Stopped,

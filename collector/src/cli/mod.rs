@@ -162,6 +162,12 @@ enum Command {
         #[command(subcommand)]
         cmd: ProviderCmd,
     },
+    /// Self-enrolment (admin; needs the broker's dynamic-security plugin): sites' tokens,
+    /// agents asking to join, approval, refusal and revoking a device.
+    Enrolment {
+        #[command(subcommand)]
+        cmd: EnrolmentCmd,
+    },
     /// Provider requests across incidents: one visit for several incidents, listed,
     /// answered, done and verified once for all of them.
     Request {
@@ -259,6 +265,44 @@ enum RequestCmd {
         /// What was found; the reason, when not as agreed.
         #[arg(long, default_value = "")]
         note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrolmentCmd {
+    /// Make a site's enrolment token (or a new one, which replaces the old): agents
+    /// installed with it ask to join. Printed once; the broker keeps only its hash.
+    Token {
+        /// The site (lowercase letters, digits, '-'); devices enrolled with it are
+        /// tagged with it by their config.
+        #[arg(long)]
+        site: String,
+    },
+    /// Withdraw a site's token: agents can no longer ask to join with it.
+    RemoveSite {
+        /// The site.
+        site: String,
+    },
+    /// The sites with a token and the requests, pending first.
+    List,
+    /// Approve a request: the device's broker account is created and its password sent
+    /// sealed to the agent.
+    Approve {
+        /// The request id (from `list`).
+        request: String,
+    },
+    /// Refuse a request; the agent is told the reason.
+    Refuse {
+        /// The request id.
+        request: String,
+        /// Why (the agent's log and status show it).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a device: its broker account is deleted and its connection dropped at once.
+    Revoke {
+        /// The device id.
+        device: String,
     },
 }
 
@@ -971,6 +1015,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Device { cmd } => device(&cli, cmd),
         Command::Warranty { cmd } => warranty(&api_client(&cli)?, cmd),
         Command::Provider { cmd } => provider(&api_client(&cli)?, cmd),
+        Command::Enrolment { cmd } => enrolment(&api_client(&cli)?, cmd),
         Command::Request { cmd } => request(&api_client(&cli)?, cmd),
         Command::Notify {
             cmd: NotifyCmd::Test { email, webhook },
@@ -1271,6 +1316,101 @@ fn provider(api: &ApiClient, cmd: &ProviderCmd) -> anyhow::Result<()> {
                 &serde_json::json!({"date": date, "participants": participants, "text": text}),
             )?;
             println!("minutes of {date} recorded for {name}");
+        }
+    }
+    Ok(())
+}
+
+fn enrolment(api: &ApiClient, cmd: &EnrolmentCmd) -> anyhow::Result<()> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    match cmd {
+        EnrolmentCmd::Token { site } => {
+            let v = api.post(
+                "/api/enrolments/sites",
+                &serde_json::json!({ "site": site }),
+            )?;
+            render::out(&format!(
+                "enrolment token for site {site} (shown once; put it in the agents' \
+                 [enrol] token):\n{}\n",
+                s(&v["token"])
+            ));
+        }
+        EnrolmentCmd::RemoveSite { site } => {
+            api.send(
+                "DELETE",
+                &format!("/api/enrolments/sites/{}", enc(site)),
+                None,
+            )?;
+            println!("site {site}: enrolment token withdrawn");
+        }
+        EnrolmentCmd::List => {
+            let v = api.get("/api/enrolments")?;
+            if v["enabled"] == serde_json::Value::Bool(false) {
+                println!("self-enrolment is off: the broker has no dynamic-security plugin");
+            }
+            let sites: Vec<String> = v["sites"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| s(&x["site"]))
+                .collect();
+            let mut out = format!(
+                "sites with a token: {}\n",
+                if sites.is_empty() {
+                    "none".into()
+                } else {
+                    sites.join(", ")
+                }
+            );
+            let rows: Vec<Vec<String>> = v["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        s(&r["request"]),
+                        s(&r["decision"]),
+                        s(&r["site"]),
+                        s(&r["device"]),
+                        render::clip(&s(&r["hostname"]), 24),
+                        render::clip(&format!("{} {}", s(&r["vendor"]), s(&r["product"])), 30),
+                        s(&r["serial"]),
+                    ]
+                })
+                .collect();
+            out.push_str(&render::table(
+                &[
+                    "REQUEST", "STATE", "SITE", "DEVICE", "HOSTNAME", "MACHINE", "SERIAL",
+                ],
+                &rows,
+            ));
+            render::out(&out);
+        }
+        EnrolmentCmd::Approve { request } => {
+            let v = api.post(
+                &format!("/api/enrolments/{}/approve", enc(request)),
+                &serde_json::json!({}),
+            )?;
+            render::out(&format!(
+                "approved: device {} has its broker account\n",
+                s(&v["device"])
+            ));
+        }
+        EnrolmentCmd::Refuse { request, reason } => {
+            api.post(
+                &format!("/api/enrolments/{}/refuse", enc(request)),
+                &serde_json::json!({ "reason": reason }),
+            )?;
+            println!("refused");
+        }
+        EnrolmentCmd::Revoke { device } => {
+            api.post(
+                &format!("/api/devices/{}/revoke", enc(device)),
+                &serde_json::json!({}),
+            )?;
+            render::out(&format!(
+                "device {device} revoked: its broker account is deleted\n"
+            ));
         }
     }
     Ok(())

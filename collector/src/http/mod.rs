@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 
 pub mod auth;
 mod devices;
+mod enrolments;
 mod export;
 mod feed;
 mod incidents;
@@ -79,6 +80,7 @@ pub fn router(state: HttpState) -> Router {
         "/login",
         "/fleet",
         "/providers",
+        "/enrolments",
         "/incidents/{n}",
         "/devices/{id}",
     ] {
@@ -133,6 +135,14 @@ pub fn router(state: HttpState) -> Router {
             "/api/devices/{id}/warranty",
             put(devices::set_warranty).delete(devices::clear_warranty),
         )
+        .route("/api/devices/{id}/revoke", post(enrolments::revoke))
+        .route("/api/enrolments", get(enrolments::list))
+        .route("/api/enrolments/sites", post(enrolments::site_token))
+        .route(
+            "/api/enrolments/sites/{site}",
+            axum::routing::delete(enrolments::remove_site),
+        )
+        .route("/api/enrolments/{request}/{action}", post(enrolments::act))
         .route("/api/warranties", post(devices::import_warranties))
         .route("/api/providers", get(providers::list))
         .route(

@@ -45,6 +45,8 @@ pub struct HttpState {
     pub data_dir: PathBuf,
     /// Notification channels (for "send a test").
     pub notify: Arc<crate::notify::NotifyConfig>,
+    /// Self-enrolment, when the broker has the dynamic-security plugin.
+    pub enrolment: Option<Arc<crate::enrolment::Enrolment>>,
 }
 
 /// An API error: a status, a stable code for scripts, and a message for people, as JSON

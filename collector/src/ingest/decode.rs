@@ -38,6 +38,8 @@ pub enum Decoded {
         /// The command ids.
         ids: Vec<u64>,
     },
+    /// A request to join (self-enrolment): the site and request id from the topic.
+    Enrol(Box<(String, String, vigia_protocol::enrol::EnrolRequest)>),
     /// Nothing to store (refused birth/status, unknown topic): acked to the broker only.
     Nothing,
 }
@@ -52,6 +54,18 @@ pub(super) fn decode_publish(topics: &Topics, metrics: &Metrics, p: &Publish) ->
 pub fn decode_message(topics: &Topics, metrics: &Metrics, topic: &str, payload: &[u8]) -> Decoded {
     let (device, kind) = match topics.parse(topic) {
         Ok(Topic::Up(d, k)) => (d, k),
+        Ok(Topic::EnrolRequest { site, request }) => {
+            metrics.message_in(None);
+            return match decode::<vigia_protocol::enrol::EnrolRequest>(payload) {
+                Ok(r) => Decoded::Enrol(Box::new((site.to_string(), request.to_string(), r))),
+                Err(e) => {
+                    metrics.rejected(Rejected::Payload(e.reason()));
+                    warn!(site = %site, request = %request, reason = e.reason().as_str(),
+                        detail = %e, "enrolment request rejected");
+                    Decoded::Nothing
+                }
+            };
+        }
         Ok(_) | Err(_) => {
             metrics.message_in(None);
             metrics.rejected(Rejected::UnknownTopic);

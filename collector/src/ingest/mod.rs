@@ -75,6 +75,9 @@ pub struct IngestConfig {
     pub credentials: Option<(String, String)>,
     /// Topic names.
     pub topics: Topics,
+    /// Also subscribe to agents' enrolment requests (the broker has the
+    /// dynamic-security plugin).
+    pub enrolment: bool,
 }
 
 /// What ingest needs besides the broker: the workflow policy, the clock, the feed and the
@@ -93,6 +96,10 @@ pub struct IngestDeps {
     pub clock: Arc<dyn Clock>,
     /// Poked after every write that may move the earliest timer.
     pub wake: Arc<Notify>,
+    /// Serials whose enrolment requests a rule approves.
+    pub known_serials: Arc<Vec<String>>,
+    /// Where requests a rule approves go (the enrolment service), when enrolment is on.
+    pub approve: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// The running ingest.
@@ -164,6 +171,7 @@ impl Ingest {
         let worker = tokio::spawn(
             Worker {
                 client,
+                enrolment: cfg.enrolment,
                 topics: cfg.topics,
                 downlink: downlink.clone(),
                 deps,
@@ -239,11 +247,20 @@ enum Outcome {
     },
     Feed(FeedEvent),
     CmdAcked(u64),
+    Enrol(Box<crate::enrolment::Seen>),
     Nothing,
+}
+
+/// What storing a batch needs besides the store.
+struct Ctx<'a> {
+    policy: &'a Policy,
+    topics: &'a Topics,
+    known_serials: &'a [String],
 }
 
 struct Worker {
     client: AsyncClient,
+    enrolment: bool,
     topics: Topics,
     downlink: Downlink,
     deps: IngestDeps,
@@ -331,6 +348,16 @@ impl Worker {
                 .await
             {
                 error!(error = %e, "cannot queue the subscription");
+            }
+            if self.enrolment {
+                let filter = self.topics.enrol_request_filter();
+                if let Err(e) = self
+                    .client
+                    .subscribe(filter.as_str(), QoS::AtLeastOnce)
+                    .await
+                {
+                    error!(error = %e, "cannot queue the enrolment subscription");
+                }
             }
         }
         if let Err(e) = self.publish_status(true).await {
@@ -431,8 +458,14 @@ impl Worker {
         let store = self.deps.store.clone();
         let policy = self.deps.policy.clone();
         let now = self.deps.clock.now();
+        let (topics, serials) = (self.topics.clone(), self.deps.known_serials.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let done = store_batch(store.as_ref(), &policy, decoded, now);
+            let ctx = Ctx {
+                policy: &policy,
+                topics: &topics,
+                known_serials: &serials,
+            };
+            let done = store_batch(store.as_ref(), &ctx, decoded, now);
             // One flush for the whole batch: nothing is acked before it returns.
             store.flush().map(|()| done)
         })
@@ -460,6 +493,7 @@ impl Worker {
         let mut feed = Vec::new();
         let mut decisions = Vec::new();
         let mut failed = 0u64;
+        let mut enrol_replies = Vec::new();
         for (p, d) in publishes.iter().zip(done) {
             let d = match d {
                 Ok(d) => d,
@@ -510,6 +544,7 @@ impl Worker {
                     feed.push(f);
                 }
                 Outcome::CmdAcked(n) => self.deps.metrics.commands_acked(n),
+                Outcome::Enrol(seen) => enrol_replies.push(seen),
                 Outcome::Nothing => {}
             }
         }
@@ -525,6 +560,14 @@ impl Worker {
         }
         for f in feed {
             self.deps.feed.publish(f);
+        }
+        for seen in enrol_replies {
+            if let Some((topic, payload)) = seen.reply {
+                self.downlink.publish_retained(&topic, payload).await;
+            }
+            if let (Some(request), Some(tx)) = (seen.auto_approve, &self.deps.approve) {
+                let _ = tx.send(request);
+            }
         }
         if failed > 0 {
             self.stalled(failed);
@@ -547,7 +590,7 @@ impl Worker {
 /// them, so an event still sees the birth that came before it.
 fn store_batch(
     store: &dyn Store,
-    policy: &Policy,
+    ctx: &Ctx<'_>,
     decoded: Vec<Decoded>,
     now: Millis,
 ) -> Vec<Result<Outcome, StoreError>> {
@@ -558,7 +601,7 @@ fn store_batch(
         if run.is_empty() {
             return;
         }
-        let outs = store.record_events(run, now, policy);
+        let outs = store.record_events(run, now, ctx.policy);
         for (e, out) in run.drain(..).zip(outs) {
             done.push(out.map(|out| event_outcome(e, out)));
         }
@@ -568,7 +611,7 @@ fn store_batch(
             Decoded::Event(e) => run.push(*e),
             other => {
                 flush_run(&mut run, &mut done);
-                done.push(store_decoded(store, policy, other, now));
+                done.push(store_decoded(store, ctx, other, now));
             }
         }
     }
@@ -601,11 +644,24 @@ fn event_outcome(e: vigia_protocol::Event, out: crate::store::EventOutcome) -> O
 /// Runs one decoded message through the store (blocking).
 fn store_decoded(
     store: &dyn Store,
-    policy: &Policy,
+    ctx: &Ctx<'_>,
     msg: Decoded,
     now: Millis,
 ) -> Result<Outcome, StoreError> {
+    let policy = ctx.policy;
     Ok(match msg {
+        Decoded::Enrol(m) => {
+            let (site, request, req) = *m;
+            Outcome::Enrol(Box::new(crate::enrolment::record_request(
+                store,
+                ctx.topics,
+                &site,
+                &request,
+                &req,
+                ctx.known_serials,
+                now,
+            )?))
+        }
         Decoded::Birth(b) => {
             store.record_birth(&b, now)?;
             debug!(device = %b.device, boot = b.boot, "birth stored");

@@ -52,6 +52,7 @@ use super::{
     StateFilter, StatusOutcome, Store, StoreError, StoredEvent, WarrantyRecord,
 };
 use crate::auth::{Account, SessionRecord, TokenRecord};
+use crate::enrolment::{EnrolmentRecord, SiteRecord};
 use crate::notify::NotifyEntry;
 use crate::workflow::{
     self, AuditRecord, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input,
@@ -115,6 +116,9 @@ struct Handles {
     /// the fleet and the routes, not by history.
     notify_recent: sled::Tree,
     providers: sled::Tree,
+    /// Self-enrolment requests by request id, and the sites with a token.
+    enrolments: sled::Tree,
+    enrol_sites: sled::Tree,
 }
 
 /// The embedded store: the open database, and what it takes to open it again after an
@@ -467,6 +471,8 @@ impl Handles {
             notify_log: db.open_tree("notify_log")?,
             notify_recent: db.open_tree("notify_recent")?,
             providers: db.open_tree("providers")?,
+            enrolments: db.open_tree("enrolments")?,
+            enrol_sites: db.open_tree("enrol_sites")?,
             db,
         };
         h.migrate()?;
@@ -1425,6 +1431,45 @@ impl Handles {
             .is_some())
     }
 
+    fn enrolment(&self, request: &str) -> Result<Option<EnrolmentRecord>, StoreError> {
+        match self.enrolments.get(request)? {
+            Some(v) => Ok(Some(dec("enrolment", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.enrolments.iter() {
+            out.push(dec("enrolment", &kv?.1)?);
+        }
+        Ok(out)
+    }
+
+    fn put_enrolment(&self, r: &EnrolmentRecord) -> Result<(), StoreError> {
+        self.enrolments
+            .insert(r.request.as_bytes(), enc("enrolment", r)?)?;
+        Ok(())
+    }
+
+    fn enrol_sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.enrol_sites.iter() {
+            out.push(dec("enrolment site", &kv?.1)?);
+        }
+        Ok(out)
+    }
+
+    fn put_enrol_site(&self, r: &SiteRecord) -> Result<(), StoreError> {
+        self.enrol_sites
+            .insert(r.site.as_bytes(), enc("enrolment site", r)?)?;
+        Ok(())
+    }
+
+    fn remove_enrol_site(&self, site: &str) -> Result<bool, StoreError> {
+        Ok(self.enrol_sites.remove(site)?.is_some())
+    }
+
     fn set_warranties(
         &self,
         items: &[(DeviceId, Option<WarrantyRecord>)],
@@ -1761,6 +1806,30 @@ impl Store for SledStore {
 
     fn remove_provider(&self, name: &str) -> Result<bool, StoreError> {
         self.with(|h| h.remove_provider(name))
+    }
+
+    fn enrolment(&self, request: &str) -> Result<Option<EnrolmentRecord>, StoreError> {
+        self.with(|h| h.enrolment(request))
+    }
+
+    fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        self.with(|h| h.enrolments())
+    }
+
+    fn put_enrolment(&self, r: &EnrolmentRecord) -> Result<(), StoreError> {
+        self.with(|h| h.put_enrolment(r))
+    }
+
+    fn enrol_sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.with(|h| h.enrol_sites())
+    }
+
+    fn put_enrol_site(&self, r: &SiteRecord) -> Result<(), StoreError> {
+        self.with(|h| h.put_enrol_site(r))
+    }
+
+    fn remove_enrol_site(&self, site: &str) -> Result<bool, StoreError> {
+        self.with(|h| h.remove_enrol_site(site))
     }
 
     fn set_warranties(

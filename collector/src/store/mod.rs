@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use vigia_protocol::{Birth, CmdBody, DeviceId, Dropped, Event, Millis, Severity, Status};
 
 use crate::auth::{Account, SessionRecord, TokenRecord};
+use crate::enrolment::{EnrolmentRecord, SiteRecord};
 use crate::notify::NotifyEntry;
 use crate::workflow::{
     Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo, IncidentSummary, Level,
@@ -298,6 +299,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the provider `name`; `false` if there was none.
     fn remove_provider(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// A self-enrolment request.
+    fn enrolment(&self, request: &str) -> Result<Option<EnrolmentRecord>, StoreError>;
+
+    /// Every self-enrolment request.
+    fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError>;
+
+    /// Stores (or replaces) a self-enrolment request.
+    fn put_enrolment(&self, r: &EnrolmentRecord) -> Result<(), StoreError>;
+
+    /// The sites that have an enrolment token.
+    fn enrol_sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
+
+    /// Records that a site has a token.
+    fn put_enrol_site(&self, r: &SiteRecord) -> Result<(), StoreError>;
+
+    /// Forgets a site's token; whether it was there.
+    fn remove_enrol_site(&self, site: &str) -> Result<bool, StoreError>;
 }
 
 /// A store failure.

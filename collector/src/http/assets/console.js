@@ -279,6 +279,9 @@
     // The providers' register is for staff (the server refuses it to anyone else).
     const staff = ["viewer", "technician", "service_desk", "admin"].some((r) => (s && s.roles || []).includes(r));
     for (const a of document.querySelectorAll("#nav a[data-staff]")) a.hidden = !staff;
+    // Enrolling devices is for administrators (the server refuses it to anyone else).
+    const admin = !!(s && (s.roles || []).includes("admin"));
+    for (const a of document.querySelectorAll("#nav a[data-admin]")) a.hidden = !admin;
     if (signedIn) {
       const roles = (s.roles || []).map((r) => tOr("role." + r, r)).join(", ");
       who.textContent = (s.name || s.login) + (roles ? " · " + roles : "");
@@ -373,6 +376,7 @@
     if ((m = p.match(/^\/devices\/([^/]+)$/))) return { name: "device", id: decodeURIComponent(m[1]) };
     if (p === "/fleet") return { name: "fleet" };
     if (p === "/providers") return { name: "providers" };
+    if (p === "/enrolments") return { name: "enrolments" };
     return { name: "list" };
   }
 
@@ -397,7 +401,7 @@
       go("/login?next=" + encodeURIComponent(location.pathname + location.search), true);
       return;
     }
-    const navOf = { fleet: "/fleet", device: "/fleet", providers: "/providers" };
+    const navOf = { fleet: "/fleet", device: "/fleet", providers: "/providers", enrolments: "/enrolments" };
     for (const a of document.querySelectorAll("#nav a")) {
       a.classList.toggle("here", r.name !== "login" && a.getAttribute("href") === (navOf[r.name] || "/"));
     }
@@ -407,6 +411,7 @@
       case "device": return renderDevice(app, r.id);
       case "fleet": return renderFleet(app);
       case "providers": return renderProviders(app);
+      case "enrolments": return renderEnrolments(app);
       default: return renderList(app);
     }
   }
@@ -1510,6 +1515,112 @@
     put("fleet-incidents", list.filter((d) => d.open_incidents > 0), t("fleet.none_incidents"));
     put("fleet-all", list, t("fleet.empty"));
     $("fleet-count").textContent = fmtNum(list.filter((d) => d.online).length) + " / " + fmtNum(list.length) + " " + t("device.online");
+  }
+
+  // ---------------------------------------------------------------- enrolments
+
+  // Agents that asked to join with their site's token, with what they said about their
+  // machine: an administrator approves (the broker account is made and its password sent
+  // sealed to that agent) or refuses with a reason; enrolled devices can be revoked.
+  function renderEnrolments(app) {
+    app.replaceChildren(
+      h("div", { class: "list-head" }, h("h1", {}, t("enrol.title")), h("span", { id: "enrol-count", class: "muted" })),
+      h("p", { id: "enrol-state", class: "muted" }),
+      h("div", { id: "enrol-list" }),
+      section(t("enrol.sites"), "enrol-sites", h("div", { id: "enrol-site-list" }), siteTokenForm()));
+    loadEnrolments();
+  }
+
+  async function loadEnrolments() {
+    if (S.view.name !== "enrolments") return;
+    let v;
+    try {
+      v = await api("GET", "/api/enrolments");
+    } catch (e) {
+      $("enrol-list").replaceChildren(h("p", { class: "error", role: "alert" }, errorText(e)));
+      return;
+    }
+    if (S.view.name !== "enrolments") return;
+    const pending = v.requests.filter((r) => r.decision === "pending").length;
+    $("enrol-count").textContent = t("enrol.pending_count", { n: fmtNum(pending) });
+    $("enrol-state").textContent = v.enabled ? "" : t("enrol.disabled");
+    $("enrol-list").replaceChildren(...(v.requests.length
+      ? [h("div", { class: "table-wrap" }, table("enrolments", [t("enrol.device"), t("enrol.machine"), t("enrol.site"), t("enrol.asked"), t("enrol.state"), ""],
+        v.requests.map(enrolmentRow)))]
+      : [h("p", { class: "muted" }, t("enrol.empty"))]));
+    $("enrol-site-list").replaceChildren(v.sites.length
+      ? h("ul", { class: "plain" }, v.sites.map((x) => h("li", {}, h("strong", {}, x.site), " · ",
+        h("span", { class: "muted" }, t("enrol.token_by", { who: x.by, when: fmtDate(x.at) })))))
+      : h("p", { class: "muted" }, t("enrol.no_sites")));
+  }
+
+  function enrolmentRow(r) {
+    const machine = [r.vendor, r.product].filter(Boolean).join(" ");
+    const state = r.decision === "refused" && r.reason
+      ? t("enrol.decision.refused") + ": " + r.reason
+      : t("enrol.decision." + r.decision);
+    const actions = [];
+    if (r.decision === "pending") {
+      actions.push(h("button", { type: "button", class: "approve", onclick: () => enrolAct(r, "approve") }, t("enrol.approve")),
+        h("button", { type: "button", class: "link refuse", onclick: () => enrolRefuse(r) }, t("enrol.refuse")));
+    } else if (r.decision === "approved") {
+      actions.push(h("button", { type: "button", class: "link revoke", onclick: () => enrolRevoke(r) }, t("enrol.revoke")));
+    }
+    return h("tr", { "data-request": r.request, class: "enrol-" + r.decision },
+      td(t("enrol.device"), h("strong", {}, r.device), h("br"), h("span", { class: "muted small" }, r.hostname)),
+      td(t("enrol.machine"), machine || "—", r.serial ? h("br") : null, r.serial ? h("span", { class: "muted small" }, t("enrol.serial") + " " + r.serial) : null,
+        h("br"), h("span", { class: "muted small" }, [r.os, r.arch].filter(Boolean).join(" · "))),
+      td(t("enrol.site"), r.site),
+      td(t("enrol.asked"), fmtAgo(r.last_seen), h("br"), h("span", { class: "muted small" }, t("enrol.times", { n: fmtNum(r.asked) }))),
+      td(t("enrol.state"), h("span", { class: "decision" }, state),
+        r.decided_by ? h("span", { class: "muted small" }, " · " + r.decided_by) : null),
+      td("", ...actions));
+  }
+
+  async function enrolAct(r, action, body) {
+    try {
+      await api("POST", "/api/enrolments/" + encodeURIComponent(r.request) + "/" + action, body || {});
+      toast(t(action === "approve" ? "enrol.approved" : "enrol.refused", { device: r.device }));
+    } catch (e) {
+      toast(errorText(e), true);
+    }
+    loadEnrolments();
+  }
+
+  function enrolRefuse(r) {
+    const reason = prompt(t("enrol.refuse_reason", { device: r.device }));
+    if (reason === null) return;
+    enrolAct(r, "refuse", { reason });
+  }
+
+  async function enrolRevoke(r) {
+    if (!confirm(t("enrol.revoke_confirm", { device: r.device }))) return;
+    try {
+      await api("POST", "/api/devices/" + encodeURIComponent(r.device) + "/revoke", {});
+      toast(t("enrol.revoked", { device: r.device }));
+    } catch (e) {
+      toast(errorText(e), true);
+    }
+    loadEnrolments();
+  }
+
+  function siteTokenForm() {
+    const out = h("p", { id: "enrol-token", class: "token", hidden: true });
+    const input = h("input", { name: "site", required: true, pattern: "[a-z0-9][a-z0-9-]{0,31}", autocomplete: "off" });
+    const form = h("form", { class: "inline", onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        const v = await api("POST", "/api/enrolments/sites", { site: input.value });
+        out.replaceChildren(t("enrol.token_once"), h("br"), h("code", {}, v.token));
+        out.hidden = false;
+      } catch (e) {
+        toast(errorText(e), true);
+      }
+      loadEnrolments();
+    } },
+    h("label", { class: "field" }, h("span", {}, t("enrol.site")), input),
+    h("button", { type: "submit" }, t("enrol.make_token")));
+    return h("div", {}, form, out);
   }
 
   // ---------------------------------------------------------------- providers

@@ -1,0 +1,340 @@
+//! Broker accounts through Mosquitto's dynamic-security plugin: created, changed and
+//! deleted while the broker runs, with no password file to rewrite and no reload, and a
+//! deleted account's open connection dropped at once.
+//!
+//! The plugin is driven by JSON commands published to `$CONTROL/dynamic-security/v1`;
+//! it answers the sender alone on `.../response`. Each call here opens its own short
+//! connection with the plugin's admin account (the one `mosquitto_ctrl dynsec init`
+//! made), waits for the subscription, sends one message with all its commands and waits
+//! for their answers: approvals and revocations are rare, and a connection of their own
+//! keeps them out of ingest's manual-ack stream. The admin is not the collector's
+//! account: the broker ties client ids to user names, so a second connection as the
+//! collector would take over ingest's session. One call at a time.
+//!
+//! Mosquitto 2.0's plugin has no `%u` substitution in its ACLs, so every account gets a
+//! role of its own with its topics spelled out: a device `vigia-device-<id>` (write its
+//! `up/<id>/#`, subscribe its `down/<id>/#` and the collector's status), a site's
+//! enrolment account `vigia-enrol-<site>` (write `enrol/<site>/+/request`, subscribe
+//! `enrol/<site>/+/reply`). At start the collector makes its own account (or brings it
+//! to the config's password) with the role `vigia-collector`.
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tracing::debug;
+use vigia_protocol::{DeviceId, Topics};
+
+const CONTROL: &str = "$CONTROL/dynamic-security/v1";
+const RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
+/// How long one call may take, connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a call to the plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DynsecError {
+    /// The broker could not be reached, refused the account, or did not answer in time.
+    #[error("the broker's dynamic-security plugin did not answer: {0}")]
+    Broker(String),
+    /// The plugin refused a command.
+    #[error("the broker refused {command}: {error}")]
+    Refused {
+        /// The command.
+        command: String,
+        /// The plugin's words.
+        error: String,
+    },
+}
+
+impl DynsecError {
+    /// Whether the plugin said the thing already exists.
+    pub fn exists(&self) -> bool {
+        matches!(self, Self::Refused { error, .. } if error.contains("already exists"))
+    }
+}
+
+/// Where the broker is and who the collector is there.
+#[derive(Clone)]
+pub struct DynsecConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// CA (PEM) for TLS, or plain TCP.
+    pub tls_ca: Option<Vec<u8>>,
+    /// The plugin's admin account.
+    pub credentials: (String, String),
+    /// Topic names.
+    pub topics: Topics,
+}
+
+/// The plugin's client.
+pub struct Dynsec {
+    cfg: DynsecConfig,
+    one_at_a_time: Mutex<()>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Responses {
+    responses: Vec<Response>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    command: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn acl(acltype: &str, topic: &str) -> Value {
+    json!({ "acltype": acltype, "topic": topic, "allow": true, "priority": 0 })
+}
+
+/// The role of a device's account.
+pub fn device_role(id: &DeviceId) -> String {
+    format!("vigia-device-{id}")
+}
+
+impl Dynsec {
+    /// A client of the plugin behind `cfg`.
+    pub fn new(cfg: DynsecConfig) -> Self {
+        Self {
+            cfg,
+            one_at_a_time: Mutex::new(()),
+        }
+    }
+
+    /// Sends `commands` in one message; one result per command, in order.
+    async fn call(
+        &self,
+        commands: Vec<Value>,
+    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        let _one = self.one_at_a_time.lock().await;
+        tokio::time::timeout(CALL_TIMEOUT, self.exchange(&commands))
+            .await
+            .map_err(|_| DynsecError::Broker(format!("no answer within {CALL_TIMEOUT:?}")))?
+    }
+
+    async fn exchange(
+        &self,
+        commands: &[Value],
+    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        let mut suffix = [0u8; 6];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
+            .map_err(|_| DynsecError::Broker("the system random source failed".into()))?;
+        let id: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let mut opts = MqttOptions::new(format!("vigia-ctl-{id}"), &self.cfg.host, self.cfg.port);
+        opts.set_clean_session(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_credentials(&self.cfg.credentials.0, &self.cfg.credentials.1);
+        if let Some(ca) = &self.cfg.tls_ca {
+            opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        let (client, mut events) = AsyncClient::new(opts, 8);
+        let body = serde_json::to_vec(&json!({ "commands": commands }))
+            .map_err(|e| DynsecError::Broker(e.to_string()))?;
+        let answer = loop {
+            let ev = events
+                .poll()
+                .await
+                .map_err(|e| DynsecError::Broker(e.to_string()))?;
+            match ev {
+                Event::Incoming(Packet::ConnAck(_)) => client
+                    .try_subscribe(RESPONSE, QoS::AtLeastOnce)
+                    .map_err(|e| DynsecError::Broker(e.to_string()))?,
+                Event::Incoming(Packet::SubAck(s)) => {
+                    if s.return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        return Err(DynsecError::Broker(format!(
+                            "the account {:?} may not administer the dynamic-security \
+                             plugin (run `mosquitto_ctrl dynsec init` with it)",
+                            self.cfg.credentials.0
+                        )));
+                    }
+                    client
+                        .try_publish(CONTROL, QoS::AtLeastOnce, false, body.clone())
+                        .map_err(|e| DynsecError::Broker(e.to_string()))?;
+                }
+                Event::Incoming(Packet::Publish(p)) if p.topic == RESPONSE => break p.payload,
+                _ => {}
+            }
+        };
+        let _ = client.try_disconnect();
+        // Let the DISCONNECT go out; the connection is dropped either way.
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+        let parsed: Responses = serde_json::from_slice(&answer)
+            .map_err(|e| DynsecError::Broker(format!("unreadable answer: {e}")))?;
+        if parsed.responses.len() != commands.len() {
+            return Err(DynsecError::Broker(format!(
+                "{} answers to {} commands",
+                parsed.responses.len(),
+                commands.len()
+            )));
+        }
+        Ok(parsed
+            .responses
+            .into_iter()
+            .map(|r| match r.error {
+                None => Ok(()),
+                Some(error) => Err(DynsecError::Refused {
+                    command: r.command,
+                    error,
+                }),
+            })
+            .collect())
+    }
+
+    /// Runs commands that set up something which may already be there: "already
+    /// exists" is fine, anything else is an error.
+    async fn ensure(&self, commands: Vec<Value>) -> Result<(), DynsecError> {
+        for r in self.call(commands).await? {
+            match r {
+                Err(e) if e.exists() => debug!(error = %e, "already there"),
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the collector's own account (user name, password) with client id
+    /// `client_id` and the topics it needs, or brings an existing one to that password and
+    /// role (at every start; the collector's config is the source of truth).
+    pub async fn ensure_collector(
+        &self,
+        own: &(String, String),
+        client_id: &str,
+    ) -> Result<(), DynsecError> {
+        let t = &self.cfg.topics;
+        let p = t.prefix();
+        let role = "vigia-collector";
+        let mut cmds = vec![json!({"command": "createRole", "rolename": role})];
+        for (kind, topic) in [
+            ("subscribePattern", format!("{p}/up/#")),
+            ("publishClientSend", format!("{p}/down/#")),
+            ("subscribePattern", format!("{p}/svc/collector/#")),
+            ("publishClientSend", format!("{p}/svc/collector/#")),
+            ("subscribePattern", t.enrol_request_filter().to_string()),
+            ("publishClientSend", format!("{p}/enrol/#")),
+        ] {
+            let mut a = acl(kind, &topic);
+            a["command"] = json!("addRoleACL");
+            a["rolename"] = json!(role);
+            cmds.push(a);
+        }
+        cmds.push(json!({
+            "command": "createClient", "username": own.0, "password": own.1,
+            "clientid": client_id, "roles": [{"rolename": role}],
+        }));
+        self.ensure(cmds).await?;
+        // Already there: the password and the role of the config, whatever they were.
+        self.call(vec![
+            json!({"command": "setClientPassword", "username": own.0, "password": own.1}),
+            json!({"command": "setClientId", "username": own.0, "clientid": client_id}),
+            json!({"command": "addClientRole", "username": own.0, "rolename": role}),
+        ])
+        .await?
+        .into_iter()
+        .try_for_each(|r| match r {
+            Err(e) if e.exists() || matches!(&e, DynsecError::Refused { error, .. } if error.contains("already has")) => Ok(()),
+            other => other,
+        })
+    }
+
+    /// Creates a device's account with its own role. Refused when the account exists.
+    pub async fn create_device(&self, id: &DeviceId, password: &str) -> Result<(), DynsecError> {
+        let t = &self.cfg.topics;
+        let p = t.prefix();
+        let role = device_role(id);
+        let acls = vec![
+            acl("publishClientSend", &format!("{p}/up/{id}/#")),
+            acl("subscribePattern", &format!("{p}/down/{id}/#")),
+            acl("subscribePattern", t.collector_status().as_str()),
+        ];
+        // The role first: an account that exists without its role could not publish.
+        self.ensure(vec![
+            json!({"command": "createRole", "rolename": role, "acls": acls}),
+        ])
+        .await?;
+        let created = self
+            .call(vec![json!({
+                "command": "createClient", "username": id.as_str(), "password": password,
+                "clientid": id.as_str(), "roles": [{"rolename": role}],
+            })])
+            .await?;
+        created.into_iter().try_for_each(|r| r)
+    }
+
+    /// Deletes a device's account (its connection is dropped at once) and its role.
+    /// Returns whether the account existed.
+    pub async fn delete_device(&self, id: &DeviceId) -> Result<bool, DynsecError> {
+        let mut r = self
+            .call(vec![
+                json!({"command": "deleteClient", "username": id.as_str()}),
+                json!({"command": "deleteRole", "rolename": device_role(id)}),
+            ])
+            .await?
+            .into_iter();
+        let existed = match r.next() {
+            Some(Ok(())) => true,
+            Some(Err(DynsecError::Refused { error, .. })) if error.contains("not found") => false,
+            Some(Err(e)) => return Err(e),
+            None => false,
+        };
+        Ok(existed)
+    }
+
+    /// Creates a site's enrolment account with `secret` as its password, or gives the
+    /// existing one that password (a rotated token).
+    pub async fn set_enrol_account(&self, site: &str, secret: &str) -> Result<(), DynsecError> {
+        let t = &self.cfg.topics;
+        let user = vigia_protocol::enrol::enrol_user(site);
+        let acls = vec![
+            acl("publishClientSend", t.enrol_site_requests(site).as_str()),
+            acl("subscribePattern", t.enrol_site_replies(site).as_str()),
+        ];
+        self.ensure(vec![
+            json!({"command": "createRole", "rolename": user.as_str(), "acls": acls}),
+        ])
+        .await?;
+        let r = self
+            .call(vec![json!({
+                "command": "createClient", "username": user.as_str(), "password": secret,
+                "roles": [{"rolename": user.as_str()}],
+            })])
+            .await?;
+        match r.into_iter().next() {
+            Some(Err(e)) if e.exists() => self
+                .call(vec![json!({
+                    "command": "setClientPassword", "username": user.as_str(), "password": secret,
+                })])
+                .await?
+                .into_iter()
+                .try_for_each(|r| r),
+            Some(r) => r,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a site's enrolment account: its token stops working at once.
+    pub async fn delete_enrol_account(&self, site: &str) -> Result<(), DynsecError> {
+        let user = vigia_protocol::enrol::enrol_user(site);
+        let r = self
+            .call(vec![
+                json!({"command": "deleteClient", "username": user.as_str()}),
+                json!({"command": "deleteRole", "rolename": user.as_str()}),
+            ])
+            .await?;
+        match r.into_iter().next() {
+            Some(Err(DynsecError::Refused { error, .. })) if error.contains("not found") => Ok(()),
+            Some(r) => r,
+            None => Ok(()),
+        }
+    }
+}
