@@ -76,6 +76,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(topic.contains(&format!("/{device}/")));
                 continue;
             }
+            // A request to join names its site and request id, both from the topic.
+            Decoded::Enrol(m) => {
+                let (site, request, _) = &*m;
+                assert!(topic.contains(&format!("/enrol/{site}/{request}/")));
+                continue;
+            }
             Decoded::Nothing => continue,
         };
         assert!(
