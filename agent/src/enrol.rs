@@ -470,7 +470,7 @@ pub async fn run(
                 goodbye(&client, &mut eventloop).await;
                 up_since = None;
                 tracing::debug!(request = %id, "no enrolment reply yet; asking again later");
-                let wait = jittered(poll, &mut backoff);
+                let wait = backoff.spread(poll);
                 tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => return Ok(None),
@@ -567,7 +567,7 @@ pub async fn run(
                 reply_by = None;
                 goodbye(&client, &mut eventloop).await;
                 up_since = None;
-                let wait = jittered(poll, &mut backoff);
+                let wait = backoff.spread(poll);
                 tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => return Ok(None),
@@ -607,17 +607,6 @@ async fn until(at: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
-}
-
-/// `poll` give or take a quarter, so that a site's agents, started together by the
-/// same deployment, do not all ask in the same second.
-fn jittered(poll: Duration, rng: &mut Backoff) -> Duration {
-    // The backoff's own jitter source, reset so its delays stay short.
-    rng.reset();
-    let j = rng.next_delay().as_nanos() % 1000;
-    rng.reset();
-    let j = u32::try_from(j).unwrap_or(0);
-    poll.mul_f64(0.75 + f64::from(j) / 2000.0)
 }
 
 fn millis(d: Duration) -> u64 {

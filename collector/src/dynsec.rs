@@ -120,10 +120,9 @@ impl Dynsec {
         &self,
         commands: &[Value],
     ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
-        let mut suffix = [0u8; 6];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
-            .map_err(|_| DynsecError::Broker("the system random source failed".into()))?;
-        let id: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let suffix = crate::auth::secret::random_bytes::<6>()
+            .map_err(|e| DynsecError::Broker(e.to_string()))?;
+        let id = crate::auth::secret::hex(&suffix);
         let mut opts = MqttOptions::new(format!("vigia-ctl-{id}"), &self.cfg.host, self.cfg.port);
         opts.set_clean_session(true)
             .set_keep_alive(Duration::from_secs(30))

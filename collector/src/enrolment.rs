@@ -51,6 +51,18 @@ pub enum Decision {
     Revoked,
 }
 
+impl Decision {
+    /// Its name, as the API and the CLI show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Refused => "refused",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 /// One agent's request to join, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolmentRecord {
@@ -186,7 +198,7 @@ pub fn record_request(
         return Ok(none);
     }
     let topic = topics.enrol_reply(site, request).to_string();
-    let mut rec = match store.enrolment(request)? {
+    let rec = match store.enrolment(request)? {
         Some(mut r) => {
             r.last_seen = now;
             r.asked += 1;
@@ -245,11 +257,6 @@ pub fn record_request(
             .as_ref()
             .is_some_and(|s| known_serials.iter().any(|k| k.eq_ignore_ascii_case(s))))
     .then(|| rec.request.clone());
-    rec.device = if rec.decision == Decision::Pending {
-        req.device.clone()
-    } else {
-        rec.device
-    };
     store.put_enrolment(&rec)?;
     Ok(Seen {
         reply: Some((topic, reply)),
@@ -257,7 +264,9 @@ pub fn record_request(
     })
 }
 
+/// What the agent says about itself, taken while the request is pending.
 fn fill(r: &mut EnrolmentRecord, req: &EnrolRequest) {
+    r.device = req.device.clone();
     r.hostname = printable(&req.hostname, 64);
     r.os = printable(&req.os, 96);
     r.arch = printable(&req.arch, 16);
@@ -375,10 +384,7 @@ impl Enrolment {
             d => {
                 return Err(EnrolError::Conflict(format!(
                     "the request is {}; the agent must ask again with a new key",
-                    serde_json::to_value(d)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
+                    d.as_str()
                 )))
             }
         }

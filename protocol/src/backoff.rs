@@ -34,12 +34,22 @@ impl Backoff {
             .saturating_mul(1u32 << self.attempt.min(20))
             .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
+        exp.mul_f64(0.5 + 0.5 * self.unit())
+    }
+
+    /// `d` give or take a quarter, from the same generator: a steady period that many
+    /// devices started together do not keep in step (the attempt count is untouched).
+    pub fn spread(&mut self, d: Duration) -> Duration {
+        d.mul_f64(0.75 + 0.5 * self.unit())
+    }
+
+    /// The next number in [0, 1).
+    fn unit(&mut self) -> f64 {
         // xorshift64: plenty for jitter, no dependency.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        exp.mul_f64(0.5 + 0.5 * unit)
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Back to the first delay (after a stable connection).
@@ -56,6 +66,19 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_period_stays_within_a_quarter_and_varies() {
+        let mut b = Backoff::new(BASE, BASE * 8, 42);
+        let p = Duration::from_secs(60);
+        let spread: alloc::vec::Vec<_> = (0..100).map(|_| b.spread(p)).collect();
+        assert!(
+            spread.iter().all(|d| *d >= p * 3 / 4 && *d < p * 5 / 4),
+            "{spread:?}"
+        );
+        assert!(spread.iter().any(|d| *d != spread[0]));
+        assert_eq!(b.attempts(), 0);
+    }
 
     const BASE: Duration = Duration::from_millis(500);
     const CAP: Duration = Duration::from_secs(30);
