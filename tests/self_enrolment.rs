@@ -224,7 +224,7 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     assert!(
         incidents
             .iter()
-            .any(|i| i["kind"] == "disk_space" || i.to_string().contains("disk")),
+            .any(|i| i["kind"] == "disk_space" && i["subject"] == "/var"),
         "{incidents:?}"
     );
     let creds_file = d.join("agent-ws-bcn-1-data/enrolment/credentials.json");
@@ -289,10 +289,7 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     assert_eq!(code, 0, "{out}");
     let (ok, err) = publish(port, "ws-bcn-1", &password, "vigia/v1/up/ws-bcn-1/x", "{}");
     assert!(!ok, "a revoked device connected");
-    assert!(
-        err.contains("not authorised") || err.contains("Connection"),
-        "{err}"
-    );
+    assert!(err.contains("Not authorized"), "{err}");
     poll("the revoked agent to lose its connection", || {
         agent_status(&a.config).filter(|s| s["connected"] == false)
     });
