@@ -299,3 +299,225 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     assert_eq!(req["decided_by"], "admin");
     drop(b);
 }
+
+/// `device enroll --from devices.csv` through the plugin (issue 14): checked against the
+/// broker's accounts first (a malformed row, a reserved name and the broker's own names
+/// are reported by line, and nothing is created); then 200 accounts made in one run,
+/// usable at once with no reload, each writing only its own topics; a real agent with
+/// its written config reaches the collector; `--rotate` gives new passwords that work at
+/// once while the old ones stop.
+#[test]
+fn a_fleet_enrolled_from_a_csv_into_the_plugin_connects_at_once() {
+    if skip_without(&["mosquitto", "mosquitto_ctrl", "mosquitto_pub"]) {
+        return;
+    }
+    const N: usize = 200;
+    let dir = tempdir();
+    let d = dir.path();
+    let port = free_port();
+    let _broker = dynsec_broker(d, port);
+    let config = d.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             username = \"vigia-collector\"\npassword = \"{COLLECTOR_PASSWORD}\"\n\n\
+             [mqtt.dynamic_security]\nusername = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n",
+            data = d.join("collector-data").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The collector makes its own account at start: a name the file may not take.
+    let c = start_collector_with(&config);
+    let (code, out) = c.cli(&["enrolment", "token", "--site", "bog"]);
+    assert_eq!(code, 0, "{out}");
+    let clients = || {
+        let out = Command::new("mosquitto_ctrl")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-u", ADMIN, "-P", ADMIN_PASSWORD, "dynsec", "listClients"])
+            .output()
+            .unwrap_or_else(|e| panic!("mosquitto_ctrl: {e}"));
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = clients();
+    assert!(
+        before.contains(&"vigia-collector".to_string())
+            && before.contains(&"vigia-enrol-bog".to_string()),
+        "{before:?}"
+    );
+    let enroll = |csv: &Path, out: &str, more: &[&str]| {
+        let cfg = config.display().to_string();
+        let csv = csv.display().to_string();
+        let out = d.join(out).display().to_string();
+        let broker = format!("mqtt://127.0.0.1:{port}");
+        let mut args = vec![
+            "collector",
+            "--config",
+            &cfg,
+            "device",
+            "enroll",
+            "--from",
+            &csv,
+            "--out",
+            &out,
+            "--broker-url",
+            &broker,
+            "--ca-file",
+            "",
+        ];
+        args.extend_from_slice(more);
+        let o = vigia(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("device enroll: {e}"));
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let ids: Vec<String> = (0..N).map(|i| format!("ws-{i:04}")).collect();
+    let rows: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("{id},{id}.example.org,bog,desk,user{i}"))
+        .collect();
+    let header = "id,hostname,site,tags,owner";
+
+    // A bad id (line 152): reported, nothing created.
+    let mut bad = rows.clone();
+    bad[150] = "ws 150,,bog,,".into();
+    let bad_csv = d.join("bad.csv");
+    std::fs::write(&bad_csv, format!("{header}\n{}\n", bad.join("\n")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = enroll(&bad_csv, "configs-bad", &[]);
+    assert!(!ok && out.contains("line 152:"), "{out}");
+    // The collector's account (line 181) and a broker name (line 31): reported by line
+    // once the file parses.
+    bad[150] = rows[150].clone();
+    bad[179] = "vigia-collector,,bog,,".into();
+    bad[29] = "vigia-enrol-x,,bog,,".into();
+    std::fs::write(&bad_csv, format!("{header}\n{}\n", bad.join("\n")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = enroll(&bad_csv, "configs-bad", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("line 181:") && out.contains("reserved") && out.contains("line 31:"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was created"), "{out}");
+    assert_eq!(clients(), before, "a refused run made accounts");
+    assert!(!d.join("configs-bad").exists());
+
+    // The whole fleet: usable at once, no reload.
+    let csv = d.join("devices.csv");
+    std::fs::write(&csv, format!("{header}\n{}\n", rows.join("\n")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = enroll(&csv, "configs", &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("200 new") && out.contains("dynamic-security plugin"),
+        "{out}"
+    );
+    let after = clients();
+    assert_eq!(after.len(), before.len() + N, "{after:?}");
+    let password_of = |out: &str, id: &str| {
+        std::fs::read_to_string(d.join(format!("{out}/{id}.toml")))
+            .unwrap_or_else(|e| panic!("{id}: {e}"))
+            .lines()
+            .find_map(|l| l.strip_prefix("password = \""))
+            .map(|p| p.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no password for {id}"))
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let pw = password_of("configs", id);
+        let own = publish(port, id, &pw, &format!("vigia/v1/up/{id}/x"), "{}");
+        assert!(own.0 && !own.1.contains("Not authorized"), "{id}: {own:?}");
+        // Every tenth, its neighbour's topic too (a process each: the whole fleet is
+        // checked on its own topic, the refusal on a sample).
+        if i % 10 == 0 {
+            let next = &ids[(i + 1) % N];
+            let other = publish(port, id, &pw, &format!("vigia/v1/up/{next}/birth"), "{}");
+            assert!(other.1.contains("Not authorized"), "{id}: {other:?}");
+        }
+    }
+
+    // A real agent with its written config reaches the collector.
+    let written =
+        std::fs::read_to_string(d.join("configs/ws-0007.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let replay = d.join("readings.jsonl");
+    append_lines(&replay, &disk_line("/var", 97), 3);
+    let agent_cfg = d.join("agent-ws-0007.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "interval = \"50ms\"\ndata_dir = \"{}\"\n{written}\n[detect]\nreplay = \"{}\"\n",
+            d.join("agent-ws-0007-data").display(),
+            replay.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _agent = start_agent_with(&agent_cfg);
+    poll("the enrolled agent's birth", || c.device("ws-0007"));
+    poll("its fault", || {
+        device_incidents(&c, "ws-0007")
+            .into_iter()
+            .find(|i| i["kind"] == "disk_space" && i["subject"] == "/var")
+    });
+
+    // Again without --rotate: every line refused, nothing changed.
+    let (ok, out) = enroll(&csv, "configs-again", &[]);
+    assert!(
+        !ok && out.contains("line 2:") && out.contains("already enrolled"),
+        "{out}"
+    );
+    assert!(!d.join("configs-again").exists());
+    // Rotated: the new password works at once, the old one no longer.
+    let two = d.join("two.csv");
+    std::fs::write(&two, format!("{header}\n{}\n{}\n", rows[1], rows[2]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old = password_of("configs", "ws-0001");
+    let (ok, out) = enroll(&two, "configs-rotated", &["--rotate"]);
+    assert!(ok && out.contains("2 given a new password"), "{out}");
+    let new = password_of("configs-rotated", "ws-0001");
+    assert_ne!(old, new);
+    let (ok, err) = publish(port, "ws-0001", &old, "vigia/v1/up/ws-0001/x", "{}");
+    assert!(
+        !ok && err.contains("Not authorized"),
+        "the old password: {err}"
+    );
+    let (ok, err) = publish(port, "ws-0001", &new, "vigia/v1/up/ws-0001/x", "{}");
+    assert!(ok, "the new password: {err}");
+    assert_eq!(clients().len(), before.len() + N);
+
+    // Revocation of a device enrolled from the file is the plugin's, at once.
+    let (code, out) = c.cli(&["enrolment", "revoke", "ws-0002"]);
+    assert_eq!(code, 0, "{out}");
+    let pw = password_of("configs-rotated", "ws-0002");
+    let (ok, _) = publish(port, "ws-0002", &pw, "vigia/v1/up/ws-0002/x", "{}");
+    assert!(!ok, "a revoked device connected");
+    let o = vigia(&[
+        "collector",
+        "--config",
+        &config.display().to_string(),
+        "device",
+        "revoke",
+        "ws-0003",
+    ])
+    .output()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("enrolment revoke"),
+        "{err}"
+    );
+}

@@ -32,7 +32,7 @@ const RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a call to the plugin failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DynsecError {
     /// The broker could not be reached, refused the account, or did not answer in time.
     #[error("the broker's dynamic-security plugin did not answer: {0}")]
@@ -85,7 +85,17 @@ struct Response {
     command: String,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    data: Value,
 }
+
+/// The largest message sent to the plugin: well under the production broker's
+/// `max_packet_size` (32 KiB), the topic and the MQTT header included.
+const MAX_MESSAGE: usize = 24 * 1024;
+/// Names asked for per list command (the answer stays a few kilobytes per hundred).
+const LIST_PAGE: usize = 500;
+/// The largest answer taken (a list page, or many results).
+const MAX_ANSWER: usize = 1 << 20;
 
 fn acl(acltype: &str, topic: &str) -> Value {
     json!({ "acltype": acltype, "topic": topic, "allow": true, "priority": 0 })
@@ -93,7 +103,39 @@ fn acl(acltype: &str, topic: &str) -> Value {
 
 /// The role of a device's account.
 pub fn device_role(id: &DeviceId) -> String {
-    format!("vigia-device-{id}")
+    device_role_of(id.as_str())
+}
+
+fn device_role_of(account: &str) -> String {
+    format!("vigia-device-{account}")
+}
+
+/// The role and the account of a device, as plugin commands.
+fn device_commands(topics: &Topics, id: &DeviceId, password: &str) -> [Value; 2] {
+    let p = topics.prefix();
+    let role = device_role(id);
+    let acls = vec![
+        acl("publishClientSend", &format!("{p}/up/{id}/#")),
+        acl("subscribePattern", &format!("{p}/down/{id}/#")),
+        acl("subscribePattern", topics.collector_status().as_str()),
+    ];
+    [
+        json!({"command": "createRole", "rolename": role, "acls": acls}),
+        json!({
+            "command": "createClient", "username": id.as_str(), "password": password,
+            "clientid": id.as_str(), "roles": [{"rolename": role}],
+        }),
+    ]
+}
+
+/// The broker's accounts, as the plugin lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts {
+    /// Accounts with their device role (`vigia-device-<name>`): devices.
+    pub devices: std::collections::BTreeSet<String>,
+    /// Every other account (the plugin's admin, the collector, the sites' enrolment
+    /// accounts): names no device may take.
+    pub others: std::collections::BTreeSet<String>,
 }
 
 impl Dynsec {
@@ -110,22 +152,178 @@ impl Dynsec {
         &self,
         commands: Vec<Value>,
     ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        Ok(self
+            .call_data(commands)
+            .await?
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect())
+    }
+
+    /// Sends `commands` in one message; one result per command, in order, with the
+    /// data the plugin answered.
+    async fn call_data(
+        &self,
+        commands: Vec<Value>,
+    ) -> Result<Vec<Result<Value, DynsecError>>, DynsecError> {
         let _one = self.one_at_a_time.lock().await;
         tokio::time::timeout(CALL_TIMEOUT, self.exchange(&commands))
             .await
             .map_err(|_| DynsecError::Broker(format!("no answer within {CALL_TIMEOUT:?}")))?
     }
 
+    /// Sends any number of commands, in as many messages as the broker's packet limit
+    /// needs, one after the other; one result per command, in order. Stops at the first
+    /// message not answered; the error says how many commands were answered before it.
+    async fn call_many(
+        &self,
+        commands: Vec<Value>,
+    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        let total = commands.len();
+        let mut batches: Vec<Vec<Value>> = vec![Vec::new()];
+        let mut size = 0;
+        for c in commands {
+            let len = c.to_string().len() + 1;
+            if size + len > MAX_MESSAGE && batches.last().is_some_and(|b| !b.is_empty()) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            if let Some(b) = batches.last_mut() {
+                b.push(c);
+            }
+        }
+        let mut results = Vec::with_capacity(total);
+        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+            let answered = results.len();
+            let r = self.call(batch).await.map_err(|e| {
+                DynsecError::Broker(format!("{e} ({answered} of {total} commands answered)"))
+            })?;
+            results.extend(r);
+        }
+        Ok(results)
+    }
+
+    /// Every name a list command (`listClients`, `listRoles`) gives, a page at a time.
+    async fn list(&self, command: &str, key: &str) -> Result<Vec<String>, DynsecError> {
+        let mut names = Vec::new();
+        loop {
+            let page = self
+                .call_data(vec![
+                    json!({"command": command, "verbose": false, "count": LIST_PAGE, "offset": names.len()}),
+                ])
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Err(DynsecError::Broker("no answer".into())))?;
+            let got: Vec<String> = page[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let total = page["totalCount"].as_u64().unwrap_or(0) as usize;
+            let empty = got.is_empty();
+            names.extend(got);
+            if empty || names.len() >= total {
+                return Ok(names);
+            }
+        }
+    }
+
+    /// The broker's accounts: devices (those with their device role) and the others.
+    pub async fn accounts(&self) -> Result<Accounts, DynsecError> {
+        let clients = self.list("listClients", "clients").await?;
+        let roles: std::collections::BTreeSet<String> =
+            self.list("listRoles", "roles").await?.into_iter().collect();
+        let mut a = Accounts::default();
+        for c in clients {
+            if roles.contains(&device_role_of(&c)) {
+                a.devices.insert(c);
+            } else {
+                a.others.insert(c);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Creates many devices' accounts, each with its own role, in as few messages as the
+    /// broker takes. One result per device: an account that already exists is an error
+    /// of its device (a role left over from an earlier account is reused).
+    pub async fn create_devices(
+        &self,
+        devices: &[(DeviceId, String)],
+    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        let commands = devices
+            .iter()
+            .flat_map(|(id, pw)| device_commands(&self.cfg.topics, id, pw))
+            .collect();
+        let results = self.call_many(commands).await?;
+        Ok(results
+            .chunks(2)
+            .map(|pair| match pair {
+                [role, client] => {
+                    match role {
+                        Err(e) if !e.exists() => return Err(e.clone()),
+                        _ => {}
+                    }
+                    client.clone()
+                }
+                _ => Err(DynsecError::Broker("an answer is missing".into())),
+            })
+            .collect())
+    }
+
+    /// Gives existing device accounts new passwords; one result per device.
+    pub async fn set_passwords(
+        &self,
+        devices: &[(DeviceId, String)],
+    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+        self.call_many(
+            devices
+                .iter()
+                .map(|(id, pw)| {
+                    json!({"command": "setClientPassword", "username": id.as_str(), "password": pw})
+                })
+                .collect(),
+        )
+        .await
+    }
+
+    /// Deletes many devices' accounts (their connections are dropped at once) and their
+    /// roles; an account already gone is not an error.
+    pub async fn delete_devices(&self, ids: &[DeviceId]) -> Result<(), DynsecError> {
+        let commands = ids
+            .iter()
+            .flat_map(|id| {
+                [
+                    json!({"command": "deleteClient", "username": id.as_str()}),
+                    json!({"command": "deleteRole", "rolename": device_role(id)}),
+                ]
+            })
+            .collect();
+        for r in self.call_many(commands).await? {
+            match r {
+                Err(DynsecError::Refused { error, .. }) if error.contains("not found") => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
     async fn exchange(
         &self,
         commands: &[Value],
-    ) -> Result<Vec<Result<(), DynsecError>>, DynsecError> {
+    ) -> Result<Vec<Result<Value, DynsecError>>, DynsecError> {
         let suffix = crate::auth::secret::random_bytes::<6>()
             .map_err(|e| DynsecError::Broker(e.to_string()))?;
         let id = crate::auth::secret::hex(&suffix);
         let mut opts = MqttOptions::new(format!("vigia-ctl-{id}"), &self.cfg.host, self.cfg.port);
         opts.set_clean_session(true)
             .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_ANSWER, MAX_MESSAGE + 1024)
             .set_credentials(&self.cfg.credentials.0, &self.cfg.credentials.1);
         if let Some(ca) = &self.cfg.tls_ca {
             opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
@@ -181,7 +379,7 @@ impl Dynsec {
             .responses
             .into_iter()
             .map(|r| match r.error {
-                None => Ok(()),
+                None => Ok(r.data),
                 Some(error) => Err(DynsecError::Refused {
                     command: r.command,
                     error,
@@ -248,26 +446,13 @@ impl Dynsec {
 
     /// Creates a device's account with its own role. Refused when the account exists.
     pub async fn create_device(&self, id: &DeviceId, password: &str) -> Result<(), DynsecError> {
-        let t = &self.cfg.topics;
-        let p = t.prefix();
-        let role = device_role(id);
-        let acls = vec![
-            acl("publishClientSend", &format!("{p}/up/{id}/#")),
-            acl("subscribePattern", &format!("{p}/down/{id}/#")),
-            acl("subscribePattern", t.collector_status().as_str()),
-        ];
+        let [role, client] = device_commands(&self.cfg.topics, id, password);
         // The role first: an account that exists without its role could not publish.
-        self.ensure(vec![
-            json!({"command": "createRole", "rolename": role, "acls": acls}),
-        ])
-        .await?;
-        let created = self
-            .call(vec![json!({
-                "command": "createClient", "username": id.as_str(), "password": password,
-                "clientid": id.as_str(), "roles": [{"rolename": role}],
-            })])
-            .await?;
-        created.into_iter().try_for_each(|r| r)
+        self.ensure(vec![role]).await?;
+        self.call(vec![client])
+            .await?
+            .into_iter()
+            .try_for_each(|r| r)
     }
 
     /// Deletes a device's account (its connection is dropped at once) and its role.

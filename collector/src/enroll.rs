@@ -15,7 +15,9 @@
 //!
 //! Parsing and checking ([`parse_csv`], [`plan`]) are pure; [`apply`] does the files and
 //! runs `mosquitto_passwd -U` once for all the new hashes. [`revoke`] takes accounts out
-//! the same way (all the listed or none, one rename).
+//! the same way (all the listed or none, one rename). [`apply_dynsec`] makes the accounts
+//! in the broker's dynamic-security plugin instead, usable at once, all or nothing by
+//! undoing what it created (the plugin has no transactions).
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
@@ -95,6 +97,9 @@ pub enum EnrollError {
     /// No random password could be made.
     #[error("cannot make a password: {0}")]
     Random(#[from] crate::auth::SecretError),
+    /// The broker's dynamic-security plugin failed; nothing was created.
+    #[error("{0} (nothing was created)")]
+    Broker(#[from] crate::dynsec::DynsecError),
 }
 
 fn plural(n: usize) -> String {
@@ -414,19 +419,24 @@ pub fn plan(
     }
 }
 
-/// What the configs say about the broker, and where the accounts go.
+/// What the configs say about the broker, and where they go.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The broker URL the agents use (`mqtts://broker.example.org:8883`).
     pub broker_url: String,
     /// The CA file path on the devices, for `mqtts://`.
     pub ca_file: Option<PathBuf>,
-    /// Mosquitto's password file.
-    pub passwd_file: PathBuf,
     /// The directory the configs go to (must not exist, or be empty).
     pub out: PathBuf,
     /// Give devices already enrolled a new password.
     pub rotate: bool,
+}
+
+/// Where a broker without the dynamic-security plugin keeps its accounts.
+#[derive(Debug, Clone)]
+pub struct PasswdFile {
+    /// Mosquitto's password file.
+    pub path: PathBuf,
     /// The `mosquitto_passwd` program.
     pub mosquitto_passwd: PathBuf,
 }
@@ -563,30 +573,8 @@ fn hash_all(
     Ok(lines)
 }
 
-/// Creates every account and writes every config, or nothing (see the module's notes).
-/// `reserved` are the names no device may take; `today` dates the configs.
-pub fn apply(
-    rows: &[Row],
-    target: &Target,
-    reserved: &BTreeSet<String>,
-    today: &str,
-) -> Result<Enrolled, EnrollError> {
-    target.check()?;
-    let old = match std::fs::read_to_string(&target.passwd_file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io("cannot read", &target.passwd_file)(e)),
-    };
-    let enrolled = passwd_accounts(old.as_deref().unwrap_or(""));
-    plan(rows, &enrolled, reserved, target.rotate).map_err(|errors| EnrollError::Rows {
-        file: "devices".into(),
-        errors,
-    })?;
-    let passwd_dir = target
-        .passwd_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+/// Where the configs are made before they are moved to `target.out`.
+fn staging_dir(target: &Target) -> Result<PathBuf, EnrollError> {
     let out_parent = target
         .out
         .parent()
@@ -598,41 +586,17 @@ pub fn apply(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "configs".into());
-    let staging = out_parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let new_passwd = passwd_dir.join(format!(
-        ".{}.enroll-{}",
-        target
-            .passwd_file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = stage_and_commit(
-        rows,
-        target,
-        old.as_deref(),
-        &enrolled,
-        &staging,
-        &new_passwd,
-        today,
-    );
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-        let _ = std::fs::remove_file(&new_passwd);
-    }
-    result
+    Ok(out_parent.join(format!(".{name}.partial-{}", std::process::id())))
 }
 
-fn stage_and_commit(
+/// Writes every device's config, with a new password each, and the index into
+/// `staging` (mode 0700); returns the accounts, in the rows' order.
+fn stage(
     rows: &[Row],
     target: &Target,
-    old: Option<&str>,
-    enrolled: &BTreeSet<String>,
     staging: &Path,
-    new_passwd: &Path,
     today: &str,
-) -> Result<Enrolled, EnrollError> {
+) -> Result<Vec<(DeviceId, String)>, EnrollError> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(staging)
@@ -656,10 +620,90 @@ fn stage_and_commit(
             csv_cell(&r.site),
             csv_cell(&r.owner)
         ));
-        accounts.push((r.id.as_str().to_string(), password));
+        accounts.push((r.id.clone(), password));
     }
     write_private(&staging.join("index.csv"), &index, 0o640)?;
-    let hashed = hash_all(&target.mosquitto_passwd, staging, &accounts)?;
+    Ok(accounts)
+}
+
+/// Moves the staged configs to `target.out` (checked empty, or absent, before).
+fn publish(staging: &Path, target: &Target) -> Result<(), EnrollError> {
+    if target.out.exists() {
+        // Checked empty before anything was made; rename needs it gone.
+        std::fs::remove_dir(&target.out).map_err(io("cannot replace", &target.out))?;
+    }
+    std::fs::rename(staging, &target.out).map_err(io("cannot move the configs to", &target.out))
+}
+
+/// Creates every account in the password file and writes every config, or nothing (see
+/// the module's notes). `reserved` are the names no device may take; `today` dates the
+/// configs.
+pub fn apply(
+    rows: &[Row],
+    target: &Target,
+    passwd: &PasswdFile,
+    reserved: &BTreeSet<String>,
+    today: &str,
+) -> Result<Enrolled, EnrollError> {
+    target.check()?;
+    let old = match std::fs::read_to_string(&passwd.path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io("cannot read", &passwd.path)(e)),
+    };
+    let enrolled = passwd_accounts(old.as_deref().unwrap_or(""));
+    plan(rows, &enrolled, reserved, target.rotate).map_err(|errors| EnrollError::Rows {
+        file: "devices".into(),
+        errors,
+    })?;
+    let passwd_dir = passwd
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = staging_dir(target)?;
+    let new_passwd = passwd_dir.join(format!(
+        ".{}.enroll-{}",
+        passwd
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = stage_and_commit(
+        rows,
+        target,
+        passwd,
+        old.as_deref(),
+        &enrolled,
+        &staging,
+        &new_passwd,
+        today,
+    );
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_file(&new_passwd);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_and_commit(
+    rows: &[Row],
+    target: &Target,
+    passwd: &PasswdFile,
+    old: Option<&str>,
+    enrolled: &BTreeSet<String>,
+    staging: &Path,
+    new_passwd: &Path,
+    today: &str,
+) -> Result<Enrolled, EnrollError> {
+    let accounts: Vec<(String, String)> = stage(rows, target, staging, today)?
+        .into_iter()
+        .map(|(id, pw)| (id.as_str().to_string(), pw))
+        .collect();
+    let hashed = hash_all(&passwd.mosquitto_passwd, staging, &accounts)?;
 
     // The new password file: the old accounts (minus those rotated), then the new ones.
     let renewed: BTreeSet<&str> = accounts.iter().map(|(u, _)| u.as_str()).collect();
@@ -677,12 +721,8 @@ fn stage_and_commit(
         text.push('\n');
     }
     // The commit point.
-    replace_passwd(&target.passwd_file, new_passwd, &text)?;
-    if target.out.exists() {
-        // Checked empty before anything was made; rename needs it gone.
-        std::fs::remove_dir(&target.out).map_err(io("cannot replace", &target.out))?;
-    }
-    std::fs::rename(staging, &target.out).map_err(io("cannot move the configs to", &target.out))?;
+    replace_passwd(&passwd.path, new_passwd, &text)?;
+    publish(staging, target)?;
     let rotated = rows
         .iter()
         .filter(|r| enrolled.contains(r.id.as_str()))
@@ -692,6 +732,173 @@ fn stage_and_commit(
         rotated,
         out: target.out.clone(),
     })
+}
+
+/// Rows whose id starts with `vigia-`: the broker's own accounts (the plugin's admin,
+/// the collector, the sites' enrolment accounts) are named so.
+fn broker_names(rows: &[Row]) -> Vec<LineError> {
+    rows.iter()
+        .filter(|r| r.id.as_str().starts_with("vigia-"))
+        .map(|r| LineError {
+            line: r.line,
+            message: format!(
+                "{}: names starting with \"vigia-\" are the broker's own accounts",
+                r.id
+            ),
+        })
+        .collect()
+}
+
+/// The same as [`apply`] through the broker's dynamic-security plugin: the accounts
+/// exist as soon as this returns, with no file to rewrite and no reload. The plugin has
+/// no transactions, so all or nothing is kept by undoing: the rows are checked against
+/// the plugin's accounts first (every other account is a reserved name), the configs
+/// are staged, then the new accounts are created; should the broker refuse one, those
+/// created are deleted again and nothing is written. Passwords of devices already
+/// enrolled (`rotate`) are changed last; should one of those fail, the configs of the
+/// devices whose password did change are still written, since their old ones no
+/// longer work, and the error says so.
+pub async fn apply_dynsec(
+    rows: &[Row],
+    target: &Target,
+    dynsec: &crate::dynsec::Dynsec,
+    reserved: &BTreeSet<String>,
+    today: &str,
+) -> Result<Enrolled, EnrollError> {
+    target.check()?;
+    let accounts = dynsec.accounts().await?;
+    let mut reserved = reserved.clone();
+    reserved.extend(accounts.others.iter().cloned());
+    // A name both reserved and the broker's is told as reserved (the sort is stable).
+    let mut errors = plan(rows, &accounts.devices, &reserved, target.rotate)
+        .err()
+        .unwrap_or_default();
+    errors.extend(broker_names(rows));
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        errors.dedup_by_key(|e| e.line);
+        return Err(EnrollError::Rows {
+            file: "devices".into(),
+            errors,
+        });
+    }
+    let staging = staging_dir(target)?;
+    let result = dynsec_commit(rows, target, dynsec, &accounts.devices, &staging, today).await;
+    if result.is_err() && staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+async fn dynsec_commit(
+    rows: &[Row],
+    target: &Target,
+    dynsec: &crate::dynsec::Dynsec,
+    enrolled: &BTreeSet<String>,
+    staging: &Path,
+    today: &str,
+) -> Result<Enrolled, EnrollError> {
+    let staged = stage(rows, target, staging, today)?;
+    let (old, new): (Vec<_>, Vec<_>) = staged
+        .into_iter()
+        .partition(|(id, _)| enrolled.contains(id.as_str()));
+    let undo = |new: &[(DeviceId, String)]| {
+        let ids: Vec<DeviceId> = new.iter().map(|(id, _)| id.clone()).collect();
+        async move {
+            if let Err(e) = dynsec.delete_devices(&ids).await {
+                tracing::error!(error = %e, "cannot delete the accounts this run created; \
+                    delete them with `vigia-collector enrolment revoke ID`");
+            }
+        }
+    };
+    let created = match dynsec.create_devices(&new).await {
+        Ok(r) => r,
+        Err(e) => {
+            undo(&new).await;
+            return Err(e.into());
+        }
+    };
+    let refused: Vec<String> = new
+        .iter()
+        .zip(&created)
+        .filter_map(|((id, _), r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+        .collect();
+    if !refused.is_empty() {
+        undo(&new).await;
+        return Err(EnrollError::Setting(format!(
+            "the broker refused {} account{} (nothing was created):\n  {}",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            refused.join("\n  ")
+        )));
+    }
+    let rotated = dynsec.set_passwords(&old).await;
+    let failed: Vec<(DeviceId, String)> = match &rotated {
+        Ok(r) => old
+            .iter()
+            .zip(r)
+            .filter_map(|((id, _), r)| r.as_ref().err().map(|e| (id.clone(), e.to_string())))
+            .collect(),
+        Err(e) => old
+            .iter()
+            .map(|(id, _)| (id.clone(), e.to_string()))
+            .collect(),
+    };
+    if failed.is_empty() {
+        publish(staging, target)?;
+        return Ok(Enrolled {
+            added: new.len(),
+            rotated: old.len(),
+            out: target.out.clone(),
+        });
+    }
+    // The new accounts go; the passwords that did change keep their configs.
+    undo(&new).await;
+    let keep: Vec<&DeviceId> = old
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !failed.iter().any(|(f, _)| f == *id))
+        .collect();
+    let dropped = new
+        .iter()
+        .map(|(id, _)| id)
+        .chain(failed.iter().map(|(id, _)| id));
+    for id in dropped {
+        let _ = std::fs::remove_file(staging.join(format!("{id}.toml")));
+    }
+    let index = staging.join("index.csv");
+    if let Ok(text) = std::fs::read_to_string(&index) {
+        let kept: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| *i == 0 || keep.iter().any(|id| l.ends_with(&format!(",{id}.toml"))))
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let _ = std::fs::write(&index, kept);
+    }
+    let written = if keep.is_empty() {
+        String::new()
+    } else {
+        publish(staging, target)?;
+        format!(
+            "; {} device{} already given a new password keep it, with {} config{} in {}",
+            keep.len(),
+            if keep.len() == 1 { "" } else { "s" },
+            if keep.len() == 1 { "its" } else { "their" },
+            if keep.len() == 1 { "" } else { "s" },
+            target.out.display()
+        )
+    };
+    Err(EnrollError::Setting(format!(
+        "the broker did not change {} password{} (no new account was kept{written}):\n  {}",
+        failed.len(),
+        if failed.len() == 1 { "" } else { "s" },
+        failed
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    )))
 }
 
 /// Writes `text` to `new_passwd`, beside `passwd_file`, with the old file's owner and
@@ -904,10 +1111,8 @@ mod tests {
         let t = Target {
             broker_url: "mqtts://broker.example.org:8883".into(),
             ca_file: Some("/etc/vigia/ca.crt".into()),
-            passwd_file: "/nonexistent".into(),
             out: "/nonexistent".into(),
             rotate: false,
-            mosquitto_passwd: "mosquitto_passwd".into(),
         };
         let text = agent_config(&rows[1], &t, "pw\"x", "2026-12-02");
         let v: toml::Value = toml::from_str(&text).unwrap();

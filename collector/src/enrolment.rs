@@ -20,8 +20,8 @@
 //! - Refusal answers `refused` with the reason; revocation deletes the account (and its
 //!   connection) and answers `revoked`.
 //!
-//! Self-enrolment needs the plugin (`[mqtt] dynamic_security = true`); with a password
-//! file, devices are enrolled from a CSV (`crate::enroll`).
+//! Self-enrolment needs the plugin (`[mqtt.dynamic_security]`). Devices can also be
+//! enrolled from a CSV (`crate::enroll`), into the plugin or a password file.
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

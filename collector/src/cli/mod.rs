@@ -422,7 +422,10 @@ enum NotifyCmd {
 enum DeviceCmd {
     /// Create the broker account of every device in a CSV file (columns id, hostname,
     /// site, tags, owner; a header names them) and write one agent config per device.
-    /// Every row is checked first: one bad row and nothing is created.
+    /// Every row is checked first: one bad row and nothing is created. When the config
+    /// names the broker's dynamic-security plugin (`[mqtt.dynamic_security]`), the
+    /// accounts are made there, usable at once; otherwise in the password file, read at
+    /// Mosquitto's next reload.
     Enroll {
         /// The devices file (CSV).
         #[arg(long = "from")]
@@ -435,16 +438,19 @@ enum DeviceCmd {
         broker_url: String,
         /// The CA certificate's path on the devices, for mqtts:// (`--ca-file ''`: the
         /// agents trust the system bundle).
+        // A String, not a PathBuf: clap refuses an empty path, and '' is meaningful here.
         #[arg(long, default_value = "/etc/vigia/ca.crt")]
-        ca_file: Option<PathBuf>,
-        /// Mosquitto's password file.
+        ca_file: String,
+        /// Mosquitto's password file (without the plugin).
         #[arg(long, default_value = "/etc/mosquitto/vigia.passwd")]
         passwd_file: PathBuf,
-        /// Mosquitto's ACL file: its `user` entries are reserved names.
+        /// Mosquitto's ACL file: its `user` entries are reserved names (without the
+        /// plugin, whose other accounts are).
         #[arg(long, default_value = "/etc/mosquitto/vigia.acl")]
         acl: PathBuf,
         /// Give the listed devices that are already enrolled a new password (their old
-        /// one stops working at the broker's next reload).
+        /// one stops working at once with the plugin, at the broker's next reload with
+        /// the password file).
         #[arg(long)]
         rotate: bool,
         /// The mosquitto_passwd program.
@@ -455,8 +461,10 @@ enum DeviceCmd {
         )]
         mosquitto_passwd: PathBuf,
     },
-    /// Remove devices' broker accounts (all the listed or none). Mosquitto drops their
-    /// connections and refuses them from its next reload (systemctl reload mosquitto).
+    /// Remove devices' broker accounts from the password file (all the listed or none).
+    /// Mosquitto drops their connections and refuses them from its next reload
+    /// (systemctl reload mosquitto). With the dynamic-security plugin, `enrolment revoke
+    /// ID` does it at once.
     Revoke {
         /// The device ids.
         #[arg(required = true)]
@@ -1518,6 +1526,17 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             passwd_file,
             acl,
         } => {
+            if load_config(cli.config.as_ref())?
+                .mqtt
+                .dynamic_security
+                .is_some()
+            {
+                bail!(
+                    "this broker keeps its accounts in the dynamic-security plugin: \
+                     `vigia-collector enrolment revoke ID` deletes a device's account and \
+                     drops its connection at once"
+                );
+            }
             let reserved = reserved_accounts(cli, acl)?;
             let ids = ids
                 .iter()
@@ -1536,6 +1555,7 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let cfg = load_config(cli.config.as_ref())?;
     let reserved = reserved_accounts(cli, acl)?;
     let text = std::fs::read_to_string(from).with_context(|| format!("{}", from.display()))?;
     let rows = enroll::parse_csv(&text).map_err(|errors| enroll::EnrollError::Rows {
@@ -1544,35 +1564,74 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
     })?;
     let target = enroll::Target {
         broker_url: broker_url.clone(),
-        ca_file: ca_file.clone().filter(|p| !p.as_os_str().is_empty()),
-        passwd_file: passwd_file.clone(),
+        ca_file: Some(PathBuf::from(ca_file)).filter(|p| !p.as_os_str().is_empty()),
         out: out.clone(),
         rotate: *rotate,
-        mosquitto_passwd: mosquitto_passwd.clone(),
     };
     let today = vigia_protocol::time::rfc3339(now_ms());
-    let done = enroll::apply(&rows, &target, &reserved, today.get(..10).unwrap_or(&today))
-        .map_err(|e| match e {
-            enroll::EnrollError::Rows { errors, .. } => enroll::EnrollError::Rows {
-                file: from.display().to_string(),
-                errors,
-            },
-            other => other,
-        })?;
+    let today = today.get(..10).unwrap_or(&today);
+    let in_file = |e: enroll::EnrollError| match e {
+        enroll::EnrollError::Rows { errors, .. } => enroll::EnrollError::Rows {
+            file: from.display().to_string(),
+            errors,
+        },
+        other => other,
+    };
+    let (done, place, then) = if cfg.mqtt.dynamic_security.is_some() {
+        let dynsec = plugin_client(&cfg)?;
+        let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        let done = rt
+            .block_on(enroll::apply_dynsec(
+                &rows, &target, &dynsec, &reserved, today,
+            ))
+            .map_err(in_file)?;
+        (
+            done,
+            "the broker's dynamic-security plugin".to_string(),
+            "the devices can connect now (no reload needed)",
+        )
+    } else {
+        let passwd = enroll::PasswdFile {
+            path: passwd_file.clone(),
+            mosquitto_passwd: mosquitto_passwd.clone(),
+        };
+        let done = enroll::apply(&rows, &target, &passwd, &reserved, today).map_err(in_file)?;
+        (
+            done,
+            passwd_file.display().to_string(),
+            "reload Mosquitto so it reads the new accounts: systemctl reload mosquitto",
+        )
+    };
     println!(
-        "enrolled {} devices ({} new, {} given a new password) in {}",
+        "enrolled {} devices ({} new, {} given a new password) in {place}",
         done.added + done.rotated,
         done.added,
         done.rotated,
-        passwd_file.display()
     );
     println!(
         "configs: {}/ID.toml, mode 0600 ({}/index.csv lists them)",
         done.out.display(),
         done.out.display()
     );
-    println!("reload Mosquitto so it reads the new accounts: systemctl reload mosquitto");
+    println!("{then}");
     Ok(())
+}
+
+/// A client of the broker's dynamic-security plugin, from the collector's config.
+fn plugin_client(cfg: &Config) -> anyhow::Result<crate::dynsec::Dynsec> {
+    let settings = cfg.validate()?;
+    let (Some(admin), crate::config::BrokerTarget::External { host, port, .. }) =
+        (settings.dynamic_security.clone(), &settings.broker)
+    else {
+        bail!("the config names no external broker with [mqtt.dynamic_security]");
+    };
+    Ok(crate::dynsec::Dynsec::new(crate::dynsec::DynsecConfig {
+        host: host.clone(),
+        port: *port,
+        tls_ca: settings.ca_pem.clone(),
+        credentials: admin,
+        topics: settings.topics.clone(),
+    }))
 }
 
 fn list_incidents(api: &ApiClient, l: &ListArgs) -> anyhow::Result<()> {
