@@ -293,6 +293,11 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     poll("the revoked agent to lose its connection", || {
         agent_status(&a.config).filter(|s| s["connected"] == false)
     });
+    // Refused at its reconnections, it asks the collector again and is told why.
+    let status = poll("the revocation in the agent's status", || {
+        agent_status(&a.config).filter(|s| s.to_string().contains("revoked"))
+    });
+    assert_eq!(status["connected"], false, "{status}");
     let req = poll("the revoked state", || {
         request_of(&c, "ws-bcn-1").filter(|r| r["decision"] == "revoked")
     });

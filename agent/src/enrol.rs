@@ -235,8 +235,9 @@ pub fn write_credentials(dir: &Path, c: &Credentials) -> Result<(), EnrolError> 
 pub enum Start {
     /// Nothing: `[mqtt] username` is set, or there is no `[enrol] token`.
     Configured,
-    /// Enrolled on an earlier run: these credentials.
-    Enrolled(Credentials),
+    /// Enrolled on an earlier run: these credentials, and the token to ask again with
+    /// should the broker refuse them.
+    Enrolled(Credentials, Token),
     /// Ask to join with this token.
     Enrol(Token),
 }
@@ -256,7 +257,7 @@ pub fn start(cfg: &Config) -> Start {
     match read_credentials(&dir, &cfg.device) {
         Ok(Some(c)) => {
             tracing::info!(device = %c.device, "using the device credentials of an earlier enrolment");
-            Start::Enrolled(c)
+            Start::Enrolled(c, token)
         }
         Ok(None) => Start::Enrol(token),
         Err(e) => {
@@ -767,7 +768,7 @@ mod tests {
         write_credentials(&dir, &creds("ws-042", "pw-0123456789")).unwrap();
         assert_eq!(
             start(&enrolling),
-            Start::Enrolled(creds("ws-042", "pw-0123456789"))
+            Start::Enrolled(creds("ws-042", "pw-0123456789"), t.clone())
         );
     }
 

@@ -12,7 +12,10 @@
 //! A device with an `[enrol] token` and no `[mqtt] username` first gets its account
 //! ([`crate::enrol`]): the link task asks to join and waits for the approval before it
 //! connects as the device, while the sampler, the spool and the socket already run, so
-//! faults found meanwhile are delivered after the approval.
+//! faults found meanwhile are delivered after the approval. Should the broker later
+//! refuse those credentials ([`REFUSALS_TO_ASK`] times in a row), the link task asks the
+//! collector again: a revoked device is told so (and `status` says it), and credentials
+//! the collector still stands by are tried again after the ask period, not at once.
 //!
 //! A full data directory never stops the agent. Events the spool cannot write wait in
 //! its memory; the sampling loop reopens the database (sled stays failed after an I/O
@@ -243,8 +246,14 @@ async fn run_agent(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     }
 }
 
+/// Refusals of an enrolled device's account in a row before the agent asks the collector
+/// again: a few, so that one refused reconnection (a broker restarting) does not, yet the
+/// person reading `status` learns of a revocation within seconds.
+pub const REFUSALS_TO_ASK: u32 = 3;
+
 /// The link task: gets the device account first when it must (see [`crate::enrol`]),
-/// then runs the link. A shutdown during enrolment ends it like one of the link.
+/// then runs the link; asks again when the broker keeps refusing an enrolled account. A
+/// shutdown during enrolment ends it like one of the link.
 async fn connect(
     shared: Arc<AgentState>,
     mut link_cfg: LinkConfig,
@@ -253,23 +262,50 @@ async fn connect(
     poll: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let creds = match start {
-        Start::Configured => None,
-        Start::Enrolled(c) => Some(c),
-        Start::Enrol(token) => {
-            match enrol::run(&shared, &link_cfg, &token, &enrol_dir, poll, &mut stop).await? {
-                Some(c) => Some(c),
-                None => {
+    let (mut creds, token) = match start {
+        Start::Configured => return link::run(shared, link_cfg, stop).await,
+        Start::Enrolled(c, token) => (Some(c), token),
+        Start::Enrol(token) => (None, token),
+    };
+    let mut backoff = Backoff::new(poll, poll, now_ms() ^ u64::from(std::process::id()));
+    let mut refused: Option<vigia_protocol::enrol::Credentials> = None;
+    loop {
+        let c = match creds.take() {
+            Some(c) => c,
+            None => {
+                match enrol::run(&shared, &link_cfg, &token, &enrol_dir, poll, &mut stop).await? {
+                    Some(c) => c,
+                    None => {
+                        *lock(&shared.state) = LinkState::Stopped;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if refused.as_ref() == Some(&c) {
+            // Not revoked (the collector would have said so), yet refused: a broker that
+            // lost its accounts, or a refusal that passes. Again after the ask period.
+            tracing::error!(device = %c.device, "the collector still gives the credentials the broker refuses; an administrator may revoke this device and approve its new request; trying again later");
+            let wait = backoff.spread(poll);
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => {
                     *lock(&shared.state) = LinkState::Stopped;
                     return Ok(());
                 }
+                _ = tokio::time::sleep(wait) => {}
             }
         }
-    };
-    if let Some(c) = creds {
         link_cfg.credentials = Some((c.device.to_string(), c.password.to_string()));
+        link_cfg.refusals_to_give_up = Some(REFUSALS_TO_ASK);
+        match link::run(Arc::clone(&shared), link_cfg.clone(), stop.clone()).await {
+            Err(LinkError::AccountRefused(n)) => {
+                tracing::warn!(device = %c.device, refusals = n, "the broker refuses this device's account; asking the collector again");
+                refused = Some(c);
+            }
+            other => return other,
+        }
     }
-    link::run(shared, link_cfg, stop).await
 }
 
 /// The detectors could not start: stop the link and the socket, then report why.

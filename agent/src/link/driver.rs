@@ -50,6 +50,7 @@ pub async fn run(
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, seed);
     let mut session_used = false;
     let mut up_since: Option<Instant> = None;
+    let mut refusals = 0u32;
     tracing::info!(broker = %format!("{}:{}", cfg.host, cfg.port), device = %cfg.device, boot, "mqtt link starting");
 
     loop {
@@ -61,6 +62,7 @@ pub async fn run(
         match polled {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 session_used = true;
+                refusals = 0;
                 up_since = Some(Instant::now());
                 shared.connected.store(true, Ordering::SeqCst);
                 *lock(&shared.state) = LinkState::Connected { since: now_ms() };
@@ -83,6 +85,21 @@ pub async fn run(
                 let _ = tx.send(SessionMsg::Down);
                 if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
                     backoff.reset();
+                }
+                refusals = if account_refused(&e) { refusals + 1 } else { 0 };
+                if cfg.refusals_to_give_up.is_some_and(|n| refusals >= n) {
+                    tracing::warn!(
+                        refusals,
+                        "the broker keeps refusing this device's account; asking the collector"
+                    );
+                    crate::service::disconnected(&e.to_string());
+                    *lock(&shared.state) = LinkState::Connecting {
+                        attempts: refusals,
+                        last_error: Some(e.to_string()),
+                    };
+                    // Not connected: the session has nothing to say goodbye with.
+                    session.abort();
+                    return Err(LinkError::AccountRefused(refusals));
                 }
                 let delay = backoff.next_delay();
                 let attempts = backoff.attempts();
@@ -141,6 +158,18 @@ pub async fn run(
     *lock(&shared.state) = LinkState::Stopped;
     tracing::info!("mqtt link stopped");
     Ok(())
+}
+
+/// Whether the broker refused the account itself (not the network, not the broker's
+/// health): the user name and password, or the account's rights.
+fn account_refused(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::BadUserNamePassword
+                | rumqttc::ConnectReturnCode::NotAuthorized
+        )
+    )
 }
 
 fn log_failure(e: &ConnectionError, attempts: u32, delay: Duration, was_connected: bool) {
@@ -337,6 +366,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), shared.recheck.notified())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn only_the_account_refused_counts_as_a_refusal() {
+        use rumqttc::ConnectReturnCode as C;
+        assert!(account_refused(&ConnectionError::ConnectionRefused(
+            C::NotAuthorized
+        )));
+        assert!(account_refused(&ConnectionError::ConnectionRefused(
+            C::BadUserNamePassword
+        )));
+        assert!(!account_refused(&ConnectionError::ConnectionRefused(
+            C::ServiceUnavailable
+        )));
+        assert!(!account_refused(&ConnectionError::NetworkTimeout));
     }
 
     #[test]

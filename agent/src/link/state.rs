@@ -47,6 +47,10 @@ pub enum LinkError {
     /// A message could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(CodecError),
+    /// The broker refused the account this many times in a row (see
+    /// [`LinkConfig::refusals_to_give_up`]).
+    #[error("the broker refused this device's account {0} times in a row")]
+    AccountRefused(u32),
 }
 
 /// Connection state, for `vigia-agent status` and logs.
@@ -196,6 +200,11 @@ pub struct LinkConfig {
     pub root: PathBuf,
     /// The agent instance (the spool's id), carried by the birth and every status.
     pub instance: u64,
+    /// After this many refusals of the account in a row (bad user name or password, not
+    /// authorised), with no connection between, the link ends with
+    /// [`LinkError::AccountRefused`]. Set for an enrolment's credentials, whose
+    /// collector may say why (revoked); `None` keeps trying, as for a configured account.
+    pub refusals_to_give_up: Option<u32>,
 }
 
 impl LinkConfig {
@@ -223,6 +232,7 @@ impl LinkConfig {
             keep_alive: cfg.mqtt.keep_alive,
             tags: cfg.tags.iter().cloned().collect(),
             root: cfg.root.clone(),
+            refusals_to_give_up: None,
         })
     }
 
@@ -285,6 +295,7 @@ pub(super) fn test_config() -> LinkConfig {
         tags: Vec::new(),
         root: PathBuf::from("/"),
         instance: 42,
+        refusals_to_give_up: None,
     }
 }
 
