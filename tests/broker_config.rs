@@ -19,7 +19,8 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-/// The production config with its paths and port moved into `dir`.
+/// The production config with its paths and port moved into `dir`, installed into the
+/// directory Debian's main file includes; returns the main file to start Mosquitto with.
 fn rewrite_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker-config");
     let conf = std::fs::read_to_string(root.join("mosquitto.conf"))
@@ -30,11 +31,7 @@ fn rewrite_config(dir: &Path, port: u16) -> std::path::PathBuf {
         .replace("/etc/mosquitto/certs/", &format!("{d}/"))
         .replace("/etc/mosquitto/vigia.passwd", &format!("{d}/vigia.passwd"))
         .replace("/etc/mosquitto/vigia.acl", &format!("{d}/vigia.acl"))
-        .replace("/var/lib/mosquitto/", &format!("{d}/"))
-        .replace("log_dest syslog", "log_dest stderr")
-        // Started as root, Mosquitto drops to the `mosquitto` user, which cannot enter the
-        // test's private temp dir; `user root` keeps it as the test's user.
-        + "\nuser root\n";
+        .replace("log_dest syslog", "log_dest stderr");
     let unrewritten = conf
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -42,9 +39,9 @@ fn rewrite_config(dir: &Path, port: u16) -> std::path::PathBuf {
     assert!(!unrewritten, "unrewritten path:\n{conf}");
     std::fs::copy(root.join("vigia.acl"), dir.join("vigia.acl"))
         .unwrap_or_else(|e| panic!("copy acl: {e}"));
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write: {e}"));
-    path
+    let (main, conf_d) = debian_mosquitto_main(dir);
+    std::fs::write(conf_d.join("vigia.conf"), conf).unwrap_or_else(|e| panic!("write: {e}"));
+    main
 }
 
 /// `enroll-device` with `mosquitto_passwd` replaced by a shim that records its arguments

@@ -150,11 +150,7 @@ impl Broker {
             .replace("/etc/mosquitto/certs/", &format!("{d}/"))
             .replace("/etc/mosquitto/vigia.passwd", &format!("{d}/vigia.passwd"))
             .replace("/etc/mosquitto/vigia.acl", &format!("{d}/vigia.acl"))
-            .replace("/var/lib/mosquitto/", &format!("{d}/"))
-            .replace("log_dest syslog", "log_dest stderr")
-            // As root, Mosquitto drops to the `mosquitto` user, which cannot enter the
-            // test's private temp dir.
-            + "\nuser root\n";
+            .replace("log_dest syslog", "log_dest stderr");
         if !persistence {
             conf = conf.replace("\npersistence true\n", "\npersistence false\n");
         }
@@ -165,8 +161,9 @@ impl Broker {
         assert!(!unrewritten, "unrewritten path:\n{conf}");
         std::fs::copy(root.join("vigia.acl"), dir.join("vigia.acl"))
             .unwrap_or_else(|e| panic!("copy acl: {e}"));
-        let path = dir.join("mosquitto.conf");
-        std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write: {e}"));
+        // Where Debian's main file includes it (read after it: its `persistence` wins).
+        let (path, conf_d) = debian_mosquitto_main(dir);
+        std::fs::write(conf_d.join("vigia.conf"), conf).unwrap_or_else(|e| panic!("write: {e}"));
         let mut b = Broker {
             conf: path,
             bind: bind.into(),

@@ -37,10 +37,10 @@ fn dynsec_broker(dir: &Path, port: u16) -> Proc {
         .join("\n")
         .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
         .replace("/etc/mosquitto/", &format!("{}/", dir.display()))
-        .replace("/var/lib/mosquitto/", &format!("{}/", dir.display()))
-        .replace("log_dest syslog", "log_dest stderr")
-        + "\nuser root\n";
-    let path = dir.join("vigia.conf");
+        .replace("log_dest syslog", "log_dest stderr");
+    // Installed where Debian's main file includes it, as the README says.
+    let (main, conf_d) = debian_mosquitto_main(dir);
+    let path = conf_d.join("vigia.conf");
     std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write: {e}"));
     let mut setup = Command::new(root.join("dynsec-setup"))
         .args(["--conf", &path.display().to_string()])
@@ -66,7 +66,7 @@ fn dynsec_broker(dir: &Path, port: u16) -> Proc {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut cmd = Command::new("mosquitto");
-    cmd.arg("-c").arg(&path);
+    cmd.arg("-c").arg(&main);
     let mut proc = Proc::spawn("mosquitto", cmd);
     poll("mosquitto to accept connections", || {
         if let Some(status) = proc.try_status() {

@@ -581,3 +581,40 @@ pub fn enrolled_password(id: &str, out: &std::process::Output) -> String {
         .unwrap_or_else(|| panic!("no password in enroll output:\n{text}"))
         .to_string()
 }
+
+/// Debian's own `/etc/mosquitto/mosquitto.conf`, as its `mosquitto` package installs it,
+/// with its paths moved into `dir`: the production file is installed, as the README says,
+/// into the directory it includes, so a setting the two would both make shows here as it
+/// would on a server. Returns the main file, to start Mosquitto with, and the included
+/// directory, where the production file goes.
+pub fn debian_mosquitto_main(dir: &Path) -> (PathBuf, PathBuf) {
+    let stock = "/etc/mosquitto/mosquitto.conf";
+    let text = std::fs::read_to_string(stock)
+        .unwrap_or_else(|e| panic!("{stock} (from Debian's mosquitto package): {e}"));
+    let conf_d = dir.join("conf.d");
+    std::fs::create_dir_all(&conf_d).unwrap_or_else(|e| panic!("{e}"));
+    let main: String = text
+        .lines()
+        .filter(|l| !l.starts_with("pid_file") && !l.starts_with("log_dest file"))
+        .map(|l| {
+            if l.starts_with("persistence_location") {
+                format!("persistence_location {}/", dir.display())
+            } else if l.starts_with("include_dir") {
+                format!("include_dir {}", conf_d.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        // Started as root, Mosquitto drops to the `mosquitto` user, which cannot enter the
+        // test's private temp dir; `user root` keeps it as the test's user.
+        + "\nuser root\n";
+    assert!(
+        main.contains("include_dir"),
+        "{stock} no longer includes conf.d:\n{text}"
+    );
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(&path, main).unwrap_or_else(|e| panic!("write: {e}"));
+    (path, conf_d)
+}
