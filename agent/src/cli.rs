@@ -198,10 +198,30 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// The config for a user's program (`report`, `status`, `reply`, `vigia-tray`). Like
+/// [`load`], except that a system config the user may not read (it is root's, mode 0600:
+/// it holds the device's broker password) means the defaults, whose socket
+/// [`socket_path`] finds at the system agent's place: the person at the keyboard must be
+/// able to report without reading the agent's secrets.
+fn load_for_user(path: Option<&Path>) -> anyhow::Result<Config> {
+    if path.is_none() && Path::new(SYSTEM_CONFIG).exists() {
+        match Config::load(Path::new(SYSTEM_CONFIG)) {
+            Err(crate::config::ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                tracing::debug!("{SYSTEM_CONFIG} is not readable here: the system agent's socket");
+                return Ok(Config::defaults()?);
+            }
+            other => return Ok(other?),
+        }
+    }
+    load(path)
+}
+
 /// The config of a user's command (`report`, `status`, `reply`), with `--socket` applied.
 /// `run` never reads `--socket`: where the agent serves is the config's to say.
 fn load_user((config, socket): &(Option<PathBuf>, Option<PathBuf>)) -> anyhow::Result<Config> {
-    let mut cfg = load(config.as_deref())?;
+    let mut cfg = load_for_user(config.as_deref())?;
     if let Some(s) = socket {
         cfg.socket.clone_from(s);
     }
@@ -370,7 +390,7 @@ fn socket_path(cfg: &Config) -> PathBuf {
 /// of the config at `config` (else `/etc/vigia/agent.toml`, else the defaults), or the
 /// system agent's when that one does not exist.
 pub fn user_socket(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    load(config).map(|cfg| socket_path(&cfg))
+    load_for_user(config).map(|cfg| socket_path(&cfg))
 }
 
 fn ask_ipc(cfg: &Config, lang: Lang, req: &Request) -> anyhow::Result<Option<Response>> {
