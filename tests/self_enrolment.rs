@@ -337,6 +337,9 @@ fn a_fleet_enrolled_from_a_csv_into_the_plugin_connects_at_once() {
     let c = start_collector_with(&config);
     let (code, out) = c.cli(&["enrolment", "token", "--site", "bog"]);
     assert_eq!(code, 0, "{out}");
+    // Its account and role were set up at start without a complaint from the plugin.
+    let log = c.proc.output();
+    assert!(log.contains("collector role in place"), "{log}");
     let clients = || {
         let out = Command::new("mosquitto_ctrl")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])

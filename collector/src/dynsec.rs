@@ -430,18 +430,26 @@ impl Dynsec {
             "clientid": client_id, "roles": [{"rolename": role}],
         }));
         self.ensure(cmds).await?;
-        // Already there: the password and the role of the config, whatever they were.
-        self.call(vec![
+        // Already there: the password and the client id of the config, whatever they were,
+        // and the role unless it has it (Mosquitto 2.0 answers a second `addClientRole`
+        // with "Internal error", so it is asked first).
+        let got = self
+            .call_data(vec![json!({"command": "getClient", "username": own.0})])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(DynsecError::Broker("no answer".into())))?;
+        let has_role = got["client"]["roles"]
+            .as_array()
+            .is_some_and(|roles| roles.iter().any(|r| r["rolename"] == role));
+        let mut fix = vec![
             json!({"command": "setClientPassword", "username": own.0, "password": own.1}),
             json!({"command": "setClientId", "username": own.0, "clientid": client_id}),
-            json!({"command": "addClientRole", "username": own.0, "rolename": role}),
-        ])
-        .await?
-        .into_iter()
-        .try_for_each(|r| match r {
-            Err(e) if e.exists() || matches!(&e, DynsecError::Refused { error, .. } if error.contains("already has")) => Ok(()),
-            other => other,
-        })
+        ];
+        if !has_role {
+            fix.push(json!({"command": "addClientRole", "username": own.0, "rolename": role}));
+        }
+        self.call(fix).await?.into_iter().try_for_each(|r| r)
     }
 
     /// Creates a device's account with its own role. Refused when the account exists.
