@@ -155,6 +155,43 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let c = start_collector_with(&config);
+    // A broker session from before self-enrolment was configured: the collector's
+    // persistent session without the enrolment filter (taken out of it here). Started
+    // again, the collector must subscribe it though the broker keeps the session.
+    poll("the collector's first session", || {
+        c.proc.output().contains("subscribed filter").then_some(())
+    });
+    drop(c);
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-i",
+            "vigia-collector",
+            "-c",
+        ])
+        .args(["-u", "vigia-collector", "-P", COLLECTOR_PASSWORD])
+        // Exit once the broker has taken it (the unsubscription goes first).
+        .args([
+            "-U",
+            "vigia/v1/enrol/+/+/request",
+            "-t",
+            "vigia/v1/up/+/+",
+            "-E",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("mosquitto_sub: {e}"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("rror"), "{said}");
+    let c = start_collector_with(&config);
+    poll("the collector's session back", || {
+        c.proc
+            .output()
+            .contains("session_present=true")
+            .then_some(())
+    });
 
     // A site's token, shown once.
     let (code, out) = c.cli(&["enrolment", "token", "--site", "bcn"]);

@@ -18,7 +18,8 @@
 //!
 //! The session is persistent (`clean_session = false`, stable client id) so the broker
 //! keeps messages while the collector is down; when the broker says the session is gone
-//! (`session_present = false`) the worker subscribes again.
+//! (`session_present = false`) the worker subscribes again. The enrolment filter is
+//! subscribed at every connection, so a session older than the enrolment setting gets it.
 //!
 //! **When the store fails** (a full disk, an I/O error): a message that could not be
 //! stored is still acknowledged to the broker, but not to the device. Holding its PUBACK
@@ -349,15 +350,18 @@ impl Worker {
             {
                 error!(error = %e, "cannot queue the subscription");
             }
-            if self.enrolment {
-                let filter = self.topics.enrol_request_filter();
-                if let Err(e) = self
-                    .client
-                    .subscribe(filter.as_str(), QoS::AtLeastOnce)
-                    .await
-                {
-                    error!(error = %e, "cannot queue the enrolment subscription");
-                }
+        }
+        // At every connection, not only a new session's: a session made before
+        // self-enrolment was configured lacks this filter, and resubscribing it costs
+        // nothing (requests are never retained, so none comes again).
+        if self.enrolment {
+            let filter = self.topics.enrol_request_filter();
+            if let Err(e) = self
+                .client
+                .subscribe(filter.as_str(), QoS::AtLeastOnce)
+                .await
+            {
+                error!(error = %e, "cannot queue the enrolment subscription");
             }
         }
         if let Err(e) = self.publish_status(true).await {
