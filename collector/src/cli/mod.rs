@@ -40,7 +40,8 @@ use render::{devices_table, incident_text, incidents_table};
 #[derive(Debug, Parser)]
 #[command(name = "vigia-collector", version)]
 struct Cli {
-    /// Config file (TOML). Without one, the defaults apply (`print-config` shows them).
+    /// Config file (TOML). Default: /etc/vigia/collector.toml when it exists and can be
+    /// read, else built-in defaults (`print-config` shows them).
     #[arg(long, global = true, env = "VIGIA_COLLECTOR_CONFIG")]
     config: Option<PathBuf>,
     /// The running collector's API, for the client commands (default: from the config's
@@ -943,9 +944,25 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The installed collector's config, read when none is given (as the agent reads
+/// /etc/vigia/agent.toml).
+pub const SYSTEM_CONFIG: &str = "/etc/vigia/collector.toml";
+
+/// `--config`/`VIGIA_COLLECTOR_CONFIG`; else the installed config when it exists and this
+/// user may read it (it is root:vigia 0640: staff outside the group are clients of the
+/// API and need only its address, which the defaults give); else the defaults. So
+/// `device enroll` on the server finds the broker's plugin without being told.
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
+        None if Path::new(SYSTEM_CONFIG).exists() => match Config::load(Path::new(SYSTEM_CONFIG)) {
+            Err(crate::config::ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Ok(Config::default())
+            }
+            other => Ok(other?),
+        },
         None => Ok(Config::default()),
     }
 }
