@@ -144,6 +144,11 @@ on = ["opened"]
 email = ["it-oncall@example.org"]
 webhook = ["chat"]
 lang = "es"
+
+# The technicians, at the addresses their accounts keep.
+[[notify.route]]
+on = ["opened"]
+accounts = ["technician"]
 "#,
             data = dir.join("collector-data").display(),
             ca = dir.join("ca.crt").display(),
@@ -212,14 +217,45 @@ fn notifications_reach_a_real_mail_server_and_a_webhook_that_was_down() {
     let hook_port = port_holder.local_addr().unwrap().port();
     drop(port_holder);
     let c = start_collector_with(&write_config(d, smtp.port, hook_port));
+    // A technician with an address on her account, and one without.
+    for (login, email) in [
+        ("tecnica", Some("tecnica@example.org")),
+        ("sin-correo", None),
+    ] {
+        let mut args = vec!["user", "add", login, "--role", "technician", "--level", "1"];
+        if let Some(e) = email {
+            args.extend(["--email", e]);
+        }
+        let (code, out) = c.cli(&args);
+        assert_eq!(code, 0, "{out}");
+    }
+    let (code, out) = c.cli(&["user", "list"]);
+    assert!(code == 0 && out.contains("tecnica@example.org"), "{out}");
+    let (code, out) = c.cli(&["user", "set", "sin-correo", "--email", "not an address"]);
+    assert!(code != 0 && out.contains("not an email address"), "{out}");
 
     let n = report(d, &c, "ws-notify", "Pantalla\u{1b}[2J parpadea");
 
     // The mail: over STARTTLS, in the route's language, with the incident's link and
     // without the escape sequence the report carried.
     let mail = poll("the mail at the SMTP server", || {
-        smtp.mails().into_iter().next()
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "it-oncall@example.org")
     });
+    // The technician's, in the default language, to her account's address alone.
+    let hers = poll("the technician's mail", || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "tecnica@example.org")
+    });
+    assert!(
+        hers["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("Incident {n} opened"))),
+        "{hers}"
+    );
+    assert_eq!(hers["to"].as_array().map(Vec::len), Some(1), "{hers}");
     assert_eq!(mail["tls"], true, "{mail}");
     assert_eq!(mail["to"][0], "it-oncall@example.org", "{mail}");
     let data = mail["data"].as_str().unwrap_or("");

@@ -97,6 +97,9 @@ pub struct Account {
     /// For a provider's contact: the provider they speak for (as named in requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// Where the notifications of routes naming the account's roles go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// The Argon2id hash (PHC string); empty when the account has no password yet.
     #[serde(default)]
     pub password: String,
@@ -129,6 +132,7 @@ impl fmt::Debug for Account {
             .field("level", &self.level)
             .field("groups", &self.groups)
             .field("provider", &self.provider)
+            .field("email", &self.email)
             .field("disabled", &self.disabled)
             .field("clearance", &self.clearance)
             .finish_non_exhaustive()
@@ -159,6 +163,9 @@ pub enum AccountError {
     /// A locale the console does not have.
     #[error("locale {0:?}: the console speaks es and en")]
     Locale(String),
+    /// An email address that does not parse.
+    #[error("{0}")]
+    Email(String),
 }
 
 /// Whether `login` is an acceptable login.
@@ -206,6 +213,7 @@ impl Account {
             level: None,
             groups: BTreeSet::new(),
             provider: None,
+            email: None,
             password: String::new(),
             disabled: false,
             locale: None,
@@ -262,6 +270,15 @@ impl Account {
             .find(|g| g.trim().is_empty() || g.chars().count() > 64)
         {
             return Err(AccountError::Group(g.clone()));
+        }
+        if let Some(e) = &self.email {
+            // A bare address: a display name would let a user's text into a mail header.
+            if e.len() > 254 || e.contains(['<', '>', ',', '"']) {
+                return Err(AccountError::Email(format!(
+                    "{e:?}: give a bare address (name@example.org)"
+                )));
+            }
+            crate::notify::channel::mailbox(e).map_err(AccountError::Email)?;
         }
         check_locale(self.locale.as_deref())
     }

@@ -500,6 +500,10 @@ enum UserCmd {
         /// For a provider's contact: the provider it speaks for.
         #[arg(long)]
         provider: Option<String>,
+        /// Where the notifications of routes naming its roles go (`accounts` in a
+        /// [[notify.route]]).
+        #[arg(long)]
+        email: Option<String>,
         /// The most restricted information it may read: public, reserved (reservada) or
         /// classified (clasificada). Default: classified for an admin, reserved for the
         /// service desk, public for everyone else.
@@ -534,7 +538,7 @@ enum UserCmd {
         /// The account.
         login: String,
     },
-    /// Change roles, level, groups, name or clearance.
+    /// Change roles, level, groups, name, email address or clearance.
     #[command(alias = "update")]
     Set {
         /// The account.
@@ -554,6 +558,9 @@ enum UserCmd {
         /// Set the name.
         #[arg(long)]
         name: Option<String>,
+        /// Set the email address (`''` clears it).
+        #[arg(long)]
+        email: Option<String>,
         /// Set the clearance: public, reserved (reservada), classified (clasificada), or
         /// default (back to its roles' default). An admin is always cleared for all.
         #[arg(long)]

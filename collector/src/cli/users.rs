@@ -130,12 +130,13 @@ fn print_account(v: &Value) {
             .unwrap_or_default()
     };
     super::render::out(&format!(
-        "{:<16} {:<28} {:<6} {:<24} {:<10} {}\n",
+        "{:<16} {:<28} {:<6} {:<24} {:<10} {:<28} {}\n",
         v["login"].as_str().unwrap_or("?"),
         list("roles"),
         v["level"].as_u64().map_or("-".into(), |l| l.to_string()),
         list("groups"),
         v["clearance"].as_str().unwrap_or("?"),
+        v["email"].as_str().unwrap_or("-"),
         if v["disabled"].as_bool() == Some(true) {
             "disabled"
         } else {
@@ -154,13 +155,14 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             groups,
             name,
             provider,
+            email,
             clearance,
             password_stdin,
         } => {
             let password = given_password(*password_stdin)?;
             let mut body = json!({
                 "login": login, "roles": roles(r)?, "level": level, "groups": groups,
-                "name": name, "provider": provider, "password": password,
+                "name": name, "provider": provider, "email": email, "password": password,
             });
             if let Some(c) = clearance {
                 body["clearance"] = clearance_value(c)?;
@@ -177,8 +179,8 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<16} {:<28} {:<6} {:<24} {:<10}",
-                    "LOGIN", "ROLES", "LEVEL", "GROUPS", "CLEARANCE"
+                    "{:<16} {:<28} {:<6} {:<24} {:<10} {:<28}",
+                    "LOGIN", "ROLES", "LEVEL", "GROUPS", "CLEARANCE", "EMAIL"
                 );
                 for a in v.as_array().into_iter().flatten() {
                     print_account(a);
@@ -216,9 +218,13 @@ pub(super) fn run(api: &ApiClient, cmd: &UserCmd) -> anyhow::Result<()> {
             add_groups,
             remove_groups,
             name,
+            email,
             clearance,
         } => {
             let mut body = json!({ "add_groups": add_groups, "remove_groups": remove_groups });
+            if let Some(e) = email {
+                body["email"] = json!(e);
+            }
             if !r.is_empty() {
                 body["roles"] = json!(roles(r)?);
             }

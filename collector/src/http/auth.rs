@@ -281,6 +281,8 @@ pub struct AccountView {
     pub groups: BTreeSet<String>,
     /// A provider contact's provider.
     pub provider: Option<String>,
+    /// Where its routes' notifications go.
+    pub email: Option<String>,
     /// Console language.
     pub locale: Option<String>,
     /// Time zone.
@@ -304,6 +306,7 @@ impl From<&Account> for AccountView {
             level: a.level,
             groups: a.groups.clone(),
             provider: a.provider.clone(),
+            email: a.email.clone(),
             locale: a.locale.clone(),
             time_zone: a.time_zone.clone(),
             disabled: a.disabled,
@@ -766,6 +769,9 @@ pub(super) struct AccountChange {
     remove_groups: Vec<String>,
     #[serde(default, with = "double_option")]
     provider: Option<Option<String>>,
+    /// `null` or `""` clears it.
+    #[serde(default, with = "double_option")]
+    email: Option<Option<String>>,
     /// `null` goes back to the roles' default.
     #[serde(default, with = "double_option")]
     clearance: Option<Option<Secrecy>>,
@@ -818,6 +824,12 @@ fn apply_change(acc: &mut Account, c: &AccountChange) -> Result<Option<String>, 
     }
     if let Some(p) = &c.provider {
         acc.provider = p.as_ref().map(|p| p.trim().to_owned());
+    }
+    if let Some(e) = &c.email {
+        acc.email = e
+            .as_ref()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty());
     }
     if let Some(cl) = c.clearance {
         acc.clearance = cl;

@@ -561,6 +561,11 @@ pub struct RouteConfig {
     /// Email addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email: Vec<String>,
+    /// The staff accounts holding one of these roles (`technician`, `service_desk`,
+    /// `admin`, ...), at the address each keeps on its account: enabled ones with an
+    /// address, and for an incident of a group only its members and those in no group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<crate::auth::AccountRole>,
     /// Webhook names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhook: Vec<String>,
@@ -630,10 +635,16 @@ pub fn validate(c: &NotifyConfig) -> Result<(), (&'static str, String)> {
                 "\"digest\" is not an event: a recipient's digest holds the repeats its routes sent it (notify.digest sets its period)".into(),
             ));
         }
-        if r.email.is_empty() && r.webhook.is_empty() {
+        if r.email.is_empty() && r.webhook.is_empty() && r.accounts.is_empty() {
             return Err((
                 "notify.route",
-                "a route needs at least one email address or webhook".into(),
+                "a route needs at least one email address, accounts' role or webhook".into(),
+            ));
+        }
+        if !r.accounts.is_empty() && c.email.is_none() {
+            return Err((
+                "notify.route.accounts",
+                "accounts are told by email: it needs a [notify.email] relay".into(),
             ));
         }
         if !r.email.is_empty() && c.email.is_none() {
@@ -657,15 +668,39 @@ pub fn validate(c: &NotifyConfig) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// The addresses of the `accounts` a route's roles name for `e`: enabled accounts with
+/// an address holding one of `roles`; for an incident of a group, those of the group and
+/// those in no group (a service desk that answers for all).
+fn account_addresses<'a>(
+    roles: &[crate::auth::AccountRole],
+    e: &NotifyEntry,
+    accounts: &'a [crate::auth::Account],
+) -> impl Iterator<Item = &'a String> {
+    let roles = roles.to_vec();
+    let group = e.group.clone();
+    accounts
+        .iter()
+        .filter(move |a| !a.disabled && roles.iter().any(|r| a.has(*r)))
+        .filter(move |a| a.groups.is_empty() || group.as_ref().is_none_or(|g| a.groups.contains(g)))
+        .filter_map(|a| a.email.as_ref())
+}
+
 /// The recipients of `e` under `routes`, each once (the first route that names one
-/// decides its language), due at `now`.
-pub fn route(e: &NotifyEntry, c: &NotifyConfig, now: Millis) -> Vec<Delivery> {
+/// decides its language), due at `now`. `accounts` are the staff accounts, for routes
+/// that name roles.
+pub fn route(
+    e: &NotifyEntry,
+    c: &NotifyConfig,
+    accounts: &[crate::auth::Account],
+    now: Millis,
+) -> Vec<Delivery> {
     let mut out: Vec<Delivery> = Vec::new();
     for r in c.route.iter().filter(|r| r.matches(e)) {
         let lang = r.lang.unwrap_or(c.lang);
         let wanted = r
             .email
             .iter()
+            .chain(account_addresses(&r.accounts, e, accounts))
             .map(|a| (Channel::Email, a))
             .chain(r.webhook.iter().map(|w| (Channel::Webhook, w)));
         for (channel, to) in wanted {
@@ -905,7 +940,7 @@ mod tests {
         let c = cfg(ROUTES);
         validate(&c).unwrap();
         let to = |e: &NotifyEntry| {
-            route(e, &c, 5)
+            route(e, &c, &[], 5)
                 .into_iter()
                 .map(|d| format!("{:?}:{}:{:?}", d.channel, d.to, d.lang))
                 .collect::<Vec<_>>()
@@ -941,6 +976,80 @@ mod tests {
             Some("redes")
         ))
         .is_empty());
+    }
+
+    #[test]
+    fn routes_naming_roles_reach_the_enabled_accounts_of_the_group_at_their_address() {
+        use crate::auth::{Account, AccountRole};
+        let c = cfg(
+            "[email]\nrelay = \"localhost\"\nca_file = \"/x\"\nfrom = \"vigia@example.org\"\n\
+             [[route]]\non = [\"escalated\", \"staff_notice\"]\naccounts = [\"technician\"]\n\
+             email = [\"jefa@example.org\"]",
+        );
+        assert_eq!(validate(&c), Ok(()));
+        let account = |login: &str, email: Option<&str>, groups: &[&str], role| {
+            let mut a = Account::new(login, [role], 0);
+            a.email = email.map(str::to_string);
+            a.groups = groups.iter().map(|g| g.to_string()).collect();
+            a
+        };
+        let mut off = account("off", Some("off@example.org"), &[], AccountRole::Technician);
+        off.disabled = true;
+        let accounts = vec![
+            account(
+                "redes",
+                Some("redes@example.org"),
+                &["redes"],
+                AccountRole::Technician,
+            ),
+            account(
+                "hw",
+                Some("hw@example.org"),
+                &["hardware"],
+                AccountRole::Technician,
+            ),
+            account("all", Some("all@example.org"), &[], AccountRole::Technician),
+            account("none", None, &[], AccountRole::Technician),
+            account(
+                "desk",
+                Some("desk@example.org"),
+                &[],
+                AccountRole::ServiceDesk,
+            ),
+            off,
+            // Also named by the route: told once.
+            account(
+                "jefa",
+                Some("jefa@example.org"),
+                &[],
+                AccountRole::Technician,
+            ),
+        ];
+        let to = |e: &NotifyEntry| {
+            route(e, &c, &accounts, 5)
+                .into_iter()
+                .map(|d| d.to)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            to(&entry(
+                NotifyEvent::Escalated,
+                Some(Priority::P2),
+                Some("redes")
+            )),
+            ["jefa@example.org", "redes@example.org", "all@example.org"]
+        );
+        assert_eq!(
+            to(&entry(NotifyEvent::StaffNotice, None, None)),
+            [
+                "jefa@example.org",
+                "redes@example.org",
+                "hw@example.org",
+                "all@example.org"
+            ]
+        );
+        let no_relay = cfg("[[route]]\non = [\"opened\"]\naccounts = [\"admin\"]");
+        assert_eq!(validate(&no_relay).unwrap_err().0, "notify.route.accounts");
     }
 
     #[test]
@@ -988,7 +1097,7 @@ mod tests {
     fn only_a_faults_returns_are_repeats_and_each_recipient_has_its_own() {
         let c = cfg(ROUTES);
         let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), Some("redes"));
-        let d = route(&e, &c, 5);
+        let d = route(&e, &c, &[], 5);
         assert!(
             d.iter().all(|d| e.repeat_key(d).is_none()),
             "a user's report is never a repeat"
@@ -1052,6 +1161,7 @@ mod tests {
             e.deliveries = route(
                 &entry(NotifyEvent::Opened, Some(Priority::P1), None),
                 &c,
+                &[],
                 at,
             );
             e.routed = true;
@@ -1112,7 +1222,7 @@ mod tests {
         let c = cfg(ROUTES);
         let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), None);
         assert_eq!(e.next_due(), Some(1_000));
-        e.deliveries = route(&e, &c, 5);
+        e.deliveries = route(&e, &c, &[], 5);
         e.routed = true;
         assert_eq!(e.next_due(), Some(5));
         e.deliveries[0].state = DeliveryState::Sent;

@@ -137,7 +137,13 @@ impl NotifySender {
     /// Written down with the recipients' last-told times before anything is sent.
     /// `None` when the store failed (the entry stays unrouted, to be routed again).
     async fn route_one(&self, mut e: NotifyEntry, now: Millis) -> Option<NotifyEntry> {
-        e.deliveries = route(&e, &self.config, now);
+        let accounts = if self.config.route.iter().any(|r| !r.accounts.is_empty()) {
+            // Read at routing time: an address changed in the console counts from then on.
+            self.blocking(|s| s.accounts()).await?
+        } else {
+            Vec::new()
+        };
+        e.deliveries = route(&e, &self.config, &accounts, now);
         e.routed = true;
         let period = self.config.digest.ms();
         let keys: Vec<Option<String>> = e.deliveries.iter().map(|d| e.repeat_key(d)).collect();
