@@ -1126,3 +1126,58 @@ fn an_admin_registers_a_provider_its_contract_and_minutes_from_the_page() {
     let nav = b.wait("#nav a[href='/providers']");
     assert!(!b.displayed(&nav), "the register in a provider's menu");
 }
+
+/// Information classification in the page: the service desk reserves an incident's notes
+/// and device data; a viewer, not cleared, sees the locked mark where they were and not
+/// their text, while the service desk, cleared for reserved information, reads them.
+#[test]
+fn a_reserved_note_is_a_locked_mark_for_the_uncleared_and_text_for_the_cleared() {
+    let (_turn, w, n) = with_an_incident_at_level1();
+    const SECRET: &str = "Ana pidió baja médica por su tratamiento";
+    let mesa = w.api("mesa");
+    mesa.post(
+        &format!("/api/incidents/{n}/note"),
+        json!({ "text": SECRET }),
+    );
+    mesa.post(
+        &format!("/api/incidents/{n}/reserve"),
+        json!({
+            "level": "reserved", "years": 5, "fields": ["notes", "device"],
+            "justification": "names a person's health",
+        }),
+    );
+
+    let b = signed_in(&w, "consulta", BrowserOptions::default());
+    open_incident(&b, n);
+    let note = b.wait_text("#inc-notes", "the viewer's notes", |t| t.contains("🔒"));
+    assert!(!note.contains(SECRET), "{note}");
+    let page = b.page_text();
+    assert!(!page.contains(SECRET), "the viewer read the note: {page}");
+    // Where the device's data was, the mark; and a note saying what is hidden.
+    assert!(
+        !b.find_all("span.reserved").is_empty(),
+        "no locked mark:\n{page}"
+    );
+    assert!(!b.find_all("p.reserved[role='note']").is_empty(), "{page}");
+    let device = b.wait_text("#inc-device", "the device box", |t| t.contains("🔒"));
+    assert!(
+        !device.contains("Memory") && !device.contains("Host name"),
+        "the reserved inventory beside the incident: {device}"
+    );
+    let shot = b.screenshot("console-reserved-viewer");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+    drop(b);
+
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    open_incident(&b, n);
+    let note = b.wait_text("#inc-notes", "the service desk's notes", |t| {
+        t.contains(SECRET)
+    });
+    assert!(!note.contains("🔒"), "{note}");
+    b.wait_text("#inc-device", "the cleared device box", |t| {
+        t.contains("Host name")
+    });
+    let shot = b.screenshot("console-reserved-cleared");
+    eprintln!("screenshot: {}", shot.display());
+}

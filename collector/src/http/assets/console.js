@@ -1354,7 +1354,11 @@
   function showIncidentDevice(id, dev) {
     const box = $("inc-device");
     if (!box || !S.detail || S.detail.device !== id) return;
-    box.replaceChildren(box.querySelector("h2"), deviceBadge(id, dev), dev ? inventory(dev, true) : null);
+    // A reserve over the device's data hides it here too, though the devices page shows
+    // it: beside this incident it would say what the reserve keeps.
+    const reserved = (S.detail.hidden || []).includes("device");
+    box.replaceChildren(box.querySelector("h2"), deviceBadge(id, dev),
+      reserved ? reservedMark() : dev ? inventory(dev, true) : null);
   }
 
   function deviceBadge(id, dev) {
