@@ -110,15 +110,120 @@ fn device_role_of(account: &str) -> String {
     format!("vigia-device-{account}")
 }
 
-/// The role and the account of a device, as plugin commands.
-fn device_commands(topics: &Topics, id: &DeviceId, password: &str) -> [Value; 2] {
+/// What a device's role allows: write its `up/<id>/#`, subscribe its `down/<id>/#` and
+/// the collector's status.
+fn device_acls(topics: &Topics, id: &DeviceId) -> Vec<Value> {
     let p = topics.prefix();
-    let role = device_role(id);
-    let acls = vec![
+    vec![
         acl("publishClientSend", &format!("{p}/up/{id}/#")),
         acl("subscribePattern", &format!("{p}/down/{id}/#")),
         acl("subscribePattern", topics.collector_status().as_str()),
-    ];
+    ]
+}
+
+/// What [`import_passwd`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Device accounts added, with their own role.
+    pub devices: Vec<String>,
+    /// Accounts left out, and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Moves the accounts of a Mosquitto password file into the plugin's saved state (its
+/// `dynamic-security.json`, edited while the broker does not run it): every device keeps
+/// its password, since Mosquitto 2's `$7$` lines and the plugin's clients hold the same
+/// PBKDF2-SHA512 hash, salt and iteration count, and gets its device role. Accounts in
+/// `skip` (the collector's, the ACL's users: they get their own accounts), names the
+/// plugin already has, names that are no device id, and hashes of another kind (older
+/// `$6$` lines: give those devices new passwords) are left out and reported.
+pub fn import_passwd(
+    state: &mut Value,
+    passwd: &str,
+    topics: &Topics,
+    skip: &std::collections::BTreeSet<String>,
+) -> Result<Imported, String> {
+    let mut have: std::collections::BTreeSet<String> = state["clients"]
+        .as_array()
+        .ok_or("the plugin's state has no \"clients\" list")?
+        .iter()
+        .filter_map(|c| c["username"].as_str().map(str::to_string))
+        .collect();
+    let roles: std::collections::BTreeSet<String> = state["roles"]
+        .as_array()
+        .ok_or("the plugin's state has no \"roles\" list")?
+        .iter()
+        .filter_map(|r| r["rolename"].as_str().map(str::to_string))
+        .collect();
+    let mut out = Imported::default();
+    let (mut clients, mut new_roles) = (Vec::new(), Vec::new());
+    for line in passwd
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let Some((user, hash)) = line.split_once(':') else {
+            continue;
+        };
+        let why = if skip.contains(user) {
+            Some("a reserved account (it gets its own in the plugin)")
+        } else if have.contains(user) {
+            Some("the plugin has this account already")
+        } else if user.starts_with("vigia-") || DeviceId::new(user).is_err() {
+            Some("not a device id")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.skipped.push((user.to_string(), why.to_string()));
+            continue;
+        }
+        let parts: Vec<&str> = hash.split('$').collect();
+        let (iterations, salt, pbkdf2) = match parts.as_slice() {
+            ["", "7", it, salt, h] => match it.parse::<u64>() {
+                Ok(it) => (it, *salt, *h),
+                Err(_) => {
+                    out.skipped
+                        .push((user.to_string(), "an unreadable $7$ hash".into()));
+                    continue;
+                }
+            },
+            _ => {
+                out.skipped.push((
+                    user.to_string(),
+                    "not a Mosquitto 2 ($7$) hash: give it a new password (device enroll --rotate)"
+                        .into(),
+                ));
+                continue;
+            }
+        };
+        let Ok(id) = DeviceId::new(user) else {
+            continue;
+        };
+        let role = device_role(&id);
+        if !roles.contains(&role) {
+            new_roles.push(json!({"rolename": role, "acls": device_acls(topics, &id)}));
+        }
+        clients.push(json!({
+            "username": user, "clientid": user, "password": pbkdf2, "salt": salt,
+            "iterations": iterations, "roles": [{"rolename": role}],
+        }));
+        have.insert(user.to_string());
+        out.devices.push(user.to_string());
+    }
+    if let Some(c) = state["clients"].as_array_mut() {
+        c.extend(clients);
+    }
+    if let Some(r) = state["roles"].as_array_mut() {
+        r.extend(new_roles);
+    }
+    Ok(out)
+}
+
+/// The role and the account of a device, as plugin commands.
+fn device_commands(topics: &Topics, id: &DeviceId, password: &str) -> [Value; 2] {
+    let role = device_role(id);
+    let acls = device_acls(topics, id);
     [
         json!({"command": "createRole", "rolename": role, "acls": acls}),
         json!({

@@ -462,6 +462,20 @@ enum DeviceCmd {
         )]
         mosquitto_passwd: PathBuf,
     },
+    /// Move the devices of the password file into the dynamic-security plugin, keeping
+    /// their passwords: run it after `dynsec-setup` and before restarting Mosquitto (the
+    /// plugin's state is edited while the broker does not run it).
+    ImportPasswd {
+        /// Mosquitto's password file.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.passwd")]
+        passwd_file: PathBuf,
+        /// The plugin's state (`plugin_opt_config_file`).
+        #[arg(long, default_value = "/var/lib/mosquitto/dynamic-security.json")]
+        state: PathBuf,
+        /// Mosquitto's ACL file: its `user` entries are not devices.
+        #[arg(long, default_value = "/etc/mosquitto/vigia.acl")]
+        acl: PathBuf,
+    },
     /// Remove devices' broker accounts from the password file (all the listed or none).
     /// Mosquitto drops their connections and refuses them from its next reload
     /// (systemctl reload mosquitto). With the dynamic-security plugin, `enrolment revoke
@@ -1545,6 +1559,11 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             rotate,
             mosquitto_passwd,
         ),
+        DeviceCmd::ImportPasswd {
+            passwd_file,
+            state,
+            acl,
+        } => return import_passwd(cli, passwd_file, state, acl),
         DeviceCmd::Revoke {
             ids,
             passwd_file,
@@ -1638,6 +1657,52 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
         done.out.display()
     );
     println!("{then}");
+    Ok(())
+}
+
+/// `device import-passwd`.
+fn import_passwd(cli: &Cli, passwd_file: &Path, state: &Path, acl: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cfg = load_config(cli.config.as_ref())?;
+    let topics = cfg.validate()?.topics;
+    let reserved = reserved_accounts(cli, acl)?;
+    let passwd = std::fs::read_to_string(passwd_file)
+        .with_context(|| format!("{}", passwd_file.display()))?;
+    let text = std::fs::read_to_string(state)
+        .with_context(|| format!("{} (run broker-config/dynsec-setup first)", state.display()))?;
+    let mut json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}", state.display()))?;
+    let done = crate::dynsec::import_passwd(&mut json, &passwd, &topics, &reserved)
+        .map_err(|e| anyhow!("{}: {e}", state.display()))?;
+    let meta = std::fs::metadata(state).with_context(|| format!("{}", state.display()))?;
+    let tmp = state.with_extension(format!("json.import-{}", std::process::id()));
+    let body = serde_json::to_vec_pretty(&json)?;
+    let written = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, state)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write {}: {e}", state.display());
+    }
+    println!(
+        "moved {} device account{} into {}, with their passwords",
+        done.devices.len(),
+        if done.devices.len() == 1 { "" } else { "s" },
+        state.display()
+    );
+    for (user, why) in &done.skipped {
+        render::out(&format!("  left out {user}: {why}\n"));
+    }
+    println!("restart Mosquitto to run the plugin: systemctl restart mosquitto");
     Ok(())
 }
 
