@@ -327,6 +327,46 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     assert!(out.contains("refused") && out.contains("approved"), "{out}");
     assert!(c.device("ws-bcn-2").is_none());
 
+    // Reinstalled (its data directory gone): a new key asks under the same id. Approval
+    // is refused while the old account exists, and replaces it when asked to.
+    a.proc.terminate();
+    std::fs::remove_dir_all(d.join("agent-ws-bcn-1-data")).unwrap_or_else(|e| panic!("{e}"));
+    let a = start_agent_with(&a.config);
+    let again = poll("the reinstalled agent's request", || {
+        c.get("/api/enrolments")?["requests"]
+            .as_array()?
+            .iter()
+            .find(|r| r["device"] == "ws-bcn-1" && r["request"] != rid.as_str())
+            .cloned()
+    });
+    let rid2 = again["request"].as_str().unwrap_or_default().to_string();
+    let (code, out) = c.cli(&["enrolment", "approve", &rid2]);
+    assert!(code != 0 && out.contains("already has an account"), "{out}");
+    let (ok, _) = publish(port, "ws-bcn-1", &password, "vigia/v1/up/ws-bcn-1/x", "{}");
+    assert!(ok, "a refused replacement took the old account away");
+    let (code, out) = c.cli(&["enrolment", "approve", &rid2, "--replace"]);
+    assert_eq!(code, 0, "{out}");
+    let (ok, err) = publish(port, "ws-bcn-1", &password, "vigia/v1/up/ws-bcn-1/x", "{}");
+    assert!(
+        !ok && err.contains("Not authorized"),
+        "the old password: {err}"
+    );
+    poll("the reinstalled agent connected", || {
+        agent_status(&a.config).filter(|s| s["connected"] == true)
+    });
+    let password: String = poll("its new credentials", || {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&creds_file).ok()?).ok()?;
+        v["password"].as_str().map(str::to_string)
+    });
+    let old_req = poll("the old request revoked", || {
+        c.get("/api/enrolments")?["requests"]
+            .as_array()?
+            .iter()
+            .find(|r| r["request"] == rid.as_str() && r["decision"] == "revoked")
+            .cloned()
+    });
+    assert_eq!(old_req["decided_by"], "admin");
+
     // Revoked: the connection is dropped at once and the account refused.
     let (code, out) = c.cli(&["enrolment", "revoke", "ws-bcn-1"]);
     assert_eq!(code, 0, "{out}");

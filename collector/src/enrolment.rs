@@ -291,6 +291,10 @@ pub enum EnrolError {
     /// The action does not fit the request's state, or the name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The broker has an account with the device's id already (a reinstalled agent,
+    /// whose new key made a new request): approve with `replace` to revoke it first.
+    #[error("{0}")]
+    AccountExists(String),
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
@@ -375,8 +379,16 @@ impl Enrolment {
 
     /// Approves a pending request: creates the device's broker account and sends its
     /// password sealed to the agent's key. Approving an approved request sends the same
-    /// reply again.
-    pub async fn approve(&self, request: &str, by: &str) -> Result<EnrolmentRecord, EnrolError> {
+    /// reply again. When the broker has an account with that id already (the agent was
+    /// reinstalled, and its new key asked anew), the approval is refused unless
+    /// `replace`: the old account is then revoked first (its connection dropped, its
+    /// enrolment marked revoked).
+    pub async fn approve(
+        &self,
+        request: &str,
+        by: &str,
+        replace: bool,
+    ) -> Result<EnrolmentRecord, EnrolError> {
         let rec = self.request(request)?;
         match rec.decision {
             Decision::Pending => {}
@@ -404,10 +416,16 @@ impl Enrolment {
             .map_err(|_| EnrolError::Internal("sealed reply too long".into()))?;
         match self.dynsec.create_device(&rec.device, &password).await {
             Ok(()) => {}
+            Err(e) if e.exists() && replace => {
+                self.revoke(&rec.device, by).await?;
+                info!(request, device = %rec.device, by, "old account revoked for its replacement");
+                self.dynsec.create_device(&rec.device, &password).await?;
+            }
             Err(e) if e.exists() => {
-                return Err(EnrolError::Conflict(format!(
-                    "the broker already has an account {:?}: revoke that device first, \
-                     or give this one another id",
+                return Err(EnrolError::AccountExists(format!(
+                    "the broker already has an account {:?} (a reinstalled agent asks with \
+                     a new key): approve replacing it, which revokes the old one, or give \
+                     this one another id",
                     rec.device.as_str()
                 )))
             }

@@ -243,7 +243,8 @@ pub async fn start_with_clock(
         let e = e.clone();
         tokio::spawn(async move {
             while let Some(request) = approve_rx.recv().await {
-                match e.approve(&request, "rule:known-serial").await {
+                // Never replacing: a serial is what the agent says, and must not take over an account.
+                match e.approve(&request, "rule:known-serial", false).await {
                     Ok(r) => {
                         info!(request = %request, device = %r.device, "approved by the known-serials rule")
                     }

@@ -291,6 +291,10 @@ enum EnrolmentCmd {
     Approve {
         /// The request id (from `list`).
         request: String,
+        /// The broker has an account with this device's id already (a reinstalled
+        /// agent): revoke it and approve the new one.
+        #[arg(long)]
+        replace: bool,
     },
     /// Refuse a request; the agent is told the reason.
     Refuse {
@@ -1432,10 +1436,10 @@ fn enrolment(api: &ApiClient, cmd: &EnrolmentCmd) -> anyhow::Result<()> {
             ));
             render::out(&out);
         }
-        EnrolmentCmd::Approve { request } => {
+        EnrolmentCmd::Approve { request, replace } => {
             let v = api.post(
                 &format!("/api/enrolments/{}/approve", enc(request)),
-                &serde_json::json!({}),
+                &serde_json::json!({ "replace": replace }),
             )?;
             render::out(&format!(
                 "approved: device {} has its broker account\n",

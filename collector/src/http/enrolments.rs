@@ -17,6 +17,7 @@ impl From<EnrolError> for ApiError {
         let (status, code) = match &e {
             EnrolError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EnrolError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            EnrolError::AccountExists(_) => (StatusCode::CONFLICT, "account_exists"),
             EnrolError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             EnrolError::Broker(_) => (StatusCode::BAD_GATEWAY, "broker"),
             EnrolError::Store(_) | EnrolError::Internal(_) => {
@@ -171,6 +172,10 @@ pub(super) async fn remove_site(
 pub(super) struct Act {
     #[serde(default)]
     reason: Option<String>,
+    /// Approve even though the broker has an account with the device's id: it is
+    /// revoked first (a reinstalled agent).
+    #[serde(default)]
+    replace: bool,
 }
 
 /// `POST /api/enrolments/{request}/approve|refuse` (admins).
@@ -184,7 +189,10 @@ pub(super) async fn act(
     let svc = service(&st)?;
     let by = a.caller.account.login.clone();
     let rec = match action.as_str() {
-        "approve" => svc.approve(&request, &by).await?,
+        "approve" => {
+            let replace = body.as_ref().is_some_and(|b| b.0.replace);
+            svc.approve(&request, &by, replace).await?
+        }
         "refuse" => {
             let reason = body.and_then(|b| b.0.reason).unwrap_or_default();
             svc.refuse(&request, &by, &reason).await?

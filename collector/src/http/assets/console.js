@@ -1586,6 +1586,12 @@
       await api("POST", "/api/enrolments/" + encodeURIComponent(r.request) + "/" + action, body || {});
       toast(t(action === "approve" ? "enrol.approved" : "enrol.refused", { device: r.device }));
     } catch (e) {
+      // A reinstalled agent asks with a new key under the id it had: replacing the old
+      // account is the admin's call, asked here.
+      if (e.code === "account_exists" && action === "approve" && !(body && body.replace)
+          && confirm(t("enrol.replace_confirm", { device: r.device }))) {
+        return enrolAct(r, action, { replace: true });
+      }
       toast(errorText(e), true);
     }
     loadEnrolments();
