@@ -1844,9 +1844,20 @@ fn logout(cli: &Cli) -> anyhow::Result<()> {
 /// An agreed time: an instant, or a delay from now (`8d`).
 fn parse_at(s: &str) -> anyhow::Result<u64> {
     if let Ok(d) = s.parse::<Dur>() {
-        return Ok(now_ms().saturating_add(d.ms()));
+        return Ok(appointment_after(now_ms(), d.ms()));
     }
     parse_instant(s).map_err(|e| anyhow!("--at {e}, or a delay like 8d"))
+}
+
+/// A delay from now as an agreed time: on the next whole minute at least a second after
+/// `now + delay`. Appointments are by the minute, and the server judges the time by its
+/// own clock a moment later: `--at 7d` taken to the millisecond would fall just short
+/// of the week's notice it means to give.
+fn appointment_after(now: u64, delay: u64) -> u64 {
+    now.saturating_add(delay)
+        .saturating_add(1_000)
+        .div_ceil(60_000)
+        .saturating_mul(60_000)
 }
 
 /// One of the workflow's named values (`high`, `scheduled`, `P2`...), by its wire name.
@@ -2154,6 +2165,19 @@ fn enc(s: &str) -> String {
 mod tests {
     use super::render::table;
     use super::*;
+
+    #[test]
+    fn a_delay_is_an_appointment_on_a_whole_minute_past_it() {
+        const WEEK: u64 = 7 * 24 * 3_600_000;
+        let now = 1_796_300_000_123; // 13:33:20.123 on some day
+        let at = appointment_after(now, WEEK);
+        assert_eq!(at % 60_000, 0);
+        // Past the exact week (the server's clock reads a moment later), by under 2 min.
+        assert!(at >= now + WEEK + 1_000 && at < now + WEEK + 120_000, "{at}");
+        // The last second of a minute goes to the minute after next.
+        let late = 1_796_300_039_500 - 1_796_300_039_500 % 60_000 + 59_500;
+        assert_eq!(appointment_after(late, 0) - late, 60_500);
+    }
 
     #[test]
     fn api_base_from_listen_address() {
