@@ -319,6 +319,44 @@ fn notifications_reach_a_real_mail_server_and_a_webhook_that_was_down() {
     assert!(text.contains("notifications:"), "{text}");
     assert!(text.contains("it-oncall@example.org"), "{text}");
 
+    // A provider asked for a service is told at its service address (the registry's),
+    // though no route names it.
+    let (code, out) = c.cli(&[
+        "provider",
+        "add",
+        "Redes SAS",
+        "--email",
+        "mesa@redes.example",
+        "--covers",
+        "hardware",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.cli(&["incidents", "verify", &n.to_string(), "--confirm"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.cli(&[
+        "incidents",
+        "provider",
+        &n.to_string(),
+        "--provider",
+        "Redes SAS",
+        "--kind",
+        "unplanned",
+        "--at",
+        "1d",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let theirs = poll("the provider's mail", || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "mesa@redes.example")
+    });
+    assert!(
+        theirs["data"]
+            .as_str()
+            .is_some_and(|d| d.contains("Redes SAS")),
+        "{theirs}"
+    );
+
     // "Send a test" reaches the mail server now, and a bad address is refused clearly.
     let (code, out) = c.cli(&["notify", "test", "--email", "admin@example.org"]);
     assert_eq!(code, 0, "{out}");

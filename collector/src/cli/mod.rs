@@ -2173,7 +2173,10 @@ mod tests {
         let at = appointment_after(now, WEEK);
         assert_eq!(at % 60_000, 0);
         // Past the exact week (the server's clock reads a moment later), by under 2 min.
-        assert!(at >= now + WEEK + 1_000 && at < now + WEEK + 120_000, "{at}");
+        assert!(
+            at >= now + WEEK + 1_000 && at < now + WEEK + 120_000,
+            "{at}"
+        );
         // The last second of a minute goes to the minute after next.
         let late = 1_796_300_039_500 - 1_796_300_039_500 % 60_000 + 59_500;
         assert_eq!(appointment_after(late, 0) - late, 60_500);

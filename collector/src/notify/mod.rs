@@ -224,6 +224,10 @@ pub struct NotifyEntry {
     /// What a digest holds, oldest first (empty for every other notification).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<DigestItem>,
+    /// The provider the workflow addressed it to (its request, its work not delivered as
+    /// agreed): told too, at its service address and its contacts'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// When the change happened.
     pub at: Millis,
     /// Whether the routes have been applied (the recipients are then in `deliveries`).
@@ -350,6 +354,7 @@ pub fn digest_of(
             digest: None,
         }],
         items,
+        provider: None,
     })
 }
 
@@ -371,16 +376,29 @@ pub fn mark_digested(held: &mut [NotifyEntry], channel: Channel, to: &str, id: u
 /// an opening and one for an answer from the user. Their `id` is 0; the store numbers
 /// them (and only reads its counter when there is one).
 pub fn entries_of(d: &Decision, policy: &Policy, now: Millis) -> Vec<NotifyEntry> {
-    let mut events: Vec<(NotifyEvent, String)> = Vec::new();
+    let mut events: Vec<(NotifyEvent, String, Option<String>)> = Vec::new();
     if d.records.first().is_some_and(|r| r.seq == 0) {
-        events.push((NotifyEvent::Opened, String::new()));
+        events.push((NotifyEvent::Opened, String::new(), None));
     }
     if let Some(r) = d.records.iter().find(|r| r.action == "info_received") {
-        events.push((NotifyEvent::InfoAnswered, r.why.clone()));
+        events.push((NotifyEvent::InfoAnswered, r.why.clone(), None));
     }
     for m in &d.messages {
         if let crate::workflow::Outgoing::Notify(n) = m {
-            events.push((NotifyEvent::of(&n.kind), n.text.clone()));
+            let event = NotifyEvent::of(&n.kind);
+            let provider = match &n.audience {
+                crate::workflow::Audience::Provider(p) => Some(p.clone()),
+                _ => None,
+            };
+            // The same news for the staff and for the provider is one entry, told to
+            // both: two would mail the staff twice.
+            if let Some(same) = events.iter_mut().find(|(e, _, _)| *e == event) {
+                if same.2.is_none() {
+                    same.2 = provider;
+                }
+                continue;
+            }
+            events.push((event, n.text.clone(), provider));
         }
     }
     if events.is_empty() {
@@ -389,7 +407,7 @@ pub fn entries_of(d: &Decision, policy: &Policy, now: Millis) -> Vec<NotifyEntry
     let s = IncidentSummary::of(&d.incident, policy);
     events
         .into_iter()
-        .map(|(event, text)| NotifyEntry {
+        .map(|(event, text, provider)| NotifyEntry {
             id: 0,
             incident: s.number,
             event,
@@ -401,6 +419,7 @@ pub fn entries_of(d: &Decision, policy: &Policy, now: Millis) -> Vec<NotifyEntry
             group: s.group.clone(),
             fault: (s.origin == "fault").then(|| format!("{} {}", s.kind, s.subject)),
             items: Vec::new(),
+            provider,
             at: now,
             routed: false,
             deliveries: Vec::new(),
@@ -685,40 +704,76 @@ fn account_addresses<'a>(
         .filter_map(|a| a.email.as_ref())
 }
 
+/// Where the provider `name` is told: its service address, its contacts' and its
+/// contact accounts' (enabled ones), each once.
+pub fn provider_addresses(
+    name: &str,
+    provider: Option<&crate::providers::Provider>,
+    accounts: &[crate::auth::Account],
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let registry = provider.into_iter().flat_map(|p| {
+        p.email
+            .iter()
+            .chain(p.contacts.iter().filter_map(|c| c.email.as_ref()))
+    });
+    let contacts = accounts
+        .iter()
+        .filter(|a| {
+            !a.disabled
+                && a.has(crate::auth::AccountRole::Provider)
+                && a.provider
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|a| a.email.as_ref());
+    for a in registry.chain(contacts) {
+        if channel::mailbox(a).is_ok() && !out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 /// The recipients of `e` under `routes`, each once (the first route that names one
 /// decides its language), due at `now`. `accounts` are the staff accounts, for routes
-/// that name roles.
+/// that name roles; `provider` the addresses of the provider the entry is addressed to
+/// ([`provider_addresses`]), told by email in the default language when there is a relay.
 pub fn route(
     e: &NotifyEntry,
     c: &NotifyConfig,
     accounts: &[crate::auth::Account],
+    provider: &[String],
     now: Millis,
 ) -> Vec<Delivery> {
     let mut out: Vec<Delivery> = Vec::new();
-    for r in c.route.iter().filter(|r| r.matches(e)) {
+    let to_provider = (c.email.is_some() && e.provider.is_some())
+        .then_some((c.lang, provider))
+        .into_iter()
+        .flat_map(|(lang, p)| p.iter().map(move |a| (lang, Channel::Email, a)));
+    let by_routes = c.route.iter().filter(|r| r.matches(e)).flat_map(|r| {
         let lang = r.lang.unwrap_or(c.lang);
-        let wanted = r
-            .email
+        r.email
             .iter()
             .chain(account_addresses(&r.accounts, e, accounts))
-            .map(|a| (Channel::Email, a))
-            .chain(r.webhook.iter().map(|w| (Channel::Webhook, w)));
-        for (channel, to) in wanted {
-            if out.iter().any(|d| d.channel == channel && &d.to == to) {
-                continue;
-            }
-            out.push(Delivery {
-                channel,
-                to: to.clone(),
-                lang,
-                state: DeliveryState::Pending,
-                attempts: 0,
-                next_at: now,
-                done_at: None,
-                error: None,
-                digest: None,
-            });
+            .map(move |a| (lang, Channel::Email, a))
+            .chain(r.webhook.iter().map(move |w| (lang, Channel::Webhook, w)))
+    });
+    for (lang, channel, to) in by_routes.chain(to_provider) {
+        if out.iter().any(|d| d.channel == channel && &d.to == to) {
+            continue;
         }
+        out.push(Delivery {
+            channel,
+            to: to.clone(),
+            lang,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now,
+            done_at: None,
+            error: None,
+            digest: None,
+        });
     }
     out
 }
@@ -901,6 +956,7 @@ mod tests {
             group: group.map(String::from),
             fault: None,
             items: Vec::new(),
+            provider: None,
             at: 1_000,
             routed: false,
             deliveries: Vec::new(),
@@ -940,7 +996,7 @@ mod tests {
         let c = cfg(ROUTES);
         validate(&c).unwrap();
         let to = |e: &NotifyEntry| {
-            route(e, &c, &[], 5)
+            route(e, &c, &[], &[], 5)
                 .into_iter()
                 .map(|d| format!("{:?}:{}:{:?}", d.channel, d.to, d.lang))
                 .collect::<Vec<_>>()
@@ -1026,7 +1082,7 @@ mod tests {
             ),
         ];
         let to = |e: &NotifyEntry| {
-            route(e, &c, &accounts, 5)
+            route(e, &c, &accounts, &[], 5)
                 .into_iter()
                 .map(|d| d.to)
                 .collect::<Vec<_>>()
@@ -1050,6 +1106,48 @@ mod tests {
         );
         let no_relay = cfg("[[route]]\non = [\"opened\"]\naccounts = [\"admin\"]");
         assert_eq!(validate(&no_relay).unwrap_err().0, "notify.route.accounts");
+
+        // Addressed to a provider: its service address, its contacts' and its contact
+        // accounts', each once, besides the routes' recipients.
+        let mut redes = account(
+            "redes",
+            Some("tecnico@redes.example"),
+            &[],
+            AccountRole::Provider,
+        );
+        redes.provider = Some("Redes SAS".into());
+        let mut other = account(
+            "otro",
+            Some("otro@otro.example"),
+            &[],
+            AccountRole::Provider,
+        );
+        other.provider = Some("Otro".into());
+        let registry: crate::providers::Provider = serde_json::from_value(serde_json::json!({
+            "name": "Redes SAS", "email": "mesa@redes.example",
+            "contacts": [{"name": "Luis", "email": "TECNICO@redes.example"}, {"name": "Sin correo"}],
+        }))
+        .unwrap();
+        let staff_and_contacts = [accounts.clone(), vec![redes, other]].concat();
+        let addresses = provider_addresses("redes sas", Some(&registry), &staff_and_contacts);
+        assert_eq!(addresses, ["mesa@redes.example", "TECNICO@redes.example"]);
+        let mut e = entry(NotifyEvent::Escalated, Some(Priority::P2), Some("redes"));
+        assert!(!to(&e).iter().any(|a| a.contains("redes.example")));
+        e.provider = Some("Redes SAS".into());
+        let got: Vec<String> = route(&e, &c, &accounts, &addresses, 5)
+            .into_iter()
+            .map(|d| d.to)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "jefa@example.org",
+                "redes@example.org",
+                "all@example.org",
+                "mesa@redes.example",
+                "TECNICO@redes.example"
+            ]
+        );
     }
 
     #[test]
@@ -1097,7 +1195,7 @@ mod tests {
     fn only_a_faults_returns_are_repeats_and_each_recipient_has_its_own() {
         let c = cfg(ROUTES);
         let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), Some("redes"));
-        let d = route(&e, &c, &[], 5);
+        let d = route(&e, &c, &[], &[], 5);
         assert!(
             d.iter().all(|d| e.repeat_key(d).is_none()),
             "a user's report is never a repeat"
@@ -1162,6 +1260,7 @@ mod tests {
                 &entry(NotifyEvent::Opened, Some(Priority::P1), None),
                 &c,
                 &[],
+                &[],
                 at,
             );
             e.routed = true;
@@ -1222,7 +1321,7 @@ mod tests {
         let c = cfg(ROUTES);
         let mut e = entry(NotifyEvent::Opened, Some(Priority::P1), None);
         assert_eq!(e.next_due(), Some(1_000));
-        e.deliveries = route(&e, &c, &[], 5);
+        e.deliveries = route(&e, &c, &[], &[], 5);
         e.routed = true;
         assert_eq!(e.next_due(), Some(5));
         e.deliveries[0].state = DeliveryState::Sent;

@@ -137,13 +137,23 @@ impl NotifySender {
     /// Written down with the recipients' last-told times before anything is sent.
     /// `None` when the store failed (the entry stays unrouted, to be routed again).
     async fn route_one(&self, mut e: NotifyEntry, now: Millis) -> Option<NotifyEntry> {
-        let accounts = if self.config.route.iter().any(|r| !r.accounts.is_empty()) {
-            // Read at routing time: an address changed in the console counts from then on.
-            self.blocking(|s| s.accounts()).await?
-        } else {
-            Vec::new()
+        let to_provider = e.provider.clone().filter(|_| self.config.email.is_some());
+        let accounts =
+            if to_provider.is_some() || self.config.route.iter().any(|r| !r.accounts.is_empty()) {
+                // Read at routing time: an address changed in the API counts from then on.
+                self.blocking(|s| s.accounts()).await?
+            } else {
+                Vec::new()
+            };
+        let provider = match to_provider {
+            Some(name) => {
+                let n = name.clone();
+                let p = self.blocking(move |s| s.provider(&n)).await?;
+                crate::notify::provider_addresses(&name, p.as_ref(), &accounts)
+            }
+            None => Vec::new(),
         };
-        e.deliveries = route(&e, &self.config, &accounts, now);
+        e.deliveries = route(&e, &self.config, &accounts, &provider, now);
         e.routed = true;
         let period = self.config.digest.ms();
         let keys: Vec<Option<String>> = e.deliveries.iter().map(|d| e.repeat_key(d)).collect();
@@ -313,6 +323,7 @@ pub async fn send_test(
         group: None,
         fault: None,
         items: Vec::new(),
+        provider: None,
         at: crate::clock::now_ms(),
         routed: true,
         deliveries: Vec::new(),
