@@ -384,6 +384,10 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     let req = poll("the revoked state", || {
         request_of(&c, "ws-bcn-1").filter(|r| r["decision"] == "revoked")
     });
+    // Dropped by the plugin without its Last Will, it is offline in the console all the
+    // same.
+    let dev = c.device("ws-bcn-1").unwrap_or_default();
+    assert_eq!(dev["online"], false, "{dev}");
     assert_eq!(req["decided_by"], "admin");
     drop(b);
 }

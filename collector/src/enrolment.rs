@@ -494,6 +494,29 @@ impl Enrolment {
             self.decide(r, Decision::Revoked, EnrolState::Revoked, by, None)
                 .await?;
         }
+        // The plugin drops the connection without its Last Will: say offline here, or
+        // the device would show online for ever.
+        let (store, d, now) = (self.store.clone(), device.clone(), self.clock.now());
+        blocking(move || {
+            let online = store
+                .device(&d)?
+                .and_then(|r| r.status)
+                .filter(|s| s.online);
+            if let Some(st) = online {
+                let offline = vigia_protocol::Status {
+                    v: VERSION,
+                    device: d,
+                    instance: st.instance,
+                    online: false,
+                    boot: st.boot,
+                    ts: st.ts,
+                };
+                store.record_status(&offline, now)?;
+                store.flush()?;
+            }
+            Ok(())
+        })
+        .await?;
         if found {
             info!(device = %device, by, "device revoked: broker account deleted");
         }
