@@ -1181,3 +1181,47 @@ fn a_reserved_note_is_a_locked_mark_for_the_uncleared_and_text_for_the_cleared()
     let shot = b.screenshot("console-reserved-cleared");
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// A user's report, with the readings and faults its agent attached, reads as text on
+/// its incident's page: the snapshot and the open faults as lists, nothing of the page's
+/// own making ("null", "[object ...]") in between.
+#[test]
+fn a_users_report_shows_its_snapshot_and_faults_as_text() {
+    let (_turn, w, _n) = with_an_incident_at_level1();
+    let config = w
+        .agent
+        .as_ref()
+        .map(|a| a.config.clone())
+        .unwrap_or_else(|| panic!("no agent"));
+    let (code, out) = agent_cmd(
+        &config,
+        &[
+            "report",
+            "--category",
+            "network",
+            "--summary",
+            "Sin red en el piso 3",
+            "--text",
+            "El switch parpadea",
+            "--contact",
+            "ext 5",
+            "--urgency",
+            "high",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let n = reported_incident(&out);
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    b.goto(&w.url(&format!("/incidents/{n}")));
+    let origin = b.wait_text("#inc-origin", "the report", |t| {
+        t.contains("El switch parpadea")
+    });
+    for junk in ["null", "[object", "undefined"] {
+        assert!(!origin.contains(junk), "{junk:?} on the page:\n{origin}");
+    }
+    // The agent's /var fault travelled with the report.
+    assert!(origin.contains("/var"), "{origin}");
+    let shot = b.screenshot("console-report");
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+}

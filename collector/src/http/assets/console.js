@@ -1117,7 +1117,9 @@
       const el = $(id);
       if (!el) return;
       const title = el.querySelector("h2");
-      el.replaceChildren(...(title ? [title] : []), ...kids);
+      // As h() does: nested lists flattened, absent parts left out (never "null").
+      const parts = kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false);
+      el.replaceChildren(...(title ? [title] : []), ...parts);
     };
     $("inc-head").replaceChildren(
       link("/", t("incident.back"), "back"),
