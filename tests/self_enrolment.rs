@@ -83,6 +83,23 @@ fn dynsec_broker_with(dir: &Path, port: u16, before_start: impl FnOnce(&Path)) -
     proc
 }
 
+/// A collector config in `dir` on the broker at `port`, with the plugin's admin account.
+fn plugin_collector_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             username = \"vigia-collector\"\npassword = \"{COLLECTOR_PASSWORD}\"\n\n\
+             [mqtt.dynamic_security]\nusername = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n",
+            data = dir.join("collector-data").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    config
+}
+
 /// `mosquitto_pub` of one QoS 1 message over MQTT 5 (whose PUBACK says when the ACL
 /// refused it); whether it connected, and what it said.
 fn publish(port: u16, user: &str, password: &str, topic: &str, payload: &str) -> (bool, String) {
@@ -148,18 +165,7 @@ fn an_agent_with_a_site_token_joins_once_approved_and_is_dropped_when_revoked() 
     let port = free_port();
     let _broker = dynsec_broker(d, port);
 
-    let config = d.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{data}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-             username = \"vigia-collector\"\npassword = \"{COLLECTOR_PASSWORD}\"\n\n\
-             [mqtt.dynamic_security]\nusername = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n",
-            data = d.join("collector-data").display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = plugin_collector_config(d, port);
     let c = start_collector_with(&config);
     // A broker session from before self-enrolment was configured: the collector's
     // persistent session without the enrolment filter (taken out of it here). Started
@@ -408,18 +414,7 @@ fn a_fleet_enrolled_from_a_csv_into_the_plugin_connects_at_once() {
     let d = dir.path();
     let port = free_port();
     let _broker = dynsec_broker(d, port);
-    let config = d.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{data}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-             username = \"vigia-collector\"\npassword = \"{COLLECTOR_PASSWORD}\"\n\n\
-             [mqtt.dynamic_security]\nusername = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n",
-            data = d.join("collector-data").display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = plugin_collector_config(d, port);
     // The collector makes its own account at start: a name the file may not take.
     let c = start_collector_with(&config);
     let (code, out) = c.cli(&["enrolment", "token", "--site", "bog"]);

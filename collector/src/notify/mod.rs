@@ -192,6 +192,23 @@ pub struct Delivery {
     pub digest: Option<u64>,
 }
 
+impl Delivery {
+    /// A delivery to `to` not tried yet, due at `now`.
+    pub fn pending(channel: Channel, to: &str, lang: Lang, now: Millis) -> Self {
+        Self {
+            channel,
+            to: to.to_owned(),
+            lang,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now,
+            done_at: None,
+            error: None,
+            digest: None,
+        }
+    }
+}
+
 /// A notification for people: written with the change that causes it, then routed and
 /// delivered by the [`sender::NotifySender`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,17 +359,7 @@ pub fn digest_of(
         fault: None,
         at: now,
         routed: true,
-        deliveries: vec![Delivery {
-            channel,
-            to: to.to_owned(),
-            lang,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            next_at: now,
-            done_at: None,
-            error: None,
-            digest: None,
-        }],
+        deliveries: vec![Delivery::pending(channel, to, lang, now)],
         items,
         provider: None,
     })
@@ -763,17 +770,7 @@ pub fn route(
         if out.iter().any(|d| d.channel == channel && &d.to == to) {
             continue;
         }
-        out.push(Delivery {
-            channel,
-            to: to.clone(),
-            lang,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            next_at: now,
-            done_at: None,
-            error: None,
-            digest: None,
-        });
+        out.push(Delivery::pending(channel, to, lang, now));
     }
     out
 }
