@@ -1225,3 +1225,108 @@ fn a_users_report_shows_its_snapshot_and_faults_as_text() {
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(page_errors(&b), Vec::<String>::new());
 }
+
+/// Planned maintenance from the page: the service desk asks the provider for a service
+/// no incident is behind; too little notice for network work is refused with the reason
+/// shown, a week and more is registered and opens as a record with no device, its text
+/// shown as text. A viewer has no such form.
+#[test]
+fn the_service_desk_asks_for_a_planned_service_from_the_providers_page() {
+    let _turn = turn();
+    let w = World::start();
+    w.cli_ok(
+        &[
+            "provider",
+            "add",
+            "Redes SAS",
+            "--covers",
+            "network",
+            "--contract-start",
+            "2026-01-01",
+            "--contract-end",
+            "2099-12-31",
+        ],
+        "",
+    );
+    let b = signed_in(&w, "mesa", BrowserOptions::default());
+    b.click_css("#nav a[href='/providers']");
+    b.wait("#service-form");
+    let fill = |css: &str, text: &str| b.send_keys(&b.wait(css), text);
+    fill("#fld-service_summary", "Cambio del switch <b>piso 2</b>");
+    fill("#fld-service_category", "network");
+    fill("#fld-service_text", "switch nuevo y latiguillos");
+    fill("#fld-provider", "Redes SAS");
+    b.exec(
+        "document.getElementById('fld-affects_network').checked = true;",
+        json!([]),
+    );
+    // The agreed time in the browser's own zone, `ms` from now.
+    let agree_in = |ms: u64| {
+        b.exec(
+            "const d = new Date(Date.now() + arguments[0]);
+             const p = (n) => String(n).padStart(2, '0');
+             document.getElementById('fld-agreed_at').value = d.getFullYear() + '-' +
+               p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' +
+               p(d.getMinutes());",
+            json!([ms]),
+        );
+    };
+    let press = |css: &str| {
+        b.exec(
+            "document.querySelector(arguments[0]).scrollIntoView({ block: 'center' });",
+            json!([css]),
+        );
+        b.click_css(css);
+    };
+    const HOUR: u64 = 3_600_000;
+    agree_in(6 * 24 * HOUR + 23 * HOUR);
+    press("#service-submit");
+    let err = b.wait_text("#service-form .error", "the refusal", |t| {
+        t.contains("one week's notice")
+    });
+    assert!(err.contains("at or after"), "{err}");
+    assert!(w
+        .api("mesa")
+        .get("/api/incidents")
+        .is_some_and(|l| l.as_array().is_some_and(Vec::is_empty)));
+
+    agree_in(8 * 24 * HOUR);
+    press("#service-submit");
+    b.until("the new record's page", || {
+        b.url().contains("/incidents/").then_some(())
+    });
+    let origin = b.wait_text("#inc-origin", "the service", |t| {
+        t.contains("Service asked of the provider")
+    });
+    assert!(
+        origin.contains("Cambio del switch <b>piso 2</b>"),
+        "{origin}"
+    );
+    assert!(origin.contains("switch nuevo y latiguillos"), "{origin}");
+    assert!(b.find_all("#inc-origin b").is_empty(), "markup ran");
+    b.wait_text("#inc-device", "no device", |t| t.contains("No device"));
+    b.wait_text("#inc-state", "waiting", |t| t.contains("provider"));
+    let list = poll("the list", || w.api("mesa").get("/api/incidents"));
+    let n = list[0]["number"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number in {list}"));
+    assert_eq!(list[0]["origin"], "service", "{list}");
+    assert_eq!(list[0]["subject"], "mesa", "{list}");
+    // In the list: what it is, and no device.
+    b.goto(&w.url("/"));
+    let row = row_text(&b, n, "the service's row", |t| {
+        t.contains("requested service")
+    });
+    assert!(row.contains("network") && row.contains("—"), "{row}");
+    assert_eq!(page_errors(&b), Vec::<String>::new());
+    drop(b);
+
+    // A viewer reads the register, with no form to ask for services.
+    let b = signed_in(&w, "consulta", BrowserOptions::default());
+    b.click_css("#nav a[href='/providers']");
+    b.wait_text("#prov-list", "the register", |t| t.contains("Redes SAS"));
+    assert!(
+        b.find("#service-form").is_none(),
+        "a service form for a viewer"
+    );
+}

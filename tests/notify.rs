@@ -591,3 +591,311 @@ fn a_flapping_faults_returns_come_in_one_digest_after_its_first_notice() {
     );
     c.proc.terminate();
 }
+
+/// The collector for a planned service: mail over STARTTLS, the week's notice to the
+/// all-staff list, and the provider told of its request at its service address.
+fn service_config(dir: &Path, smtp: u16) -> std::path::PathBuf {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+
+[mqtt]
+embedded_port = 0
+
+[http]
+listen = "127.0.0.1:0"
+
+[notify]
+lang = "es"
+console_url = "https://vigia.example.org"
+retry_first = "200ms"
+retry_max = "2s"
+
+[notify.email]
+relay = "127.0.0.1"
+port = {smtp}
+ca_file = "{ca}"
+from = "Vigía <vigia@example.org>"
+
+[[notify.route]]
+on = ["staff_notice"]
+email = ["todo-el-personal@example.org"]
+"#,
+            data = dir.join("collector-data").display(),
+            ca = dir.join("ca.crt").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The whole of a planned network service that no incident is behind, as a coordinator
+/// does it from the CLI: the provider and its contract registered, the visit refused
+/// with 6 days 23 hours of notice and accepted with 7, the week's notice mailed to all
+/// staff over STARTTLS, the provider's contact accepting and reporting the work, a
+/// rejected then an accepted verification, and the record in the requests, the audit
+/// trail and the export of verifications.
+#[test]
+fn a_planned_network_service_with_no_incident_gives_the_weeks_notice_by_mail() {
+    if skip_without_smtp_server() {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    make_pki(d, None, "");
+    let smtp = start_smtp(d);
+    let c = start_collector_with(&service_config(d, smtp.port));
+    let (code, out) = c.cli(&[
+        "provider",
+        "add",
+        "Redes SAS",
+        "--covers",
+        "network",
+        "--email",
+        "soporte@redes.example.org",
+        "--contract-start",
+        "2026-01-01",
+        "--contract-end",
+        "2099-12-31",
+        "--response",
+        "P2=4h",
+        "--resolution",
+        "P2=1d",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.cli(&[
+        "user",
+        "add",
+        "redes",
+        "--role",
+        "provider",
+        "--provider",
+        "Redes SAS",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .unwrap()
+        .to_owned();
+    let redes = issue_token(&c.http, "redes", &password, "act");
+    let as_redes = |args: &[&str]| {
+        let mut full = vec!["collector", "--api", c.http.as_str()];
+        full.extend_from_slice(args);
+        let o = vigia(&full).env("VIGIA_TOKEN", &redes).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+
+    // A provider's contact asks nobody for services.
+    let (code, out) = as_redes(&[
+        "request",
+        "create",
+        "--service",
+        "x",
+        "--category",
+        "network",
+        "--provider",
+        "Redes SAS",
+        "--at",
+        "8d",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("may not ask a provider for a service"),
+        "{out}"
+    );
+
+    let ask = |at: &str| {
+        c.cli(&[
+            "request",
+            "create",
+            "--service",
+            "Cambio del switch del piso 2",
+            "--category",
+            "network",
+            "--text",
+            "switch nuevo y latiguillos; el piso queda sin red dos horas",
+            "--provider",
+            "Redes SAS",
+            "--kind",
+            "scheduled",
+            "--priority",
+            "P2",
+            "--at",
+            at,
+            "--affects-network",
+            "--conditions",
+            "sábado de 08:00 a 10:00",
+        ])
+    };
+    // Six days and 23 hours of notice: refused, with the date it could be from; nothing
+    // registered.
+    let (code, out) = ask("6d23h");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("one week's notice") && out.contains("at or after"),
+        "{out}"
+    );
+    assert!(!out.contains("incident"), "no record was made: {out}");
+    assert!(c.incidents().is_empty(), "{:?}", c.incidents());
+    // Seven days (and a few seconds, so the notice falls due while the test watches).
+    const WEEK: u64 = 7 * 86_400_000;
+    let agreed = now_ms() + WEEK + 3_000;
+    let (code, out) = ask(&agreed.to_string());
+    assert_eq!(code, 0, "{out}");
+    let list = c.incidents();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let n = list[0]["number"].as_u64().unwrap();
+    assert!(out.contains(&format!("request {n}-1")), "{out}");
+    assert_eq!(list[0]["origin"], "service", "{list:?}");
+    assert!(list[0]["device"].is_null(), "{list:?}");
+    let inc = c.get(&format!("/api/incidents/{n}")).unwrap();
+    assert_eq!(inc["state"], "waiting_provider", "{inc}");
+    assert_eq!(inc["level"], 2, "{inc}");
+    let req = &inc["provider_requests"][0];
+    assert_eq!(req["agreed_at"].as_u64(), Some(agreed), "{req}");
+    assert_eq!(
+        req["respond_by"].as_u64(),
+        Some(req["requested_at"].as_u64().unwrap() + 4 * 3_600_000),
+        "the contract's response time: {req}"
+    );
+
+    // The week's notice, when it falls due, to all staff over STARTTLS.
+    let notice = poll("the week's notice at the SMTP server", || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "todo-el-personal@example.org")
+    });
+    assert_eq!(notice["tls"], true, "{notice}");
+    let body = notice["data"].as_str().unwrap_or("");
+    assert!(
+        notice["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Aviso al personal")),
+        "{notice}"
+    );
+    assert!(body.contains("Redes SAS"), "{body}");
+    assert!(
+        body.contains(&format!("https://vigia.example.org/incidents/{n}")),
+        "{body}"
+    );
+    // The provider, told at its service address.
+    poll("the provider's mail", || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m["to"][0] == "soporte@redes.example.org")
+    });
+    let notice_sent = poll("the notice recorded as sent", || {
+        deliveries(&c, n)
+            .into_iter()
+            .find(|d| d["to"] == "todo-el-personal@example.org" && d["state"] == "sent")
+    });
+    assert!(notice_sent["done_at"].is_u64(), "{notice_sent}");
+
+    // The provider's contact sees the request and works it.
+    let id = format!("{n}-1");
+    let (code, out) = as_redes(&["request", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&id) && out.contains(&format!("incidents {n}")),
+        "{out}"
+    );
+    let (code, out) = as_redes(&["request", "accept", &id]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = as_redes(&["request", "done", &id, "--report", "switch cambiado"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.cli(&[
+        "request",
+        "verify",
+        &id,
+        "--not-as-agreed",
+        "--note",
+        "el puerto 14 sin enlace",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        c.get(&format!("/api/incidents/{n}")).unwrap()["state"],
+        "waiting_provider"
+    );
+    let (code, out) = as_redes(&["request", "done", &id, "--report", "puerto 14 reparado"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.cli(&[
+        "request",
+        "verify",
+        &id,
+        "--note",
+        "todos los puertos con enlace",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let inc = c.get(&format!("/api/incidents/{n}")).unwrap();
+    assert_eq!(
+        inc["state"], "level2",
+        "back to the level that follows it up: {inc}"
+    );
+    let actions: Vec<&str> = inc["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "register",
+            "route",
+            "request_provider",
+            "network_notice",
+            "provider_accept",
+            "provider_done",
+            "provider_delivered",
+            "provider_done",
+            "provider_delivered"
+        ],
+        "{inc}"
+    );
+
+    // The record of both verifications, with no device.
+    let (code, csv) = c.cli(&["export", "--record", "verifications"]);
+    assert_eq!(code, 0, "{csv}");
+    let lines: Vec<&str> = csv.lines().map(str::trim_end).collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(
+        cells[1..5],
+        [n.to_string().as_str(), "", "Redes SAS", "scheduled"],
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains("not_as_agreed") && lines[1].contains("puerto 14"),
+        "{csv}"
+    );
+    assert!(lines[2].contains(",as_agreed,"), "{csv}");
+    // And the Servicios soporte record has it, its requester the coordinator.
+    let (code, csv) = c.cli(&["export"]);
+    assert_eq!(code, 0, "{csv}");
+    assert!(
+        csv.lines().any(|l| l.contains(&format!(
+            ",{n},,admin,network,Cambio del switch del piso 2,"
+        ))),
+        "{csv}"
+    );
+}

@@ -153,7 +153,7 @@ fn fill(store: &SledStore, from: usize, n: usize, policy: &Policy) -> Duration {
         let mut inc = templates[i % templates.len()].clone();
         let number = i as u64 + 1;
         inc.number = number;
-        inc.device = devices[i % DEVICES].clone();
+        inc.device = Some(devices[i % DEVICES].clone());
         if let workflow::Origin::Fault { subject, .. } = &mut inc.origin {
             *subject = format!("/data{}", i / DEVICES);
         }

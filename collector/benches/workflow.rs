@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
             seq += 1;
             let ev = Event {
                 v: VERSION,
-                device: inc.device.clone(),
+                device: inc.device.clone().expect("a fault's incident has a device"),
                 instance: 0,
                 seq,
                 boot: 1,

@@ -208,10 +208,21 @@ pub fn contract_deadlines(
     providers: &[Provider],
     now: Millis,
 ) {
-    let name = spec
-        .provider
-        .clone()
-        .or_else(|| crate::workflow::suggested_provider(inc, now).map(str::to_owned));
+    let suggested = crate::workflow::suggested_provider(inc, now).map(str::to_owned);
+    fill_deadlines(spec, suggested, inc.priority(), providers, now);
+}
+
+/// [`contract_deadlines`] for a request with no incident: `suggested` is the warranty
+/// provider the workflow will take when the request names none, `priority` the one a
+/// request naming none has.
+pub fn fill_deadlines(
+    spec: &mut crate::workflow::ProviderRequestSpec,
+    suggested: Option<String>,
+    priority: Option<Priority>,
+    providers: &[Provider],
+    now: Millis,
+) {
+    let name = spec.provider.clone().or(suggested);
     let Some(contract) = name
         .and_then(|n| providers.iter().find(|p| key(&p.name) == key(&n)))
         .and_then(|p| p.contract.as_ref())
@@ -219,10 +230,7 @@ pub fn contract_deadlines(
     else {
         return;
     };
-    let priority = spec
-        .priority
-        .or_else(|| inc.priority())
-        .unwrap_or(Priority::P3);
+    let priority = spec.priority.or(priority).unwrap_or(Priority::P3);
     spec.respond_within = spec
         .respond_within
         .or_else(|| contract.response.get(&priority).copied());

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::account::{Account, AccountRole};
 use crate::workflow::{
     hide, hide_summary, hide_text, Command, Incident, IncidentSummary, Level, Millis, Reserve,
-    ReservedField, Secrecy,
+    ReservedField, Secrecy, ServiceOrder,
 };
 
 /// What a credential allows, within its account's roles.
@@ -282,6 +282,55 @@ impl Caller {
     /// [`Self::is_mine`] for a list entry.
     pub fn is_mine_summary(&self, s: &IncidentSummary) -> bool {
         self.is_mine(s.assignee.as_deref(), s.group.as_deref(), s.level)
+    }
+
+    /// Whether the caller may ask a provider for a service with no incident behind it,
+    /// followed up as `order` says: the service desk at any level and for any group; a
+    /// technician at their own level and in their groups, since they follow it up
+    /// themselves. Fills in the level a technician's order leaves out (their own).
+    pub fn may_order_service(&self, order: &mut ServiceOrder) -> Result<(), Denied> {
+        if self.scope == Scope::Read {
+            return Err(Denied::new(
+                "read_only_token",
+                "this token may only read: it cannot ask a provider for a service",
+            ));
+        }
+        if self.has(AccountRole::ServiceDesk) {
+            return Ok(());
+        }
+        if !self.has(AccountRole::Technician) {
+            return Err(Denied::new(
+                "forbidden",
+                format!(
+                    "{} ({}) may not ask a provider for a service",
+                    self.account.login,
+                    self.roles_text()
+                ),
+            ));
+        }
+        if let (Some(asked), Some(mine)) = (order.level, self.account.level) {
+            if asked != mine {
+                return Err(Denied::new(
+                    "forbidden",
+                    format!(
+                        "you work at level {mine}: the service desk places a service at \
+                         level {asked}"
+                    ),
+                ));
+            }
+        }
+        order.level = order.level.or(self.account.level);
+        if let Some(g) = order
+            .group
+            .as_deref()
+            .filter(|g| !self.account.groups.contains(*g))
+        {
+            return Err(Denied::new(
+                "forbidden",
+                format!("you are not in the group {g:?}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the caller may take `command` on `inc`.

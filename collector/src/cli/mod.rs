@@ -169,8 +169,9 @@ enum Command {
         #[command(subcommand)]
         cmd: EnrolmentCmd,
     },
-    /// Provider requests across incidents: one visit for several incidents, listed,
-    /// answered, done and verified once for all of them.
+    /// Provider requests: one visit for several incidents, or a service with no incident
+    /// behind it (planned maintenance, work on the network), listed, answered, done and
+    /// verified once.
     Request {
         #[command(subcommand)]
         cmd: RequestCmd,
@@ -179,14 +180,40 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum RequestCmd {
-    /// Ask one provider for one service for several incidents (each waits for it).
+    /// Ask one provider for one service: for several incidents (each waits for it), or,
+    /// with --service, for work no incident is behind, registered as a record of its own
+    /// that waits for the provider.
     Create {
         /// An incident it is for (repeat).
-        #[arg(long = "incident", required = true)]
+        #[arg(
+            long = "incident",
+            required_unless_present = "service",
+            conflicts_with = "service"
+        )]
         incidents: Vec<u64>,
-        /// The provider.
+        /// A service with no incident behind it: what the work is, in one line.
+        #[arg(long, requires = "category")]
+        service: Option<String>,
+        /// The service's category (network, hardware/power...), which the providers'
+        /// contracts cover.
+        #[arg(long, requires = "service")]
+        category: Option<String>,
+        /// The service's details: what is needed (tools, parts) and why.
+        #[arg(long, default_value = "", requires = "service")]
+        text: String,
+        /// The device the service is for, when it is one the collector knows (its
+        /// warranty provider is suggested when no --provider is named).
+        #[arg(long, requires = "service")]
+        device: Option<String>,
+        /// The level that follows the service up (default 2; a technician's own).
+        #[arg(long, requires = "service")]
+        level: Option<u8>,
+        /// The group that follows the service up.
+        #[arg(long, requires = "service")]
+        group: Option<String>,
+        /// The provider (for one incident or a device, its warranty's when left out).
         #[arg(long)]
-        provider: String,
+        provider: Option<String>,
         /// scheduled or unplanned.
         #[arg(long, default_value = "unplanned")]
         kind: String,
@@ -1133,6 +1160,12 @@ fn request(api: &ApiClient, cmd: &RequestCmd) -> anyhow::Result<()> {
     let (id, command) = match cmd {
         RequestCmd::Create {
             incidents,
+            service,
+            category,
+            text,
+            device,
+            level,
+            group,
             provider,
             kind,
             at,
@@ -1141,8 +1174,32 @@ fn request(api: &ApiClient, cmd: &RequestCmd) -> anyhow::Result<()> {
             conditions,
             out,
         } => {
+            let service = match service {
+                Some(summary) => {
+                    let level = level
+                        .map(|l| {
+                            workflow::Level::try_from(l)
+                                .map_err(|_| anyhow::anyhow!("--level is 1, 2 or 3, not {l}"))
+                        })
+                        .transpose()?;
+                    serde_json::to_value(workflow::ServiceOrder {
+                        summary: summary.clone(),
+                        text: text.clone(),
+                        category: category.clone().unwrap_or_default(),
+                        device: device
+                            .as_deref()
+                            .map(vigia_protocol::DeviceId::new)
+                            .transpose()
+                            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+                        level,
+                        group: group.clone(),
+                    })?
+                }
+                None => Value::Null,
+            };
             let body = serde_json::json!({
                 "incidents": incidents,
+                "service": service,
                 "provider": provider,
                 "kind": named::<workflow::ServiceKind>("kind", kind)?,
                 "priority": named_opt::<workflow::Priority>("priority", priority)?,

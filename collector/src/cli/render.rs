@@ -93,7 +93,7 @@ pub(super) fn incidents_table(list: &[IncidentSummary], now: u64) -> String {
                 i.priority.map_or("-".into(), |p| p.to_string()),
                 i.assignee.clone().unwrap_or_else(|| "-".into()),
                 i.severity.map_or("-".into(), |s| s.as_str().to_string()),
-                i.device.to_string(),
+                i.device.as_ref().map_or("-".into(), ToString::to_string),
                 clip(&format!("{} {}", i.kind, i.subject), 32),
                 i.occurrences.to_string(),
                 ago(now, i.updated_at),

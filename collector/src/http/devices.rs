@@ -139,7 +139,9 @@ pub(super) async fn list(
             .into_iter()
             .filter_map(|s| caller.narrow_summary(s))
         {
-            *open.entry(s.device).or_default() += 1;
+            if let Some(d) = s.device {
+                *open.entry(d).or_default() += 1;
+            }
         }
         Ok(store
             .devices()?

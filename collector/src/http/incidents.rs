@@ -197,7 +197,7 @@ impl Narrow {
                 "{} {} {} {} {} {} #{}",
                 s.title,
                 s.subject,
-                s.device,
+                s.device.as_ref().map_or("", |d| d.as_str()),
                 s.kind,
                 s.category.as_deref().unwrap_or(""),
                 s.assignee.as_deref().unwrap_or(""),
@@ -446,11 +446,14 @@ fn detail(st: &HttpState, caller: &Caller, n: u64) -> Result<IncidentDetail, Api
         .incident(n)?
         .filter(|i| caller.may_see(i))
         .ok_or_else(|| not_found(format!("no incident {n}")))?;
-    let device = st
-        .store
-        .device(&inc.device)?
-        .as_ref()
-        .map(|r| DeviceSummary::at(r, st.clock.now()));
+    let device = match &inc.device {
+        Some(id) => st
+            .store
+            .device(id)?
+            .as_ref()
+            .map(|r| DeviceSummary::at(r, st.clock.now())),
+        None => None,
+    };
     let reserve = inc.reserve.clone();
     let mut d = IncidentDetail::for_caller(inc, &st.policy, Some(caller), st.clock.now(), device);
     if caller.reads_all() {
@@ -582,7 +585,11 @@ pub(super) async fn act(
     let device = {
         let store = st.store.clone();
         let dev = d.incident.device.clone();
-        blocking(move || Ok(store.device(&dev)?.as_ref().map(DeviceSummary::from))).await?
+        blocking(move || match dev {
+            Some(id) => Ok(store.device(&id)?.as_ref().map(DeviceSummary::from)),
+            None => Ok(None),
+        })
+        .await?
     };
     Ok(Json(IncidentDetail::for_caller(
         d.incident,

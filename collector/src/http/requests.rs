@@ -6,6 +6,12 @@
 //! while the request is answered, done and verified once for all: every action here is
 //! the incident action applied to each incident whose pending request has that id, each
 //! authorised and recorded on its own.
+//!
+//! A request with no incident behind it (planned maintenance, work on the network) is a
+//! record of its own: `POST /api/requests` with a `service` instead of `incidents`
+//! registers it under the next incident number, already waiting for its provider, so
+//! accepting, the work, the week's notice, the verification and the export go as on any
+//! incident.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,14 +20,24 @@ use serde::{Deserialize, Serialize};
 use super::auth::Authed;
 use super::incidents::{command_of, run_command, BulkResult, MAX_BULK};
 use super::state::{bad_request, blocking, not_found, ApiError, HttpState};
-use crate::store::{IncidentFilter, StateFilter};
-use crate::workflow::{Command, Incident, ProviderRequest, ProviderRequestSpec, State as WfState};
+use crate::outbox::deliver;
+use crate::providers::{contract_providers_for, fill_deadlines};
+use crate::store::{device_context, IncidentFilter, StateFilter, StoreError};
+use crate::workflow::{
+    Command, Incident, ProviderError, ProviderRequest, ProviderRequestSpec, ServiceOrder,
+    State as WfState, WorkflowError,
+};
+use tracing::info;
 
-/// `POST /api/requests`: one request for several incidents.
+/// `POST /api/requests`: one request for several incidents, or for a service with none.
 #[derive(Debug, Deserialize)]
 pub struct NewRequest {
     /// The incidents it is for.
+    #[serde(default)]
     pub incidents: Vec<u64>,
+    /// The service, when no incident is behind it.
+    #[serde(default)]
+    pub service: Option<ServiceOrder>,
     /// What is asked, as for one incident's `request_provider`.
     #[serde(flatten)]
     pub spec: ProviderRequestSpec,
@@ -110,11 +126,20 @@ pub(super) async fn create(
     a: Authed,
     Json(mut b): Json<NewRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if let Some(order) = b.service.take() {
+        if !b.incidents.is_empty() {
+            return Err(bad_request(
+                "a request is for incidents or for a service with none behind it, not both".into(),
+            ));
+        }
+        return create_service(&st, &a.caller, order, b.spec).await;
+    }
     let mut numbers = b.incidents.clone();
     numbers.dedup();
     if numbers.is_empty() || numbers.len() > MAX_BULK {
         return Err(bad_request(format!(
-            "a request is for 1 to {MAX_BULK} incidents"
+            "a request is for 1 to {MAX_BULK} incidents, or for a service (`service`: its \
+             summary and category) when no incident is behind it"
         )));
     }
     if b.spec.provider.is_none() && numbers.len() > 1 {
@@ -181,6 +206,108 @@ pub(super) async fn act(
         .ok_or_else(|| not_found(format!("no pending request {id}")))?;
     let results = apply_each(&st, &a.caller, &view.incidents, command).await;
     Ok(Json(serde_json::json!({ "id": id, "results": results })))
+}
+
+/// Registers a service with no incident behind it, waiting for its provider from the
+/// start, with the contract's deadlines filled in as for an incident's request.
+async fn create_service(
+    st: &HttpState,
+    caller: &crate::auth::Caller,
+    mut order: ServiceOrder,
+    mut spec: ProviderRequestSpec,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    caller.may_order_service(&mut order)?;
+    spec.request = None;
+    let now = st.clock.now();
+    let (store, policy, person) = (st.store.clone(), st.policy.clone(), caller.account.person());
+    let d = blocking(move || {
+        let device = match &order.device {
+            Some(id) => Some(
+                store
+                    .device(id)?
+                    .ok_or_else(|| StoreError::UnknownDevice(id.clone()))?,
+            ),
+            None => None,
+        };
+        let context = device_context(device.as_ref());
+        let providers = store.providers()?;
+        let suggested = context
+            .warranty
+            .as_ref()
+            .filter(|w| w.until >= now)
+            .map(|w| w.provider.clone());
+        fill_deadlines(&mut spec, suggested, None, &providers, now);
+        let d = match store.open_service(&order, &spec, &person, now, &policy) {
+            Ok(d) => d,
+            Err(StoreError::Workflow(e)) => {
+                return Err(refusal(&e, &order, &context.tags, &providers, now))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Durable before anything leaves.
+        store.flush()?;
+        Ok::<_, ApiError>(d)
+    })
+    .await?;
+    st.metrics.action("request_provider");
+    info!(incident = d.incident.number, actor = %caller.account.login,
+        action = "request_provider", "service asked of a provider with no incident");
+    let n = d.incident.number;
+    let id = d
+        .incident
+        .pending_provider()
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
+    let state = d.incident.state;
+    deliver(&[(d, false)], &st.downlink, &st.feed, &st.policy);
+    st.wake.notify_one();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": id,
+            "incident": n,
+            "results": [BulkResult { number: n, ok: true, code: None, error: None, state: Some(state) }],
+        })),
+    ))
+}
+
+/// The workflow's refusal of a new service, in its terms (no number was taken), with the
+/// providers whose contract covers it when it named none.
+fn refusal(
+    e: &WorkflowError,
+    order: &ServiceOrder,
+    tags: &[String],
+    providers: &[crate::providers::Provider],
+    now: vigia_protocol::Millis,
+) -> ApiError {
+    let message = match e {
+        WorkflowError::Empty { field, .. } => format!("a service needs a non-empty {field}"),
+        WorkflowError::Provider {
+            source: ProviderError::NoProvider,
+            ..
+        } => {
+            let found = contract_providers_for(providers, Some(&order.category), tags, now);
+            let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+            if names.is_empty() {
+                format!(
+                    "name the provider: {}; no registered provider has a contract in force \
+                     covering {}",
+                    ProviderError::NoProvider,
+                    order.category
+                )
+            } else {
+                format!(
+                    "name the provider: {}; with a contract in force covering {}: {}",
+                    ProviderError::NoProvider,
+                    order.category,
+                    names.join(", ")
+                )
+            }
+        }
+        WorkflowError::Provider { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
 async fn apply_each(

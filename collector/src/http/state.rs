@@ -103,6 +103,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::UnknownDevice(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_device"),
             StoreError::Workflow(w) => match w {
                 WorkflowError::Illegal { .. }
                 | WorkflowError::NotHigher { .. }

@@ -164,7 +164,7 @@ pub fn post_webhook(
         id: key,
         event: e.event.name(),
         incident: (!digest).then_some(e.incident),
-        device: (!digest).then_some(e.device.as_str()),
+        device: e.device.as_ref().filter(|_| !digest).map(|d| d.as_str()),
         incidents: {
             let mut v: Vec<u64> = e.items.iter().map(|i| i.incident).collect();
             v.sort_unstable();

@@ -223,8 +223,9 @@ pub struct NotifyEntry {
     pub text: String,
     /// The incident's one-line title then.
     pub title: String,
-    /// Its device.
-    pub device: DeviceId,
+    /// Its device, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
     /// Its priority then, once diagnosed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
@@ -264,8 +265,9 @@ pub struct DigestItem {
     pub event: NotifyEvent,
     /// The incident's title then.
     pub title: String,
-    /// Its device.
-    pub device: DeviceId,
+    /// Its device, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
     /// When.
     pub at: Millis,
 }
@@ -295,7 +297,8 @@ impl NotifyEntry {
         };
         Some(format!(
             "{channel}\u{1f}{}\u{1f}{}\u{1f}{fault}",
-            d.to, self.device
+            d.to,
+            self.device.as_ref().map_or("", |d| d.as_str())
         ))
     }
 
@@ -861,9 +864,12 @@ pub fn render(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (String
     } else {
         ("Device", "Level", "Group", "Priority")
     };
+    body.push('\n');
+    if let Some(d) = &e.device {
+        body.push_str(&format!("{device}: {d}\n"));
+    }
     body.push_str(&format!(
-        "\n{device}: {}\n{level}: {}\n{group}: {}\n",
-        e.device,
+        "{level}: {}\n{group}: {}\n",
         e.level.number(),
         e.group
             .as_deref()
@@ -923,7 +929,7 @@ fn render_digest(e: &NotifyEntry, lang: Lang, console_url: Option<&str>) -> (Str
             i.incident,
             what_happened(i.event, es),
             clean(&i.title, false),
-            i.device,
+            i.device.as_ref().map_or("-", |d| d.as_str()),
         ));
     }
     if let Some(url) = console_url {
@@ -947,7 +953,7 @@ mod tests {
             event,
             text: String::new(),
             title: "/var 98 % full\u{1b}[31m".into(),
-            device: DeviceId::new("ws-1").unwrap(),
+            device: Some(DeviceId::new("ws-1").unwrap()),
             priority,
             level: Level::L1,
             group: group.map(String::from),
@@ -1223,7 +1229,7 @@ mod tests {
         }
         let mut other = e.clone();
         other.event = NotifyEvent::Opened;
-        other.device = DeviceId::new("ws-2").unwrap();
+        other.device = Some(DeviceId::new("ws-2").unwrap());
         assert_ne!(other.repeat_key(&d[0]), Some(keys[0].clone()));
         assert_eq!(
             validate(&cfg(&format!(

@@ -317,7 +317,7 @@ pub async fn send_test(
             super::Lang::En => "Vigía test message: this channel works.".into(),
         },
         title: "test".into(),
-        device: vigia_protocol::DeviceId::new("vigia-test").map_err(|e| e.to_string())?,
+        device: None,
         priority: None,
         level: crate::workflow::Level::L1,
         group: None,

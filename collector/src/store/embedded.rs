@@ -55,8 +55,9 @@ use crate::auth::{Account, SessionRecord, TokenRecord};
 use crate::enrolment::{EnrolmentRecord, SiteRecord};
 use crate::notify::NotifyEntry;
 use crate::workflow::{
-    self, AuditRecord, Command, Decision, ExportRow, Incident, IncidentNo, IncidentSummary, Input,
-    Period, Person, Plan, Policy, Related, State,
+    self, AuditRecord, Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo,
+    IncidentSummary, Input, Period, Person, Plan, Policy, ProviderRequestSpec, Related,
+    ServiceOrder, State,
 };
 
 impl From<sled::Error> for StoreError {
@@ -727,7 +728,11 @@ impl Handles {
                 .ok_or_else(|| abort(StoreError::NotFound(number)))?;
             // The warranty as the inventory knows it now, not when the incident opened:
             // a warranty set or imported since is what a provider request must see.
-            if let Some(b) = tx.devices.get(inc.device.as_str())? {
+            let stored = match &inc.device {
+                Some(id) => tx.devices.get(id.as_str())?,
+                None => None,
+            };
+            if let Some(b) = stored {
                 let rec: DeviceRecord = dec("device", &b).map_err(abort)?;
                 inc.context.warranty = device_context(Some(&rec)).warranty;
             }
@@ -742,6 +747,33 @@ impl Handles {
         // only appended, so a later change cannot alter these).
         let len = usize::try_from(d.incident.audit_len).unwrap_or(usize::MAX);
         d.incident.audit = self.trail(number)?.into_iter().take(len).collect();
+        Ok(d)
+    }
+
+    fn open_service(
+        &self,
+        order: &ServiceOrder,
+        spec: &ProviderRequestSpec,
+        by: &Person,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError> {
+        let d = self.transact(|tx| {
+            let context = match &order.device {
+                Some(id) => match tx.devices.get(id.as_str())? {
+                    Some(b) => device_context(Some(&dec("device", &b).map_err(abort)?)),
+                    None => return Err(abort(StoreError::UnknownDevice(id.clone()))),
+                },
+                None => DeviceContext::default(),
+            };
+            let number = tx.peek_number()?;
+            let d = workflow::open_service(number, order, spec, context, by, now, policy)
+                .map_err(|e| abort(StoreError::Workflow(e)))?;
+            tx.take_number(number)?;
+            tx.save(&d.incident, &d.records, policy)?;
+            tx.enqueue(&d, now, policy)?;
+            Ok(d)
+        })?;
         Ok(d)
     }
 
@@ -910,7 +942,10 @@ impl Handles {
                 None => true,
             } && filter.level.is_none_or(|l| s.level == l)
                 && filter.priority.is_none_or(|p| s.priority == Some(p))
-                && filter.device.as_ref().is_none_or(|d| s.device == *d);
+                && filter
+                    .device
+                    .as_ref()
+                    .is_none_or(|d| s.device.as_ref() == Some(d));
             if !ok {
                 continue;
             }
@@ -1591,6 +1626,17 @@ impl Store for SledStore {
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
         self.with(|h| h.apply_command(number, by, command, now, policy))
+    }
+
+    fn open_service(
+        &self,
+        order: &ServiceOrder,
+        spec: &ProviderRequestSpec,
+        by: &Person,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError> {
+        self.with(|h| h.open_service(order, spec, by, now, policy))
     }
 
     fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
@@ -2894,7 +2940,7 @@ mod tests {
                             None => true,
                         }) && f.level.is_none_or(|l| i.level == l)
                             && f.priority.is_none_or(|p| i.priority() == Some(p))
-                            && f.device.as_ref().is_none_or(|d| i.device == *d)
+                            && f.device.as_ref().is_none_or(|d| i.device.as_ref() == Some(d))
                     }).map(|i| i.number).skip(f.offset).take(f.limit.unwrap_or(usize::MAX)).collect();
                     prop_assert_eq!(numbers(&s.incidents(f).unwrap()), want, "{:?}", f);
                 }

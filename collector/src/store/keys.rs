@@ -117,8 +117,11 @@ pub(super) fn key(parts: &[&[u8]], number: u64) -> Vec<u8> {
 pub(super) fn index_keys(s: &IncidentSummary) -> BTreeSet<Vec<u8>> {
     let n = s.number;
     let open = s.state.is_open();
-    let mut dev = s.device.as_str().as_bytes().to_vec();
-    dev.push(0);
+    let dev = s.device.as_ref().map(|d| {
+        let mut k = d.as_str().as_bytes().to_vec();
+        k.push(0);
+        k
+    });
     let mut out = BTreeSet::new();
     out.insert(key(&[b"S", &[state_byte(s.state)]], n));
     out.insert(key(&[b"T", &s.opened_at.to_be_bytes()], n));
@@ -130,7 +133,9 @@ pub(super) fn index_keys(s: &IncidentSummary) -> BTreeSet<Vec<u8>> {
         if let Some(p) = s.priority {
             out.insert(key(&[b"P", scope, &[priority_byte(p)]], n));
         }
-        out.insert(key(&[b"D", scope, &dev], n));
+        if let Some(dev) = &dev {
+            out.insert(key(&[b"D", scope, dev], n));
+        }
         out.insert(key(&[b"O", scope], n));
     }
     out

@@ -29,7 +29,7 @@ use crate::enrolment::{EnrolmentRecord, SiteRecord};
 use crate::notify::NotifyEntry;
 use crate::workflow::{
     Command, Decision, DeviceContext, ExportRow, Incident, IncidentNo, IncidentSummary, Level,
-    Period, Person, Policy, Priority, State, WorkflowError,
+    Period, Person, Policy, Priority, ProviderRequestSpec, ServiceOrder, State, WorkflowError,
 };
 
 pub mod embedded;
@@ -88,6 +88,18 @@ pub trait Store: Send + Sync + 'static {
         number: IncidentNo,
         by: &Person,
         command: &Command,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError>;
+
+    /// Registers a service asked of a provider with no incident behind it
+    /// ([`workflow::open_service`]) under the next incident number, in one transaction,
+    /// with the device's facts when it names one. A refusal writes nothing.
+    fn open_service(
+        &self,
+        order: &ServiceOrder,
+        spec: &ProviderRequestSpec,
+        by: &Person,
         now: Millis,
         policy: &Policy,
     ) -> Result<Decision, StoreError>;
@@ -339,6 +351,9 @@ pub enum StoreError {
     /// No such incident.
     #[error("no incident {0}")]
     NotFound(IncidentNo),
+    /// No such device.
+    #[error("no device {0} is known")]
+    UnknownDevice(DeviceId),
     /// The store is being reopened after an I/O error.
     #[error("the store is being reopened after an I/O error; try again")]
     Unavailable,
@@ -358,6 +373,7 @@ impl StoreError {
             Self::Codec { what, .. } => Self::Corrupt(what),
             Self::Corrupt(what) => Self::Corrupt(what),
             Self::NotFound(n) => Self::NotFound(*n),
+            Self::UnknownDevice(d) => Self::UnknownDevice(d.clone()),
             Self::Unavailable => Self::Unavailable,
             Self::NoRoom(p) => Self::NoRoom(p.clone()),
             Self::Workflow(e) => Self::Workflow(e.clone()),

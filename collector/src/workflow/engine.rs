@@ -16,7 +16,7 @@ use super::incident::{
 };
 use super::incident::{
     Deadline, Delivery, Occurrence, Occurrences, Proposal, ProviderRequest, ProviderRequestSpec,
-    Rejection, ServiceKind, Stamp,
+    Rejection, ServiceKind, ServiceOrder, Stamp,
 };
 use super::policy::{Policy, ReportField};
 use super::provider::{build_request, reschedule, ProviderError};
@@ -636,11 +636,11 @@ impl<'p> Change<'p> {
         }));
     }
 
+    /// Sends `body` to the incident's device; a service with no device has nobody to tell.
     pub(crate) fn send_device(&mut self, body: CmdBody) {
-        self.messages.push(Outgoing::Device {
-            device: self.inc.device.clone(),
-            body,
-        });
+        if let Some(device) = self.inc.device.clone() {
+            self.messages.push(Outgoing::Device { device, body });
+        }
     }
 
     pub(crate) fn finish(mut self) -> Decision {
@@ -990,13 +990,22 @@ pub fn register(
     now: Millis,
     policy: &Policy,
 ) -> Decision {
-    register_at(number, device, origin, None, context, actor, now, policy)
+    register_at(
+        number,
+        Some(device),
+        origin,
+        None,
+        context,
+        actor,
+        now,
+        policy,
+    )
 }
 
 #[allow(clippy::too_many_arguments)] // the private form of `register` and `open_fault`
 fn register_at(
     number: IncidentNo,
-    device: DeviceId,
+    device: Option<DeviceId>,
     origin: Origin,
     last_fault: Option<FaultSeq>,
     context: DeviceContext,
@@ -1006,11 +1015,11 @@ fn register_at(
 ) -> Decision {
     let (severity, active) = match &origin {
         Origin::Fault { severity, .. } => (Some(*severity), true),
-        Origin::Report { .. } => (None, true),
+        Origin::Report { .. } | Origin::Service { .. } => (None, true),
     };
     let report_id = match &origin {
         Origin::Report { report_id, .. } => Some(*report_id),
-        Origin::Fault { .. } => None,
+        Origin::Fault { .. } | Origin::Service { .. } => None,
     };
     let blank = Incident {
         number,
@@ -1101,6 +1110,102 @@ pub fn open_fault(
     d
 }
 
+/// Registers a service asked of a provider with no incident behind it (003 item 2) and
+/// makes its request at once: the record is classified as staff say, assigned to whoever
+/// asked, placed at the level that follows it up, and waits for the provider from its
+/// first moment. The request is checked as on any incident (the week's notice, a provider
+/// or a warranty to suggest one); when it is refused, nothing is registered.
+#[allow(clippy::too_many_arguments)] // the facts of a new record, each its own
+pub fn open_service(
+    number: IncidentNo,
+    order: &ServiceOrder,
+    spec: &ProviderRequestSpec,
+    context: DeviceContext,
+    by: &Person,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Decision, WorkflowError> {
+    for (field, value) in [("summary", &order.summary), ("category", &order.category)] {
+        if value.trim().is_empty() {
+            return Err(WorkflowError::Empty {
+                incident: number,
+                action: "request_provider",
+                field,
+            });
+        }
+    }
+    let actor = Actor::Person(by.clone());
+    let origin = Origin::Service {
+        summary: order.summary.trim().to_owned(),
+        text: order.text.trim().to_owned(),
+        requester: by.name.clone(),
+    };
+    let reg = register_at(
+        number,
+        order.device.clone(),
+        origin,
+        None,
+        context,
+        actor.clone(),
+        now,
+        policy,
+    );
+    let mut tx = Change::new(&reg.incident, actor, now, policy);
+    tx.start_state = State::Registered;
+    let level = order.level.unwrap_or(Level::L2);
+    let rules = policy.rules().config();
+    let priority = spec.priority.unwrap_or(Priority::P3);
+    let c = Classification {
+        category: order.category.trim().to_owned(),
+        impact: Impact::Medium,
+        urgency: Urgency::Medium,
+        priority,
+        level,
+        group: order
+            .group
+            .clone()
+            .unwrap_or_else(|| rules.fallback.group.clone()),
+        resources: Vec::new(),
+        path: None,
+        rule: "manual".to_owned(),
+    };
+    let mut changes = classification_changes(None, &c);
+    changes.push(change("group", "", c.group.clone()));
+    changes.push(change("assignee", "", by.name.clone()));
+    tx.inc.group = Some(c.group.clone());
+    tx.inc.assignee = Some(by.name.clone());
+    tx.inc.classification = Some(c);
+    tx.record(
+        level.state(),
+        "route",
+        format!(
+            "service asked of a provider by {}, with no incident behind it; level {level} \
+             follows it up",
+            by.name
+        ),
+        changes,
+    );
+    let placed = tx.finish();
+    let mut asked = apply_command(
+        &placed.incident,
+        by,
+        &Command::RequestProvider(spec.clone()),
+        now,
+        policy,
+    )?;
+    let mut records = reg.records;
+    records.extend(placed.records);
+    records.append(&mut asked.records);
+    let mut messages = reg.messages;
+    messages.extend(placed.messages);
+    messages.append(&mut asked.messages);
+    Ok(Decision {
+        incident: asked.incident,
+        records,
+        messages,
+    })
+}
+
 #[allow(clippy::too_many_arguments)] // the private form of `open` and `open_fault`
 fn open_at(
     number: IncidentNo,
@@ -1114,7 +1219,7 @@ fn open_at(
 ) -> Decision {
     let reg = register_at(
         number,
-        device,
+        Some(device),
         origin,
         last_fault,
         context,
@@ -1719,10 +1824,13 @@ fn apply_device(
     now: Millis,
     policy: &Policy,
 ) -> Result<Decision, WorkflowError> {
-    if *device != inc.device {
+    if inc.device.as_ref() != Some(device) {
         return Err(WorkflowError::WrongSubject {
             incident: inc.number,
-            expected: format!("device {}", inc.device),
+            expected: inc
+                .device
+                .as_ref()
+                .map_or_else(|| "no device".to_owned(), |d| format!("device {d}")),
             got: format!("device {device}"),
         });
     }

@@ -2724,6 +2724,216 @@ fn hiding_replaces_exactly_the_reserved_fields() {
             assert_eq!(reporter, RESERVED);
             assert_eq!(summary, "no network on floor 3");
         }
-        Origin::Fault { .. } => unreachable!(),
+        Origin::Fault { .. } | Origin::Service { .. } => unreachable!(),
     }
+}
+
+fn network_service() -> ServiceOrder {
+    ServiceOrder {
+        summary: "replace the core switch of floor 2".into(),
+        text: "new switch and patch cords; the floor is offline for two hours".into(),
+        category: "network".into(),
+        device: None,
+        level: None,
+        group: None,
+    }
+}
+
+fn scheduled_network(agreed_at: Millis) -> ProviderRequestSpec {
+    ProviderRequestSpec {
+        provider: Some("Redes SAS".into()),
+        kind: ServiceKind::Scheduled,
+        priority: Some(Priority::P2),
+        agreed_at,
+        affects_network: true,
+        conditions: "Saturday, 08:00-10:00".into(),
+        respond_within: Some(Dur::from(std::time::Duration::from_millis(DAY))),
+        resolve_within: None,
+        request: None,
+    }
+}
+
+#[test]
+fn a_service_with_no_incident_waits_for_its_provider_from_the_start() {
+    let spec = scheduled_network(T0 + WEEK);
+    let d = open_service(
+        7,
+        &network_service(),
+        &spec,
+        DeviceContext::default(),
+        &tech(),
+        T0,
+        &policy(),
+    )
+    .unwrap();
+    let blank = Incident {
+        audit: Vec::new(),
+        audit_len: 0,
+        state: State::Registered,
+        ..d.incident.clone()
+    };
+    check_decision(&blank, &d);
+    check_invariants(&d.incident);
+    let inc = &d.incident;
+    assert_eq!(inc.state, State::WaitingProvider);
+    assert_eq!(inc.level, Level::L2, "the specialists follow it up");
+    assert_eq!(inc.device, None);
+    assert_eq!(inc.assignee.as_deref(), Some("jorge"), "whoever asked");
+    assert!(inc.sla.paused_since.is_some(), "its SLA waits with it");
+    let c = inc.classification.as_ref().unwrap();
+    assert_eq!((c.category.as_str(), c.priority), ("network", Priority::P2));
+    let actions: Vec<&str> = inc.audit.iter().map(|r| r.action.as_str()).collect();
+    // Agreed exactly a week ahead: the week's notice is due now, and goes at once.
+    assert_eq!(
+        actions,
+        ["register", "route", "request_provider", "network_notice"]
+    );
+    assert!(inc.audit.iter().all(|r| r.actor == Actor::Person(tech())));
+    assert_eq!(inc.origin.requester(), "jorge");
+    assert_eq!(inc.fault_key(), None, "no device event ever joins it");
+    let req = inc.pending_provider().unwrap();
+    assert_eq!(req.id, "7-1");
+    assert_eq!(
+        req.notice_due_at,
+        Some(T0),
+        "the week's notice falls due at once"
+    );
+    assert_eq!(req.respond_by, Some(T0 + DAY));
+    assert!(
+        d.messages
+            .iter()
+            .all(|m| !matches!(m, Outgoing::Device { .. })),
+        "there is no device to tell"
+    );
+    assert_eq!(notifications(&d)[0], NotificationKind::ProviderRequested);
+    assert!(inc.pending_provider().unwrap().notice_sent_at.is_some());
+
+    // The week's rule as on any request: refused at 6 days 23 hours, and then nothing
+    // is registered.
+    let short = open_service(
+        8,
+        &network_service(),
+        &scheduled_network(T0 + WEEK - HOUR),
+        DeviceContext::default(),
+        &tech(),
+        T0,
+        &policy(),
+    );
+    assert!(matches!(
+        short,
+        Err(WorkflowError::Provider {
+            source: ProviderError::NoticeTooShort { earliest },
+            ..
+        }) if earliest == T0 + WEEK
+    ));
+    // Naming no provider needs a warranty in force to suggest one.
+    let nobody = ProviderRequestSpec {
+        provider: None,
+        ..spec.clone()
+    };
+    let refused = open_service(
+        9,
+        &network_service(),
+        &nobody,
+        DeviceContext::default(),
+        &tech(),
+        T0,
+        &policy(),
+    );
+    assert!(matches!(
+        refused,
+        Err(WorkflowError::Provider {
+            source: ProviderError::NoProvider,
+            ..
+        })
+    ));
+    let untitled = ServiceOrder {
+        summary: " ".into(),
+        ..network_service()
+    };
+    assert!(matches!(
+        open_service(
+            9,
+            &untitled,
+            &spec,
+            DeviceContext::default(),
+            &tech(),
+            T0,
+            &policy()
+        ),
+        Err(WorkflowError::Empty {
+            field: "summary",
+            ..
+        })
+    ));
+
+    // The provider accepts and does the work; a rejected verification opens the request
+    // again, an accepted one hands the record back to level 2 to close.
+    let accepted = step(
+        inc,
+        by(
+            tech(),
+            Command::ProviderAccept {
+                note: "confirmed".into(),
+            },
+        ),
+        T0 + HOUR,
+    );
+    let done = step(
+        &accepted,
+        by(
+            tech(),
+            Command::ProviderDone {
+                report: "switch replaced".into(),
+            },
+        ),
+        T0 + WEEK + HOUR,
+    );
+    let rejected = step(
+        &done,
+        by(
+            tech(),
+            Command::ProviderDelivered {
+                as_agreed: false,
+                note: "floor 2 port 14 dead".into(),
+            },
+        ),
+        T0 + WEEK + 2 * HOUR,
+    );
+    assert_eq!(rejected.state, State::WaitingProvider);
+    assert!(rejected.pending_provider().unwrap().done.is_none());
+    let redone = step(
+        &rejected,
+        by(
+            tech(),
+            Command::ProviderDone {
+                report: "port 14 repatched".into(),
+            },
+        ),
+        T0 + WEEK + 3 * HOUR,
+    );
+    let verified = step(
+        &redone,
+        by(
+            tech(),
+            Command::ProviderDelivered {
+                as_agreed: true,
+                note: "every port checked".into(),
+            },
+        ),
+        T0 + WEEK + 4 * HOUR,
+    );
+    assert_eq!(verified.state, State::Level2);
+    assert!(verified.sla.paused_since.is_none());
+    assert_eq!(verified.provider_requests[0].rejections.len(), 1);
+    // A device event naming it is refused: the record has no device.
+    assert!(matches!(
+        apply(
+            &verified,
+            &device(flt(disk(FaultAction::Raised))),
+            T0 + WEEK + 5 * HOUR,
+            &policy()
+        ),
+        Err(WorkflowError::WrongSubject { .. })
+    ));
 }

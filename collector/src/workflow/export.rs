@@ -71,7 +71,11 @@ pub fn row(inc: &Incident) -> ExportRow {
     ExportRow {
         date: rfc3339(inc.opened_at),
         incident: inc.number,
-        device: inc.device.to_string(),
+        device: inc
+            .device
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         requester: inc.origin.requester().to_owned(),
         category: c.map(|c| c.category.clone()).unwrap_or_default(),
         description: inc.origin.description(),
@@ -244,7 +248,11 @@ pub fn verification_rows<'a>(
                 out.push(VerificationRow {
                     verified_at: rfc3339(v.verified_at),
                     incident: inc.number,
-                    device: inc.device.to_string(),
+                    device: inc
+                        .device
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     provider: r.provider.clone(),
                     kind: match r.kind {
                         super::ServiceKind::Scheduled => "scheduled",

@@ -367,6 +367,18 @@ pub enum Origin {
         /// Faults open on the device at report time.
         open_faults: Vec<OpenFault>,
     },
+    /// A service asked of a provider with no incident behind it (003 item 2): planned
+    /// maintenance, or work on something no agent watches, such as the network. Staff
+    /// register it with its request, so it starts waiting for the provider.
+    Service {
+        /// What the work is, in one line.
+        summary: String,
+        /// What is needed (tools, parts, service) and any detail.
+        #[serde(default)]
+        text: String,
+        /// Who asked for it (an account's login).
+        requester: String,
+    },
 }
 
 impl Origin {
@@ -390,7 +402,7 @@ impl Origin {
                     message.clone()
                 }
             }
-            Self::Report { summary, text, .. } => {
+            Self::Report { summary, text, .. } | Self::Service { summary, text, .. } => {
                 if summary.is_empty() {
                     text.chars().take(120).collect()
                 } else {
@@ -405,6 +417,7 @@ impl Origin {
         match self {
             Self::Fault { .. } => "agent",
             Self::Report { reporter, .. } => reporter,
+            Self::Service { requester, .. } => requester,
         }
     }
 }
@@ -644,8 +657,10 @@ pub struct Warranty {
 pub struct Incident {
     /// Number.
     pub number: IncidentNo,
-    /// The device it concerns.
-    pub device: DeviceId,
+    /// The device it concerns; none for a service asked of a provider on its own about
+    /// something no agent watches (the network, a UPS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
     /// What it came from.
     pub origin: Origin,
     /// Device facts at opening.
@@ -781,11 +796,11 @@ impl Incident {
     pub fn fault_key(&self) -> Option<FaultKey> {
         match &self.origin {
             Origin::Fault { kind, subject, .. } => Some(FaultKey {
-                device: self.device.clone(),
+                device: self.device.clone()?,
                 kind: *kind,
                 subject: subject.clone(),
             }),
-            Origin::Report { .. } => None,
+            Origin::Report { .. } | Origin::Service { .. } => None,
         }
     }
 
@@ -897,6 +912,31 @@ pub struct ProviderRequestSpec {
     /// carries (the collector assigns it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+}
+
+/// A service asked of a provider with no incident behind it (003 item 2): planned
+/// maintenance, or work on something no agent watches. Staff give what it is, the kind of
+/// asset (what the contracts' `covers` match) and who follows it up; the request itself is
+/// a [`ProviderRequestSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOrder {
+    /// What the work is, in one line.
+    pub summary: String,
+    /// What is needed (tools, parts, service) and any detail.
+    #[serde(default)]
+    pub text: String,
+    /// The service category (`network`, `hardware/power`): the contracts' `covers` match
+    /// its first part.
+    pub category: String,
+    /// The device it is for, when it is one the collector knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    /// The level that follows it up (default 2: the specialists who coordinate providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    /// The group that follows it up (default: triage's fallback group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Who did something about a request, and when.

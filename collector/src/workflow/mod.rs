@@ -40,8 +40,8 @@ mod triage;
 
 pub use correlate::{correlate, Correlation};
 pub use engine::{
-    apply, open, open_fault, register, Audience, ClassifyChange, Command, Decision, DeviceEvent,
-    FaultInput, Input, Notification, NotificationKind, Outgoing, WorkflowError,
+    apply, open, open_fault, open_service, register, Audience, ClassifyChange, Command, Decision,
+    DeviceEvent, FaultInput, Input, Notification, NotificationKind, Outgoing, WorkflowError,
 };
 pub use export::{
     csv_cell, row, rows, to_csv, to_json, verification_rows, verifications_csv, ExportRow, Period,
@@ -51,8 +51,8 @@ pub use incident::{
     Actor, AuditRecord, Classification, Closure, ClosureReason, Deadline, Delivery, DeviceContext,
     FaultKey, FaultSeq, FieldChange, Impact, Incident, IncidentNo, InfoRequest, Level, Note,
     Occurrence, Occurrences, Origin, Overdue, Person, Priority, Proposal, ProviderRequest,
-    ProviderRequestSpec, Rejection, Role, ServiceKind, SlaClock, SpecialisedPath, Stamp, State,
-    UnknownName, Warranty,
+    ProviderRequestSpec, Rejection, Role, ServiceKind, ServiceOrder, SlaClock, SpecialisedPath,
+    Stamp, State, UnknownName, Warranty,
 };
 pub use policy::{
     parse_rules, FlappingConfig, Policy, PolicyConfig, PolicyError, ReportField, SlaConfig,

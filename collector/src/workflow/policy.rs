@@ -138,7 +138,8 @@ impl ReportField {
     /// Whether `origin` carries this field (agent faults carry everything).
     pub fn present_in(self, origin: &Origin) -> bool {
         match origin {
-            Origin::Fault { .. } => true,
+            // Faults carry everything; staff give a service's facts when they ask for it.
+            Origin::Fault { .. } | Origin::Service { .. } => true,
             Origin::Report {
                 category,
                 summary,
@@ -412,7 +413,7 @@ impl Policy {
     /// The required fields `origin` lacks (none for agent faults).
     pub fn missing_fields(&self, origin: &Origin) -> Vec<ReportField> {
         match origin {
-            Origin::Fault { .. } => Vec::new(),
+            Origin::Fault { .. } | Origin::Service { .. } => Vec::new(),
             Origin::Report { category, .. } => self
                 .required_fields(category)
                 .iter()

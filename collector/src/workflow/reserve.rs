@@ -418,6 +418,19 @@ pub fn hide(inc: &mut Incident, fields: &BTreeSet<ReservedField>) {
                 mark(message);
             }
         }
+        Origin::Service {
+            summary,
+            text,
+            requester,
+        } => {
+            if has(F::Description) {
+                mark(summary);
+                mark(text);
+            }
+            if has(F::Reporter) {
+                mark(requester);
+            }
+        }
     }
     if has(F::Description) {
         for o in inc

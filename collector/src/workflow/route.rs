@@ -125,17 +125,19 @@ pub fn route(
         )),
         EventBody::Reply(r) => match related {
             // A device answers only for its own incidents.
-            Some(inc) if inc.number == r.incident && inc.device == ev.device => decided(apply(
-                inc,
-                &Input::Device {
-                    device: ev.device.clone(),
-                    event: DeviceEvent::Reply {
-                        text: r.text.as_str().to_owned(),
+            Some(inc) if inc.number == r.incident && inc.device.as_ref() == Some(&ev.device) => {
+                decided(apply(
+                    inc,
+                    &Input::Device {
+                        device: ev.device.clone(),
+                        event: DeviceEvent::Reply {
+                            text: r.text.as_str().to_owned(),
+                        },
                     },
-                },
-                now,
-                policy,
-            )),
+                    now,
+                    policy,
+                ))
+            }
             _ => Plan::Nothing,
         },
         EventBody::Dropped(_) => Plan::Nothing,

@@ -12,9 +12,10 @@ use super::sla::{next_deadline, resolution_due, response_due};
 pub struct IncidentSummary {
     /// Its number, under the name people use ("incident 12").
     pub number: u64,
-    /// The device.
-    pub device: DeviceId,
-    /// `fault` or `report`.
+    /// The device; none for a service on something no agent watches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    /// `fault`, `report` or `service` (asked of a provider with no incident behind it).
     pub origin: String,
     /// Fault kind or report category.
     pub kind: String,
@@ -103,6 +104,14 @@ impl IncidentSummary {
             Origin::Report {
                 category, reporter, ..
             } => ("report", category.clone(), reporter.clone()),
+            Origin::Service { requester, .. } => (
+                "service",
+                i.classification
+                    .as_ref()
+                    .map(|c| c.category.clone())
+                    .unwrap_or_default(),
+                requester.clone(),
+            ),
         };
         let c = i.classification.as_ref();
         Self {

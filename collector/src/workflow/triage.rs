@@ -437,6 +437,8 @@ impl Match {
                             .any(|c| c.trim().eq_ignore_ascii_case(category.trim()))
                     }
             }
+            // Staff classify a service when they ask for it; no rule applies.
+            Origin::Service { .. } => false,
         };
         let sev = match (self.min_severity, severity) {
             (None, _) => true,
@@ -471,6 +473,7 @@ impl TriageRules {
         let urgency = out.urgency.unwrap_or(match origin {
             Origin::Report { urgency, .. } => *urgency,
             Origin::Fault { .. } => urgency_of(severity.unwrap_or(Severity::Warning)),
+            Origin::Service { .. } => Urgency::Medium,
         });
         Classification {
             category: out.category.clone(),

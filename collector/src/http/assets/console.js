@@ -834,7 +834,7 @@
     const what = h("td", { class: "c-what", "data-label": t("col.what") },
       link(incidentHref(inc.number), inc.title, "title"),
       h("div", { class: "muted" },
-        inc.origin === "fault" ? kindName(inc.kind) + " · " + inc.subject : t("origin.report") + " · " + inc.kind + " · " + inc.subject,
+        inc.origin === "fault" ? kindName(inc.kind) + " · " + inc.subject : t("origin." + inc.origin) + " · " + inc.kind + " · " + inc.subject,
         inc.flapping ? h("span", { class: "flag" }, " · " + t("incident.flapping")) : null,
         inc.origin === "fault" && !inc.fault_active ? h("span", { class: "flag ok" }, " · " + t("incident.fault_cleared")) : null));
     const cells = [
@@ -845,7 +845,7 @@
       td(t("col.sla"), h("span", { class: sla.cls }, sla.text)),
       td(t("col.who"), inc.assignee || inc.group || h("span", { class: "muted" }, t("unassigned"))),
       td(t("col.severity"), inc.severity ? h("span", { class: "sev " + inc.severity }, severityName(inc.severity)) : "—"),
-      td(t("col.device"), link(deviceHref(inc.device), inc.device)),
+      td(t("col.device"), inc.device ? link(deviceHref(inc.device), inc.device) : "—"),
       what,
       td(t("col.updated"), h("time", { title: fmtDate(inc.updated_at) }, fmtAgo(inc.updated_at))),
     ];
@@ -1086,8 +1086,13 @@
           section(t("incident.facts"), "inc-facts"),
           h("div", { id: "inc-extra" }))));
     fillIncident(d, true);
-    if (d.device_info) showIncidentDevice(d.device, d.device_info);
-    loadIncidentDevice(d.device);
+    if (!d.device) {
+      // A service on something no agent watches (the network): no device to show.
+      $("inc-device").append(h("p", { class: "muted", id: "inc-no-device" }, t("incident.no_device")));
+    } else {
+      if (d.device_info) showIncidentDevice(d.device, d.device_info);
+      loadIncidentDevice(d.device);
+    }
     if (S.pendingAction) {
       const a = S.pendingAction;
       S.pendingAction = null;
@@ -1141,7 +1146,16 @@
     }
 
     const o = d.origin || {};
-    if (o.type === "report") {
+    if (o.type === "service") {
+      $("inc-origin").querySelector("h2").textContent = t("incident.service");
+      fill("inc-origin",
+        h("p", { class: "muted" }, t("incident.service_hint")),
+        facts([[t("incident.category"), d.classification && d.classification.category],
+          [t("incident.requester"), o.requester]]),
+        h("h3", {}, t("incident.description")),
+        h("p", { class: "text" }, o.summary || ""),
+        o.text ? h("pre", { class: "text" }, o.text) : null);
+    } else if (o.type === "report") {
       $("inc-origin").querySelector("h2").textContent = t("incident.report");
       fill("inc-origin",
         facts([[t("incident.category"), o.category], [t("incident.reporter"), o.reporter],
@@ -1642,11 +1656,62 @@
   // the coordination meetings. Staff read it; administrators register and change it.
   function renderProviders(app) {
     const admin = hasRole("admin");
+    // Who works incidents asks for services (the server authorises it again).
+    const staff = hasRole("service_desk") || hasRole("technician");
     app.replaceChildren(
       h("div", { class: "list-head" }, h("h1", {}, t("providers.title")), h("span", { id: "prov-count", class: "muted" })),
+      staff ? section(t("service.title"), "service-order", serviceForm()) : null,
       h("div", { id: "prov-list" }),
       admin ? section(t("providers.register"), "prov-edit", providerForm()) : null);
     loadProviders();
+  }
+
+  // A service asked of a provider with no incident behind it (planned maintenance, work
+  // on the network): registered as a record of its own, waiting for the provider.
+  const SERVICE_FIELDS = [
+    { name: "summary", type: "person", required: true },
+    { name: "category", type: "group", required: true },
+    { name: "text", type: "text" },
+    { name: "device", type: "person" },
+  ];
+  const SERVICE_REQUEST_FIELDS = [
+    { name: "provider", type: "person" },
+    { name: "kind", choices: ["scheduled", "unplanned"], required: true },
+    { name: "agreed_at", type: "time", required: true },
+    { name: "priority", type: "priority" },
+    { name: "affects_network", type: "bool" },
+    { name: "conditions", type: "text" },
+  ];
+
+  function serviceForm() {
+    const err = h("p", { class: "error", role: "alert", hidden: true });
+    const form = h("form", { class: "action-form", id: "service-form" },
+      h("p", { class: "muted" }, t("service.hint")),
+      fieldControls(SERVICE_FIELDS.map((f) => Object.assign({}, f, { name: "service_" + f.name }))),
+      fieldControls(SERVICE_REQUEST_FIELDS),
+      h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", id: "service-submit" }, t("service.submit"))),
+      err);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (!form.reportValidity()) return;
+      const submit = form.querySelector("#service-submit");
+      submit.disabled = true;
+      err.hidden = true;
+      const order = readFields(form, SERVICE_FIELDS.map((f) => Object.assign({}, f, { name: "service_" + f.name })));
+      const service = {};
+      for (const [k, v] of Object.entries(order)) service[k.slice("service_".length)] = v;
+      const body = Object.assign({ service }, readFields(form, SERVICE_REQUEST_FIELDS));
+      try {
+        const r = await api("POST", "/api/requests", body);
+        toast(t("service.done", { n: r.incident }));
+        go(incidentHref(r.incident));
+      } catch (e) {
+        err.textContent = errorText(e);
+        err.hidden = false;
+        submit.disabled = false;
+      }
+    });
+    return form;
   }
 
   async function loadProviders() {
