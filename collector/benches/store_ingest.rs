@@ -100,7 +100,9 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// Key and value bytes per tree, largest first: what the store holds, as opposed to what
 /// its files take.
 fn live_bytes(dir: &std::path::Path) -> Vec<(String, u64)> {
-    let db = sled::open(dir).unwrap();
+    let db = vigia_collector::store::embedded::sled_config(dir)
+        .open()
+        .unwrap();
     let mut out: Vec<(String, u64)> = db
         .tree_names()
         .into_iter()
