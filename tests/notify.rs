@@ -110,7 +110,9 @@ impl Smtp {
     }
 }
 
-fn write_config(dir: &Path, smtp: u16, hook: u16) -> std::path::PathBuf {
+/// A collector that mails over STARTTLS through the test's SMTP server, in `lang`, with
+/// `rest` (webhooks and routes) after the relay's section.
+fn notify_config(dir: &Path, smtp: u16, lang: &str, rest: &str) -> std::path::PathBuf {
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
@@ -124,7 +126,7 @@ embedded_port = 0
 listen = "127.0.0.1:0"
 
 [notify]
-lang = "en"
+lang = "{lang}"
 console_url = "https://vigia.example.org"
 retry_first = "200ms"
 retry_max = "2s"
@@ -134,7 +136,22 @@ relay = "127.0.0.1"
 port = {smtp}
 ca_file = "{ca}"
 from = "Vigía <vigia@example.org>"
+{rest}"#,
+            data = dir.join("collector-data").display(),
+            ca = dir.join("ca.crt").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
 
+fn write_config(dir: &Path, smtp: u16, hook: u16) -> std::path::PathBuf {
+    notify_config(
+        dir,
+        smtp,
+        "en",
+        &format!(
+            r#"
 [[notify.webhook]]
 name = "chat"
 url = "http://127.0.0.1:{hook}/hook"
@@ -149,13 +166,9 @@ lang = "es"
 [[notify.route]]
 on = ["opened"]
 accounts = ["technician"]
-"#,
-            data = dir.join("collector-data").display(),
-            ca = dir.join("ca.crt").display(),
+"#
         ),
     )
-    .unwrap();
-    config
 }
 
 /// A user report from a new agent; returns the incident's number.
@@ -592,43 +605,19 @@ fn a_flapping_faults_returns_come_in_one_digest_after_its_first_notice() {
     c.proc.terminate();
 }
 
-/// The collector for a planned service: mail over STARTTLS, the week's notice to the
-/// all-staff list, and the provider told of its request at its service address.
+/// The collector for a planned service: the week's notice to the all-staff list (the
+/// provider is told of its request at its service address without a route).
 fn service_config(dir: &Path, smtp: u16) -> std::path::PathBuf {
-    let config = dir.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-
-[mqtt]
-embedded_port = 0
-
-[http]
-listen = "127.0.0.1:0"
-
-[notify]
-lang = "es"
-console_url = "https://vigia.example.org"
-retry_first = "200ms"
-retry_max = "2s"
-
-[notify.email]
-relay = "127.0.0.1"
-port = {smtp}
-ca_file = "{ca}"
-from = "Vigía <vigia@example.org>"
-
+    notify_config(
+        dir,
+        smtp,
+        "es",
+        r#"
 [[notify.route]]
 on = ["staff_notice"]
 email = ["todo-el-personal@example.org"]
 "#,
-            data = dir.join("collector-data").display(),
-            ca = dir.join("ca.crt").display(),
-        ),
     )
-    .unwrap();
-    config
 }
 
 fn now_ms() -> u64 {
@@ -691,19 +680,7 @@ fn a_planned_network_service_with_no_incident_gives_the_weeks_notice_by_mail() {
         .unwrap()
         .to_owned();
     let redes = issue_token(&c.http, "redes", &password, "act");
-    let as_redes = |args: &[&str]| {
-        let mut full = vec!["collector", "--api", c.http.as_str()];
-        full.extend_from_slice(args);
-        let o = vigia(&full).env("VIGIA_TOKEN", &redes).output().unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    };
+    let as_redes = |args: &[&str]| c.cli_as(&redes, args);
 
     // A provider's contact asks nobody for services.
     let (code, out) = as_redes(&[

@@ -15,20 +15,7 @@ use serde_json::Value;
 
 /// `vigia collector --api ... <args>` with `token`: (exit code, stdout and stderr).
 fn cli_as(c: &Collector, token: &str, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["collector", "--api", c.http.as_str()];
-    full.extend_from_slice(args);
-    let out = vigia(&full)
-        .env("VIGIA_TOKEN", token)
-        .output()
-        .unwrap_or_else(|e| panic!("vigia collector {args:?}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    c.cli_as(token, args)
 }
 
 /// Adds a provider's contact account and returns its API token.

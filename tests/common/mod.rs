@@ -286,10 +286,15 @@ impl Collector {
     /// `vigia collector --api URL <args>` as the first admin, run to completion;
     /// (exit code, stdout and stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        self.cli_as(&self.token, args)
+    }
+
+    /// [`Self::cli`] with another account's API token.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> (i32, String) {
         let mut full = vec!["collector", "--api", self.http.as_str()];
         full.extend_from_slice(args);
         let out = vigia(&full)
-            .env("VIGIA_TOKEN", &self.token)
+            .env("VIGIA_TOKEN", token)
             .output()
             .unwrap_or_else(|e| panic!("vigia collector {args:?}: {e}"));
         (
