@@ -664,22 +664,7 @@ fn a_planned_network_service_with_no_incident_gives_the_weeks_notice_by_mail() {
         "P2=1d",
     ]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = c.cli(&[
-        "user",
-        "add",
-        "redes",
-        "--role",
-        "provider",
-        "--provider",
-        "Redes SAS",
-    ]);
-    assert_eq!(code, 0, "{out}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password (shown once): "))
-        .unwrap()
-        .to_owned();
-    let redes = issue_token(&c.http, "redes", &password, "act");
+    let redes = c.provider_account("redes", "Redes SAS");
     let as_redes = |args: &[&str]| c.cli_as(&redes, args);
 
     // A provider's contact asks nobody for services.

@@ -13,30 +13,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// `vigia collector --api ... <args>` with `token`: (exit code, stdout and stderr).
-fn cli_as(c: &Collector, token: &str, args: &[&str]) -> (i32, String) {
-    c.cli_as(token, args)
-}
-
-/// Adds a provider's contact account and returns its API token.
-fn provider_account(c: &Collector, login: &str, provider: &str) -> String {
-    let (code, out) = c.cli(&[
-        "user",
-        "add",
-        login,
-        "--role",
-        "provider",
-        "--provider",
-        provider,
-    ]);
-    assert_eq!(code, 0, "{out}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password (shown once): "))
-        .unwrap_or_else(|| panic!("no password in {out}"));
-    issue_token(&c.http, login, password, "act")
-}
-
 fn show_as(c: &Collector, token: &str, n: u64) -> Option<Value> {
     http_get_json_as(&format!("{}/api/incidents/{n}", c.http), token)
 }
@@ -99,8 +75,8 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
         &format!("{priority}=1d"),
     ]);
     assert_eq!(code, 0, "{out}");
-    let redes = provider_account(&c, "redes", "Redes SAS");
-    let otro = provider_account(&c, "otro", "Otro Proveedor");
+    let redes = c.provider_account("redes", "Redes SAS");
+    let otro = c.provider_account("otro", "Otro Proveedor");
     let number = n.to_string();
     let num = number.as_str();
 
@@ -141,7 +117,7 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
         show_as(&c, &otro, n).is_none(),
         "another provider's contact sees the request"
     );
-    let (code, out) = cli_as(&c, &otro, &["incidents", "provider-accept", num]);
+    let (code, out) = c.cli_as(&otro, &["incidents", "provider-accept", num]);
     assert_ne!(code, 0, "another provider accepted: {out}");
     assert!(
         show_as(&c, &redes, n).unwrap()["provider_requests"][0]["accepted"].is_null(),
@@ -154,15 +130,13 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
     assert!(seen["info_requests"]
         .as_array()
         .is_none_or(|a| a.is_empty()));
-    let (code, out) = cli_as(
-        &c,
+    let (code, out) = c.cli_as(
         &redes,
         &["incidents", "provider-propose", num, "--date", "3d"],
     );
     assert_ne!(code, 0, "a proposal without a week's notice: {out}");
     assert!(out.contains("one week's notice"), "{out}");
-    let (code, out) = cli_as(
-        &c,
+    let (code, out) = c.cli_as(
         &redes,
         &[
             "incidents",
@@ -192,12 +166,11 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
     assert_eq!(req["agreed_at"].as_u64(), Some(proposed), "{req}");
     assert_eq!(req["accepted"]["by"], "redes", "{req}");
     // ...and the staff-only actions stay staff-only.
-    let (code, out) = cli_as(&c, &redes, &["incidents", "provider-delivered", num]);
+    let (code, out) = c.cli_as(&redes, &["incidents", "provider-delivered", num]);
     assert_ne!(code, 0, "a provider verified its own work: {out}");
 
     // The work done, with a report that would be a formula in a spreadsheet.
-    let (code, out) = cli_as(
-        &c,
+    let (code, out) = c.cli_as(
         &redes,
         &[
             "incidents",
@@ -227,8 +200,7 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
         "{req}"
     );
     // Done again, and accepted: back to level 1, where it was asked from.
-    let (code, out) = cli_as(
-        &c,
+    let (code, out) = c.cli_as(
         &redes,
         &[
             "incidents",
@@ -292,7 +264,7 @@ fn a_provider_answers_its_own_request_and_a_rejected_verification_reopens_it() {
     let rows: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(rows[1]["report"], "puerto 12 reparado", "{rows}");
     // A provider's contact exports nothing.
-    let (code, _) = cli_as(&c, &redes, &["export", "--record", "verifications"]);
+    let (code, _) = c.cli_as(&redes, &["export", "--record", "verifications"]);
     assert_ne!(code, 0);
     // The other provider still sees nothing of it.
     assert!(show_as(&c, &otro, n).is_none());
@@ -305,8 +277,8 @@ fn one_request_for_several_incidents_is_answered_and_verified_once_for_all() {
     let c = collector(d);
     let (_a1, first) = disk_incident(d, &c, "ws-piso3-a");
     let (_a2, second) = disk_incident(d, &c, "ws-piso3-b");
-    let redes = provider_account(&c, "redes", "Redes SAS");
-    let otro = provider_account(&c, "otro", "Otro Proveedor");
+    let redes = c.provider_account("redes", "Redes SAS");
+    let otro = c.provider_account("otro", "Otro Proveedor");
     let (a, b) = (first.to_string(), second.to_string());
     let (code, out) = c.cli(&[
         "request",
@@ -333,28 +305,27 @@ fn one_request_for_several_incidents_is_answered_and_verified_once_for_all() {
         assert_eq!(inc["provider_requests"][0]["id"], id.as_str(), "{inc}");
     }
     // One line for the request, with both incidents; nothing for another provider.
-    let (code, out) = cli_as(&c, &redes, &["request", "list"]);
+    let (code, out) = c.cli_as(&redes, &["request", "list"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
         out.contains(&format!("incidents {first}, {second}")),
         "{out}"
     );
-    let (code, out) = cli_as(&c, &otro, &["request", "list"]);
+    let (code, out) = c.cli_as(&otro, &["request", "list"]);
     assert_eq!((code, out.trim()), (0, "no pending provider requests"));
-    let (code, out) = cli_as(&c, &otro, &["request", "accept", &id]);
+    let (code, out) = c.cli_as(&otro, &["request", "accept", &id]);
     assert_ne!(code, 0, "another provider accepted: {out}");
 
     // Accepted and done once, by the provider's contact; verified once, by the desk.
-    let (code, out) = cli_as(&c, &redes, &["request", "accept", &id]);
+    let (code, out) = c.cli_as(&redes, &["request", "accept", &id]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli_as(
-        &c,
+    let (code, out) = c.cli_as(
         &redes,
         &["request", "done", &id, "--report", "switch reiniciado"],
     );
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli_as(&c, &redes, &["request", "verify", &id]);
+    let (code, out) = c.cli_as(&redes, &["request", "verify", &id]);
     assert_ne!(code, 0, "a provider verified its own work: {out}");
     let (code, out) = c.cli(&["request", "verify", &id, "--note", "enlace en ambos"]);
     assert_eq!(code, 0, "{out}");

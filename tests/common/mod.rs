@@ -289,6 +289,25 @@ impl Collector {
         self.cli_as(&self.token, args)
     }
 
+    /// Adds the contact account `login` of `provider` and returns its API token.
+    pub fn provider_account(&self, login: &str, provider: &str) -> String {
+        let (code, out) = self.cli(&[
+            "user",
+            "add",
+            login,
+            "--role",
+            "provider",
+            "--provider",
+            provider,
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let password = out
+            .lines()
+            .find_map(|l| l.strip_prefix("password (shown once): "))
+            .unwrap_or_else(|| panic!("no password in {out}"));
+        issue_token(&self.http, login, password, "act")
+    }
+
     /// [`Self::cli`] with another account's API token.
     pub fn cli_as(&self, token: &str, args: &[&str]) -> (i32, String) {
         let mut full = vec!["collector", "--api", self.http.as_str()];

@@ -24,8 +24,8 @@ use crate::outbox::deliver;
 use crate::providers::{contract_providers_for, fill_deadlines};
 use crate::store::{device_context, IncidentFilter, StateFilter, StoreError};
 use crate::workflow::{
-    Command, Incident, ProviderError, ProviderRequest, ProviderRequestSpec, ServiceOrder,
-    State as WfState, WorkflowError,
+    warranty_provider, Command, Incident, ProviderError, ProviderRequest, ProviderRequestSpec,
+    ServiceOrder, State as WfState, WorkflowError,
 };
 use tracing::info;
 
@@ -231,11 +231,7 @@ async fn create_service(
         };
         let context = device_context(device.as_ref());
         let providers = store.providers()?;
-        let suggested = context
-            .warranty
-            .as_ref()
-            .filter(|w| w.until >= now)
-            .map(|w| w.provider.clone());
+        let suggested = warranty_provider(&context, now).map(str::to_owned);
         fill_deadlines(&mut spec, suggested, None, &providers, now);
         let d = match store.open_service(&order, &spec, &person, now, &policy) {
             Ok(d) => d,

@@ -58,7 +58,7 @@ pub use policy::{
     parse_rules, FlappingConfig, Policy, PolicyConfig, PolicyError, ReportField, SlaConfig,
     SlaTargets, ValidationConfig,
 };
-pub use provider::{suggested_provider, ProviderError};
+pub use provider::{suggested_provider, warranty_provider, ProviderError};
 pub use reserve::{
     add_years, hide, hide_summary, hide_text, Reserve, ReserveError, ReserveSpec, ReservedField,
     Secrecy, MAX_YEARS, RESERVED,

@@ -8,7 +8,8 @@
 //! than a week is refused (reschedule it, or mark it unplanned); an unplanned one notifies
 //! at once, since the network is already affected.
 use super::incident::{
-    Deadline, Incident, Level, Priority, ProviderRequest, ProviderRequestSpec, ServiceKind, Stamp,
+    Deadline, DeviceContext, Incident, Level, Priority, ProviderRequest, ProviderRequestSpec,
+    ServiceKind, Stamp,
 };
 use super::time::{Millis, WEEK};
 
@@ -44,8 +45,13 @@ pub enum ProviderError {
 
 /// The warranty provider to suggest for `incident` at `now`, if its asset is under warranty.
 pub fn suggested_provider(incident: &Incident, now: Millis) -> Option<&str> {
-    incident
-        .context
+    warranty_provider(&incident.context, now)
+}
+
+/// The warranty provider of the asset `context` describes, if its warranty is in force at
+/// `now`.
+pub fn warranty_provider(context: &DeviceContext, now: Millis) -> Option<&str> {
+    context
         .warranty
         .as_ref()
         .filter(|w| w.until >= now)
