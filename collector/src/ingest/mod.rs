@@ -9,6 +9,9 @@
 //! commit: one fsync per batch, not per message), then acks and publishes. The trade-off:
 //! a message waits for its batch's fsync, and if the collector dies between the flush and
 //! the PUBACK the broker redelivers it, which the store turns into a no-op and acks again.
+//! One batch is written at a time, in arrival order; the messages that arrive meanwhile
+//! make the next one, which goes to the store as soon as the one before is flushed, before
+//! that one's acks and publishes are sent, so the store is not idle while they go out.
 //!
 //! Events go through the workflow in the store's transaction ([`workflow::route`](crate::workflow::route));
 //! the commands and notifications a decision emits leave only after the batch's flush,
@@ -229,6 +232,35 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// A batch being written to the store.
+struct Storing {
+    publishes: Vec<Publish>,
+    /// The collector's time the batch is stored at.
+    now: Millis,
+    task: JoinHandle<Result<Vec<Result<Outcome, StoreError>>, StoreError>>,
+}
+
+/// How writing a batch ended: each message's outcome, unless the flush (or the task)
+/// failed.
+type StoreResult =
+    Result<Result<Vec<Result<Outcome, StoreError>>, StoreError>, tokio::task::JoinError>;
+
+/// Waits for the batch being stored, if there is one (forever otherwise).
+async fn stored(storing: &mut Option<Storing>) -> StoreResult {
+    match storing {
+        Some(s) => (&mut s.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What woke the worker.
+enum Wake {
+    Packet(PollerEvent),
+    Stored(StoreResult),
+    Recover,
+    Stop,
+}
+
 /// What the store made of a decoded message.
 // One per message of a batch, consumed at once: size does not matter here.
 #[allow(clippy::large_enum_variant)]
@@ -288,45 +320,56 @@ impl Worker {
         mut rx: mpsc::UnboundedReceiver<PollerEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
+        // The batch being stored, and the messages that came meanwhile (the next batch).
+        let mut storing: Option<Storing> = None;
+        let mut next: Vec<Publish> = Vec::new();
         loop {
             let retry_at = self.stall.as_ref().map(|s| s.next_try);
-            let first = tokio::select! {
-                w = rx.recv() => w.map(Some),
-                _ = stop.wait_for(|s| *s) => None,
-                () = sleep_until_opt(retry_at) => Some(None),
+            let woke = tokio::select! {
+                w = rx.recv(), if next.len() < MAX_BATCH => match w {
+                    Some(w) => Wake::Packet(w),
+                    None => Wake::Stop,
+                },
+                done = stored(&mut storing) => Wake::Stored(done),
+                _ = stop.wait_for(|s| *s) => Wake::Stop,
+                () = sleep_until_opt(retry_at), if storing.is_none() => Wake::Recover,
             };
-            // `Some(None)`: time to try recovering the store.
-            let first = match first {
-                Some(Some(w)) => w,
-                Some(None) => {
+            match woke {
+                Wake::Packet(first) => {
+                    self.take(first, &mut next).await;
+                    while next.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(w) => self.take(w, &mut next).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Stored(done) => {
+                    let Some(batch) = storing.take() else {
+                        continue;
+                    };
+                    // The next batch goes to the store at once, so that it is written
+                    // while this one's acks go out (its messages are already here).
+                    if matches!(done, Ok(Ok(_))) && !next.is_empty() {
+                        storing = Some(self.store(std::mem::take(&mut next)));
+                    }
+                    self.finish_batch(batch, done).await;
+                }
+                Wake::Recover => {
                     self.try_recover().await;
                     continue;
                 }
-                None => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
+                Wake::Stop => break,
             }
-            let mut publishes = Vec::new();
-            for w in batch {
-                match w {
-                    PollerEvent::Connected { session_present } => {
-                        self.on_connected(session_present).await
-                    }
-                    PollerEvent::SubAck => {
-                        info!(filter = %self.topics.up_filter(), "subscribed");
-                        let _ = self.ready.send(true);
-                    }
-                    PollerEvent::Publish(p) => publishes.push(p),
-                }
+            if storing.is_none() && !next.is_empty() {
+                storing = Some(self.store(std::mem::take(&mut next)));
             }
-            if !publishes.is_empty() {
-                self.handle_batch(publishes).await;
-            }
+        }
+        // What is being stored is acknowledged once stored; what only arrived is not,
+        // and stays with the broker's persistent session.
+        if let Some(mut batch) = storing.take() {
+            let done = (&mut batch.task).await;
+            self.finish_batch(batch, done).await;
         }
         // Clean shutdown: say so (retained), then disconnect. Unacked messages stay with
         // the broker's persistent session and come back on the next start.
@@ -335,6 +378,21 @@ impl Worker {
         }
         let _ = self.client.disconnect().await;
         info!("ingest stopped");
+    }
+
+    /// Takes one packet from the poller: a message joins the next batch, a connection
+    /// or subscription is handled at once.
+    async fn take(&self, w: PollerEvent, next: &mut Vec<Publish>) {
+        match w {
+            PollerEvent::Connected { session_present } => {
+                self.on_connected(session_present).await;
+            }
+            PollerEvent::SubAck => {
+                info!(filter = %self.topics.up_filter(), "subscribed");
+                let _ = self.ready.send(true);
+            }
+            PollerEvent::Publish(p) => next.push(p),
+        }
     }
 
     async fn on_connected(&self, session_present: bool) {
@@ -454,7 +512,9 @@ impl Worker {
         }
     }
 
-    async fn handle_batch(&mut self, publishes: Vec<Publish>) {
+    /// Decodes a batch and starts writing it to the store (blocking, off the async
+    /// threads): one transaction for its events, then one flush.
+    fn store(&self, publishes: Vec<Publish>) -> Storing {
         let decoded: Vec<Decoded> = publishes
             .iter()
             .map(|p| decode_publish(&self.topics, &self.deps.metrics, p))
@@ -463,7 +523,7 @@ impl Worker {
         let policy = self.deps.policy.clone();
         let now = self.deps.clock.now();
         let (topics, serials) = (self.topics.clone(), self.deps.known_serials.clone());
-        let result = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let ctx = Ctx {
                 policy: &policy,
                 topics: &topics,
@@ -472,8 +532,18 @@ impl Worker {
             let done = store_batch(store.as_ref(), &ctx, decoded, now);
             // One flush for the whole batch: nothing is acked before it returns.
             store.flush().map(|()| done)
-        })
-        .await;
+        });
+        Storing {
+            publishes,
+            now,
+            task,
+        }
+    }
+
+    /// Acknowledges a stored batch (to the broker, then to each device) and sends what
+    /// its decisions call for; a batch the store failed is released to the broker only.
+    async fn finish_batch(&mut self, batch: Storing, result: StoreResult) {
+        let Storing { publishes, now, .. } = batch;
         let done = match result {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
