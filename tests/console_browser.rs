@@ -1256,6 +1256,12 @@ fn the_service_desk_asks_for_a_planned_service_from_the_providers_page() {
     fill("#fld-service_category", "network");
     fill("#fld-service_text", "switch nuevo y latiguillos");
     fill("#fld-provider", "Redes SAS");
+    // A new record has no priority to keep: the empty choice says what it gets.
+    let blank = b.exec(
+        "return document.querySelector('#service-form #fld-priority option').textContent;",
+        json!([]),
+    );
+    assert_eq!(blank, json!("P3 (the default)"));
     b.exec(
         "document.getElementById('fld-affects_network').checked = true;",
         json!([]),

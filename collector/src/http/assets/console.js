@@ -1007,7 +1007,7 @@
       const attrs = { name: f.name, id, required: !!f.required };
       let control;
       const options = (list, blank) => [
-        blank ? h("option", { value: "" }, tOr("field." + f.name + ".default", t("field.default"))) : null,
+        blank ? h("option", { value: "" }, f.blank || tOr("field." + f.name + ".default", t("field.default"))) : null,
         ...list.map(([v, text]) => h("option", { value: v }, text)),
       ];
       if (f.choices && f.choices.length) {
@@ -1688,7 +1688,8 @@
     const form = h("form", { class: "action-form", id: "service-form" },
       h("p", { class: "muted" }, t("service.hint")),
       fieldControls(SERVICE_FIELDS.map((f) => Object.assign({}, f, { name: "service_" + f.name }))),
-      fieldControls(SERVICE_REQUEST_FIELDS),
+      // A new record has no priority to keep: left empty, the service is P3.
+      fieldControls(SERVICE_REQUEST_FIELDS.map((f) => f.name === "priority" ? Object.assign({}, f, { blank: t("service.priority_default") }) : f)),
       h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", id: "service-submit" }, t("service.submit"))),
       err);
     form.addEventListener("submit", async (ev) => {
