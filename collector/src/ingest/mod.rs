@@ -324,6 +324,11 @@ impl Worker {
         let mut storing: Option<Storing> = None;
         let mut next: Vec<Publish> = Vec::new();
         loop {
+            // The store is free: the next batch goes, unless recovering it comes first
+            // (a steady stream must not keep a stalled store from being reopened).
+            if storing.is_none() && !next.is_empty() && !self.recovery_due() {
+                storing = Some(self.store(std::mem::take(&mut next)));
+            }
             let retry_at = self.stall.as_ref().map(|s| s.next_try);
             let woke = tokio::select! {
                 w = rx.recv(), if next.len() < MAX_BATCH => match w {
@@ -350,19 +355,15 @@ impl Worker {
                     };
                     // The next batch goes to the store at once, so that it is written
                     // while this one's acks go out (its messages are already here).
-                    if matches!(done, Ok(Ok(_))) && !next.is_empty() {
+                    if !next.is_empty() && !self.recovery_due() {
                         storing = Some(self.store(std::mem::take(&mut next)));
                     }
                     self.finish_batch(batch, done).await;
                 }
-                Wake::Recover => {
-                    self.try_recover().await;
-                    continue;
-                }
+                // Never while a batch is being stored: reopening between its writes and
+                // its flush would ack writes the old handle may not have kept.
+                Wake::Recover => self.try_recover().await,
                 Wake::Stop => break,
-            }
-            if storing.is_none() && !next.is_empty() {
-                storing = Some(self.store(std::mem::take(&mut next)));
             }
         }
         // What is being stored is acknowledged once stored; what only arrived is not,
@@ -447,6 +448,13 @@ impl Worker {
                 warn!(error = %e, "cannot queue the MQTT ack");
             }
         }
+    }
+
+    /// Whether the store is stalled and its next recovery attempt is due.
+    fn recovery_due(&self) -> bool {
+        self.stall
+            .as_ref()
+            .is_some_and(|s| s.next_try <= tokio::time::Instant::now())
     }
 
     /// The store failed `n` writes: ingest is stalled until it recovers.
