@@ -1263,6 +1263,11 @@ fn the_service_desk_asks_for_a_planned_service_from_the_providers_page() {
     );
     assert_eq!(blank, json!("P3 (the default)"));
     b.exec(
+        "document.getElementById('fld-priority').scrollIntoView({ block: 'center' });",
+        json!([]),
+    );
+    b.screenshot("service-form");
+    b.exec(
         "document.getElementById('fld-affects_network').checked = true;",
         json!([]),
     );

@@ -1000,14 +1000,16 @@
 
   // ---------------------------------------------------------------- forms from field specs
 
-  // The controls for an action's fields, as the server describes them in `allowed`.
+  // The controls for an action's fields, as the server describes them in `allowed`. An
+  // optional choice starts empty, worded by `field.<name>.default` or by the spec's own
+  // `blank` key.
   function fieldControls(fields, current) {
     return (fields || []).map((f) => {
       const id = "fld-" + f.name;
       const attrs = { name: f.name, id, required: !!f.required };
       let control;
       const options = (list, blank) => [
-        blank ? h("option", { value: "" }, f.blank || tOr("field." + f.name + ".default", t("field.default"))) : null,
+        blank ? h("option", { value: "" }, tOr(f.blank || "field." + f.name + ".default", t("field.default"))) : null,
         ...list.map(([v, text]) => h("option", { value: v }, text)),
       ];
       if (f.choices && f.choices.length) {
@@ -1678,7 +1680,8 @@
     { name: "provider", type: "person" },
     { name: "kind", choices: ["scheduled", "unplanned"], required: true },
     { name: "agreed_at", type: "time", required: true },
-    { name: "priority", type: "priority" },
+    // A new record has no priority to keep: left empty, the service is P3.
+    { name: "priority", type: "priority", blank: "service.priority_default" },
     { name: "affects_network", type: "bool" },
     { name: "conditions", type: "text" },
   ];
@@ -1688,8 +1691,7 @@
     const form = h("form", { class: "action-form", id: "service-form" },
       h("p", { class: "muted" }, t("service.hint")),
       fieldControls(SERVICE_FIELDS.map((f) => Object.assign({}, f, { name: "service_" + f.name }))),
-      // A new record has no priority to keep: left empty, the service is P3.
-      fieldControls(SERVICE_REQUEST_FIELDS.map((f) => f.name === "priority" ? Object.assign({}, f, { blank: t("service.priority_default") }) : f)),
+      fieldControls(SERVICE_REQUEST_FIELDS),
       h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", id: "service-submit" }, t("service.submit"))),
       err);
     form.addEventListener("submit", async (ev) => {
