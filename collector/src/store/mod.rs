@@ -345,8 +345,9 @@ pub enum StoreError {
         /// Why.
         source: serde_json::Error,
     },
-    /// A stored key or counter has the wrong length.
-    #[error("store key or counter {0} is corrupt")]
+    /// A stored key or counter has the wrong length, or a compressed value does not
+    /// decompress.
+    #[error("store data for {0} is corrupt")]
     Corrupt(&'static str),
     /// No such incident.
     #[error("no incident {0}")]
