@@ -278,6 +278,21 @@ struct Trees<'a> {
     devices: &'a TransactionalTree,
     outbox: &'a TransactionalTree,
     notify: &'a TransactionalTree,
+    /// The heads, summaries and device records this transaction has read or changed,
+    /// decoded (see [`Pending`]).
+    pending: std::cell::RefCell<Pending>,
+}
+
+/// What a transaction has read or changed of the values a device event rewrites: a batch
+/// of events often touches one incident and one device many times, and decoding and
+/// encoding them (JSON, compression) is most of an event's cost in our code. Each is read
+/// and decoded once, changed here, and encoded and written once, by [`Trees::write_back`]
+/// before the commit. A value is `(value, changed)`.
+#[derive(Default)]
+struct Pending {
+    heads: std::collections::HashMap<u64, (Incident, bool)>,
+    summaries: std::collections::HashMap<u64, (IncidentSummary, bool)>,
+    devices: std::collections::HashMap<DeviceId, (DeviceRecord, bool)>,
 }
 
 /// An incident's head: the incident without its audit trail, as the `incidents` tree
@@ -294,10 +309,69 @@ fn head_bytes(inc: &Incident) -> Result<Vec<u8>, StoreError> {
 impl Trees<'_> {
     /// An incident's head (its audit trail is not read: see [`Incident::audit`]).
     fn load_incident(&self, n: u64) -> TxResult<Option<Incident>> {
-        match self.incidents.get(n.to_be_bytes())? {
-            Some(b) => Ok(Some(dec("incident", &b).map_err(abort)?)),
-            None => Ok(None),
+        if let Some((inc, _)) = self.pending.borrow().heads.get(&n) {
+            return Ok(Some(inc.clone()));
         }
+        let Some(b) = self.incidents.get(n.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let inc: Incident = dec("incident", &b).map_err(abort)?;
+        self.pending
+            .borrow_mut()
+            .heads
+            .insert(n, (inc.clone(), false));
+        Ok(Some(inc))
+    }
+
+    /// An incident's summary.
+    fn load_summary(&self, n: u64) -> TxResult<Option<IncidentSummary>> {
+        if let Some((s, _)) = self.pending.borrow().summaries.get(&n) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(b) = self.summaries.get(n.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let s: IncidentSummary = dec("summary", &b).map_err(abort)?;
+        self.pending
+            .borrow_mut()
+            .summaries
+            .insert(n, (s.clone(), false));
+        Ok(Some(s))
+    }
+
+    /// Removes an incident's head and summary (its trail and indexes are the caller's).
+    fn remove_incident(&self, n: u64) -> TxResult<()> {
+        let mut pending = self.pending.borrow_mut();
+        pending.heads.remove(&n);
+        pending.summaries.remove(&n);
+        self.incidents.remove(&n.to_be_bytes())?;
+        self.summaries.remove(&n.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Encodes and writes what [`Pending`] holds changed: once per value, however many
+    /// times the transaction changed it.
+    fn write_back(&self) -> TxResult<()> {
+        let pending = self.pending.borrow();
+        for (n, (inc, changed)) in &pending.heads {
+            if *changed {
+                self.incidents
+                    .insert(&n.to_be_bytes(), head_bytes(inc).map_err(abort)?)?;
+            }
+        }
+        for (n, (s, changed)) in &pending.summaries {
+            if *changed {
+                self.summaries
+                    .insert(&n.to_be_bytes(), enc("summary", s).map_err(abort)?)?;
+            }
+        }
+        for (id, (rec, changed)) in &pending.devices {
+            if *changed {
+                self.devices
+                    .insert(id.as_str(), enc("device", rec).map_err(abort)?)?;
+            }
+        }
+        Ok(())
     }
 
     fn bump_count(&self, state: State, delta: i64) -> TxResult<()> {
@@ -383,10 +457,7 @@ impl Trees<'_> {
             self.audit
                 .insert(&audit_key(n, r.seq), enc("audit record", r).map_err(abort)?)?;
         }
-        let old: Option<IncidentSummary> = match self.summaries.get(n.to_be_bytes())? {
-            Some(b) => Some(dec("summary", &b).map_err(abort)?),
-            None => None,
-        };
+        let old = self.load_summary(n)?;
         let new = IncidentSummary::of(inc, policy);
         let old_keys = old.as_ref().map(index_keys).unwrap_or_default();
         let new_keys = index_keys(&new);
@@ -423,25 +494,45 @@ impl Trees<'_> {
                 self.fault_index.insert(fk, &n.to_be_bytes())?;
             }
         }
-        self.incidents
-            .insert(&n.to_be_bytes(), head_bytes(inc).map_err(abort)?)?;
-        self.summaries
-            .insert(&n.to_be_bytes(), enc("summary", &new).map_err(abort)?)?;
+        // The head as the `incidents` tree holds it, without the trail.
+        let mut head = inc.clone();
+        head.audit = Vec::new();
+        let mut pending = self.pending.borrow_mut();
+        pending.heads.insert(n, (head, true));
+        pending.summaries.insert(n, (new.clone(), true));
         Ok(new)
     }
 
     fn load_device(&self, device: &DeviceId, now: Millis) -> TxResult<DeviceRecord> {
-        let mut rec = match self.devices.get(device.as_str())? {
-            Some(b) => dec::<DeviceRecord>("device", &b).map_err(abort)?,
-            None => DeviceRecord::new(device.clone(), now),
+        let cached = self
+            .pending
+            .borrow()
+            .devices
+            .get(device)
+            .map(|(r, _)| r.clone());
+        let mut rec = match cached {
+            Some(r) => r,
+            None => match self.devices.get(device.as_str())? {
+                Some(b) => {
+                    let r = dec::<DeviceRecord>("device", &b).map_err(abort)?;
+                    self.pending
+                        .borrow_mut()
+                        .devices
+                        .insert(device.clone(), (r.clone(), false));
+                    r
+                }
+                None => DeviceRecord::new(device.clone(), now),
+            },
         };
         rec.seen(now);
         Ok(rec)
     }
 
     fn save_device(&self, rec: &DeviceRecord) -> TxResult<()> {
-        self.devices
-            .insert(rec.device.as_str(), enc("device", rec).map_err(abort)?)?;
+        self.pending
+            .borrow_mut()
+            .devices
+            .insert(rec.device.clone(), (rec.clone(), true));
         Ok(())
     }
 
@@ -662,7 +753,7 @@ impl Handles {
                     outbox,
                     notify,
                 )| {
-                    f(&Trees {
+                    let trees = Trees {
                         events,
                         incidents,
                         audit,
@@ -674,7 +765,11 @@ impl Handles {
                         devices,
                         outbox,
                         notify,
-                    })
+                        pending: Default::default(),
+                    };
+                    let r = f(&trees)?;
+                    trees.write_back()?;
+                    Ok(r)
                 },
             )
             .map_err(tx_err)
@@ -1228,8 +1323,7 @@ impl Handles {
                         }
                     }
                 }
-                tx.incidents.remove(&n.to_be_bytes())?;
-                tx.summaries.remove(&n.to_be_bytes())?;
+                tx.remove_incident(n)?;
                 Ok(true)
             })?;
             removed += usize::from(done);
@@ -2620,6 +2714,18 @@ mod tests {
         }
         assert_eq!(sn.incident_counts().unwrap(), s1.incident_counts().unwrap());
         assert_eq!(sn.outbox_len(), s1.outbox_len());
+        // What a batch keeps decoded until its commit (heads, summaries, devices) is
+        // written as one event at a time writes it.
+        let all = IncidentFilter::default();
+        assert_eq!(sn.incidents(&all).unwrap(), s1.incidents(&all).unwrap());
+        assert_eq!(sn.devices().unwrap(), s1.devices().unwrap());
+        drop((s1, sn));
+        let (s1, sn) = (
+            SledStore::open(one.path()).unwrap(),
+            SledStore::open(many.path()).unwrap(),
+        );
+        assert_eq!(sn.incidents(&all).unwrap(), s1.incidents(&all).unwrap());
+        assert_eq!(sn.devices().unwrap(), s1.devices().unwrap());
     }
 
     #[test]
