@@ -287,56 +287,68 @@ struct Trees<'a> {
 /// of events often touches one incident and one device many times, and decoding and
 /// encoding them (JSON, compression) is most of an event's cost in our code. Each is read
 /// and decoded once, changed here, and encoded and written once, by [`Trees::write_back`]
-/// before the commit. A value is `(value, changed)`.
+/// before the commit.
 #[derive(Default)]
 struct Pending {
-    heads: std::collections::HashMap<u64, (Incident, bool)>,
-    summaries: std::collections::HashMap<u64, (IncidentSummary, bool)>,
-    devices: std::collections::HashMap<DeviceId, (DeviceRecord, bool)>,
+    /// Heads as the `incidents` tree holds them: without their trail.
+    heads: Cached<u64, Incident>,
+    summaries: Cached<u64, IncidentSummary>,
+    devices: Cached<DeviceId, DeviceRecord>,
 }
 
-/// An incident's head: the incident without its audit trail, as the `incidents` tree
-/// holds it.
-fn head_bytes(inc: &Incident) -> Result<Vec<u8>, StoreError> {
-    if inc.audit.is_empty() {
-        return enc("incident", inc);
+/// One tree's values in [`Pending`]: each with whether the transaction changed it.
+type Cached<K, T> = std::collections::HashMap<K, (T, bool)>;
+
+/// Writes the values of `cached` the transaction changed to `tree`, each encoded once.
+fn write_changed<'a, K, T: Serialize, R: AsRef<[u8]>>(
+    tree: &TransactionalTree,
+    cached: &'a Cached<K, T>,
+    key: impl Fn(&'a K) -> R,
+    what: &'static str,
+) -> TxResult<()> {
+    for (k, (v, changed)) in cached {
+        if *changed {
+            tree.insert(key(k).as_ref(), enc(what, v).map_err(abort)?)?;
+        }
     }
-    let mut head = inc.clone();
-    head.audit = Vec::new();
-    enc("incident", &head)
+    Ok(())
 }
 
 impl Trees<'_> {
-    /// An incident's head (its audit trail is not read: see [`Incident::audit`]).
-    fn load_incident(&self, n: u64) -> TxResult<Option<Incident>> {
-        if let Some((inc, _)) = self.pending.borrow().heads.get(&n) {
-            return Ok(Some(inc.clone()));
+    /// `key`'s value in `tree` (stored under `raw`), decoded once per transaction: from
+    /// [`Pending`] (`slot`) when the transaction read or changed it before, else from the
+    /// tree, and kept in `slot`.
+    fn read_through<K: std::hash::Hash + Eq + Clone, T: serde::de::DeserializeOwned + Clone>(
+        &self,
+        slot: fn(&mut Pending) -> &mut Cached<K, T>,
+        tree: &TransactionalTree,
+        key: &K,
+        raw: &[u8],
+        what: &'static str,
+    ) -> TxResult<Option<T>> {
+        let mut pending = self.pending.borrow_mut();
+        let cached = slot(&mut pending);
+        if let Some((v, _)) = cached.get(key) {
+            return Ok(Some(v.clone()));
         }
-        let Some(b) = self.incidents.get(n.to_be_bytes())? else {
+        let Some(b) = tree.get(raw)? else {
             return Ok(None);
         };
-        let inc: Incident = dec("incident", &b).map_err(abort)?;
-        self.pending
-            .borrow_mut()
-            .heads
-            .insert(n, (inc.clone(), false));
-        Ok(Some(inc))
+        let v: T = dec(what, &b).map_err(abort)?;
+        cached.insert(key.clone(), (v.clone(), false));
+        Ok(Some(v))
+    }
+
+    /// An incident's head (its audit trail is not read: see [`Incident::audit`]).
+    fn load_incident(&self, n: u64) -> TxResult<Option<Incident>> {
+        let raw = n.to_be_bytes();
+        self.read_through(|p| &mut p.heads, self.incidents, &n, &raw, "incident")
     }
 
     /// An incident's summary.
     fn load_summary(&self, n: u64) -> TxResult<Option<IncidentSummary>> {
-        if let Some((s, _)) = self.pending.borrow().summaries.get(&n) {
-            return Ok(Some(s.clone()));
-        }
-        let Some(b) = self.summaries.get(n.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let s: IncidentSummary = dec("summary", &b).map_err(abort)?;
-        self.pending
-            .borrow_mut()
-            .summaries
-            .insert(n, (s.clone(), false));
-        Ok(Some(s))
+        let raw = n.to_be_bytes();
+        self.read_through(|p| &mut p.summaries, self.summaries, &n, &raw, "summary")
     }
 
     /// Removes an incident's head and summary (its trail and indexes are the caller's).
@@ -353,25 +365,19 @@ impl Trees<'_> {
     /// times the transaction changed it.
     fn write_back(&self) -> TxResult<()> {
         let pending = self.pending.borrow();
-        for (n, (inc, changed)) in &pending.heads {
-            if *changed {
-                self.incidents
-                    .insert(&n.to_be_bytes(), head_bytes(inc).map_err(abort)?)?;
-            }
-        }
-        for (n, (s, changed)) in &pending.summaries {
-            if *changed {
-                self.summaries
-                    .insert(&n.to_be_bytes(), enc("summary", s).map_err(abort)?)?;
-            }
-        }
-        for (id, (rec, changed)) in &pending.devices {
-            if *changed {
-                self.devices
-                    .insert(id.as_str(), enc("device", rec).map_err(abort)?)?;
-            }
-        }
-        Ok(())
+        write_changed(
+            self.incidents,
+            &pending.heads,
+            |n| n.to_be_bytes(),
+            "incident",
+        )?;
+        write_changed(
+            self.summaries,
+            &pending.summaries,
+            |n| n.to_be_bytes(),
+            "summary",
+        )?;
+        write_changed(self.devices, &pending.devices, |d| d.as_str(), "device")
     }
 
     fn bump_count(&self, state: State, delta: i64) -> TxResult<()> {
@@ -504,26 +510,10 @@ impl Trees<'_> {
     }
 
     fn load_device(&self, device: &DeviceId, now: Millis) -> TxResult<DeviceRecord> {
-        let cached = self
-            .pending
-            .borrow()
-            .devices
-            .get(device)
-            .map(|(r, _)| r.clone());
-        let mut rec = match cached {
-            Some(r) => r,
-            None => match self.devices.get(device.as_str())? {
-                Some(b) => {
-                    let r = dec::<DeviceRecord>("device", &b).map_err(abort)?;
-                    self.pending
-                        .borrow_mut()
-                        .devices
-                        .insert(device.clone(), (r.clone(), false));
-                    r
-                }
-                None => DeviceRecord::new(device.clone(), now),
-            },
-        };
+        let raw = device.as_str().as_bytes();
+        let mut rec = self
+            .read_through(|p| &mut p.devices, self.devices, device, raw, "device")?
+            .unwrap_or_else(|| DeviceRecord::new(device.clone(), now));
         rec.seen(now);
         Ok(rec)
     }
@@ -2573,6 +2563,23 @@ mod tests {
         ));
         // Short values stay JSON.
         assert_eq!(enc("incident", &1u8).unwrap(), b"1");
+    }
+
+    #[test]
+    fn a_value_compressed_with_the_dictionary_decodes_as_it_did_when_written() {
+        // A device record in the stored format (the tag, then the zstd frame against
+        // values-v1.dict without its magic), made once by another zstd: the dictionary is
+        // part of the format, and an edited one would not inflate this to the record.
+        let packed = [
+            0x01, 0x20, 0x49, 0x6d, 0x00, 0x00, 0x10, 0x7b, 0x7d, 0x02, 0x00, 0xfa, 0x21, 0x3c,
+            0x41, 0x15, 0x1e, 0xbc, 0x02,
+        ];
+        let rec: DeviceRecord = dec("device", &packed).unwrap();
+        let want = r#"{"device":"ws-0001","first_seen":1800000000100,"last_seen":1800000007900}"#;
+        assert_eq!(serde_json::to_string(&rec).unwrap(), want);
+        let again = enc("device", &rec).unwrap();
+        assert_eq!(again[0], PACKED_V1);
+        assert_eq!(dec::<DeviceRecord>("device", &again).unwrap(), rec);
     }
 
     #[test]
